@@ -1,0 +1,1 @@
+"""Networks, one per module: HF-GAN generator, 3D Refiner, discriminator, segmenter."""
