@@ -77,14 +77,34 @@ _ALIASES: dict[Sequence, tuple[str, ...]] = {
     Sequence.T1C: (
         "t1c", "t1ce", "t1gd", "t1post", "t1c+", "t1+c", "t1+gd", "t1contrast", "t1postcontrast",
         "t1wce", "t1wc", "t1wpost", "t1gad", "t1cegd", "t1enhanced", "t1contrastenhanced",
-        "mpragepost", "mprage+c", "mpragegd", "t1km", "t1wgd", "postgd", "postcontrast",
+        "mpragepost", "mprage+c", "mpragegd", "t1km", "t1wgd",
     ),
-    Sequence.T2W: ("t2w", "t2", "t2weighted", "t2tse", "t2fse", "tse"),
+    # No bare "tse"/"fse": Siemens and GE name T1 spin-echo series "t1_tse" too.
+    Sequence.T2W: ("t2w", "t2", "t2weighted", "t2tse", "t2fse"),
     Sequence.T2F: (
         "t2f", "flair", "t2flair", "t2wflair", "t2irflair", "flairt2", "t2fl", "darkfluid",
         "t2darkfluid", "irfse",
     ),
 }
+
+
+# Words that mark a T1 series as acquired after contrast ("t1_mprage_tra_Gd", "T1 BRAVO +C",
+# BIDS "ce-gadolinium_T1w"), and words that say it was not ("T1 pre contrast", "T1 w/o").
+# Matched against single tokens and adjacent token pairs joined (see _phrases).
+_CONTRAST_MARKERS = frozenset({
+    "+c", "c+", "+gd", "+gad", "gd", "gad", "gado", "gadolinium", "post", "postcontrast",
+    "postgd", "contrast", "ce", "km", "enhanced",
+})
+_NATIVE_MARKERS = frozenset({
+    "pre", "precontrast", "native", "nativ", "noncontrast", "nonenhanced", "wo", "without",
+})
+
+# Separators people put between words. "*" is not one: "T2*" (gradient-echo T2-star) is a
+# different contrast from T2, so it must not be read as "T2".
+_SEPARATORS = r"[\s_\-\.()\[\]/\\,:;]+"
+
+#: File endings that :func:`guess_sequence` ignores.
+_FILE_EXTENSION = re.compile(r"(\.nii\.gz|\.nii|\.nrrd|\.nhdr|\.mha|\.mhd|\.dcm|\.gz)$", re.I)
 
 
 class UnknownSequenceError(ValueError):
@@ -93,12 +113,26 @@ class UnknownSequenceError(ValueError):
 
 def _normalise(text: str) -> str:
     """Lower-case and drop characters that people use as separators (keeps ``+``)."""
-    return re.sub(r"[\s_\-\.()\[\]/\\,:;*]+", "", text.lower())
+    return re.sub(_SEPARATORS, "", text.lower())
 
 
 def _tokens(text: str) -> list[str]:
-    """Split a name into lower-case tokens at separators (keeps ``+``)."""
-    return [t for t in re.split(r"[\s_\-\.()\[\]/\\,:;*]+", text.lower()) if t]
+    """Split a name into lower-case tokens at separators; ``+`` becomes a token of its own.
+
+    Splitting off ``+`` lets "FLAIR+C" still contain the token "flair" while "T1+C" and
+    "T1 C+" rejoin into the aliases "t1+c" / "t1c+".
+    """
+    spaced = text.lower().replace("+", " + ")
+    return [t for t in re.split(_SEPARATORS, spaced) if t]
+
+
+def _phrases(tokens: list[str], longest: int) -> list[tuple[int, int, str]]:
+    """Every run of up to ``longest`` adjacent tokens, joined, with its token span."""
+    return [
+        (start, stop, "".join(tokens[start:stop]))
+        for start in range(len(tokens))
+        for stop in range(start + 1, min(len(tokens), start + longest) + 1)
+    ]
 
 
 def parse_sequence(name: str | Sequence) -> Sequence:
@@ -120,9 +154,16 @@ def parse_sequence(name: str | Sequence) -> Sequence:
 
 
 def _strip_extensions(name: str) -> str:
-    """Remove image file extensions (.nii.gz, .nrrd, ...) and folders from a path-like name."""
-    base = re.split(r"[\\/]", name.rstrip("\\/"))[-1]
-    return re.sub(r"(\.nii\.gz|\.nii|\.nrrd|\.nhdr|\.mha|\.mhd|\.dcm|\.gz)$", "", base, flags=re.I)
+    """Remove image file extensions (.nii.gz, .nrrd, ...) and, for a path, its folders.
+
+    Only a path loses its folders: a file name with an image extension, or a name that
+    starts like a path (``/``, ``~``, ``.``, ``C:``). Series descriptions such as
+    "AX T1 W/O contrast" keep their slash and every word.
+    """
+    trimmed = name.rstrip("\\/")
+    looks_like_path = bool(_FILE_EXTENSION.search(trimmed)) or bool(re.match(r"([/\\~.]|[A-Za-z]:)", trimmed))
+    base = re.split(r"[\\/]", trimmed)[-1] if looks_like_path else trimmed
+    return _FILE_EXTENSION.sub("", base)
 
 
 def candidate_sequences(name: str) -> set[Sequence]:
@@ -136,12 +177,8 @@ def candidate_sequences(name: str) -> set[Sequence]:
         return set()
     # Every run of up to three adjacent tokens, joined, is a candidate phrase:
     # "T2 FLAIR", "T1 post contrast", "t1_ce" all become one phrase.
-    phrases: list[tuple[int, int, str]] = []
-    for start in range(len(tokens)):
-        for stop in range(start + 1, min(len(tokens), start + 3) + 1):
-            phrases.append((start, stop, "".join(tokens[start:stop])))
     matches: list[tuple[int, int, Sequence]] = []
-    for start, stop, phrase in phrases:
+    for start, stop, phrase in _phrases(tokens, 3):
         for seq in SEQUENCES:
             if phrase in _ALIASES[seq] or phrase == seq.brats2021_suffix:
                 matches.append((start, stop, seq))
@@ -165,12 +202,20 @@ def guess_sequence(name: str) -> Sequence | None:
     ``"t1_t2_fusion"`` -> None (two sequences named).
     """
     found = candidate_sequences(name)
-    if len(found) == 1:
-        return next(iter(found))
-    # "T1 post", "T1 + Gd": a T1 token followed by a contrast token is T1c, not both.
+    # "T1 MPRAGE +C", "t1_mprage_tra_Gd": a T1 name with a contrast word is T1c, not both.
     if found == {Sequence.T1N, Sequence.T1C}:
         return Sequence.T1C
+    if found == {Sequence.T1N} and _says_contrast(name):
+        return Sequence.T1C
+    if len(found) == 1:
+        return next(iter(found))
     return None
+
+
+def _says_contrast(name: str) -> bool:
+    """True when ``name`` has a post-contrast word and no pre-contrast word."""
+    phrases = {phrase for _, _, phrase in _phrases(_tokens(_strip_extensions(name)), 2)}
+    return bool(phrases & _CONTRAST_MARKERS) and not phrases & _NATIVE_MARKERS
 
 
 def explain_guess(name: str) -> str:

@@ -1,0 +1,58 @@
+"""Progress reporting shared by the CLI and the library: ``progress(fraction, message)`` callables.
+
+Library functions take an optional ``progress(fraction, message)`` callback; the CLI turns it
+into a tqdm bar on a terminal and into plain, rate-limited lines otherwise (logs, CI).
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from typing import Callable, Iterator, Optional
+
+ProgressCallback = Callable[[float, str], None]
+
+
+def scaled(progress: Optional[ProgressCallback], start: float, stop: float) -> Optional[ProgressCallback]:
+    """A callback that maps [0, 1] of a sub-task onto [start, stop] of the parent's progress."""
+    if progress is None:
+        return None
+
+    def report(fraction: float, message: str) -> None:
+        progress(start + (stop - start) * min(max(fraction, 0.0), 1.0), message)
+
+    return report
+
+
+@contextlib.contextmanager
+def terminal_progress(description: str = "", stream=None) -> Iterator[ProgressCallback]:
+    """Yield a ``progress(fraction, message)`` callback drawing a bar (TTY) or printing lines."""
+    stream = stream or sys.stderr
+    if hasattr(stream, "isatty") and stream.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=100, desc=description, unit="%", file=stream,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
+
+        def report(fraction: float, message: str) -> None:
+            bar.n = round(min(max(fraction, 0.0), 1.0) * 100)
+            bar.set_postfix_str(message, refresh=False)
+            bar.refresh()
+
+        try:
+            yield report
+        finally:
+            bar.close()
+        return
+
+    last = {"time": 0.0, "percent": -1}
+
+    def report_lines(fraction: float, message: str) -> None:
+        percent = int(min(max(fraction, 0.0), 1.0) * 100)
+        now = time.monotonic()
+        if percent == last["percent"] or (now - last["time"] < 2.0 and percent < 100):
+            return
+        last.update(time=now, percent=percent)
+        print(f"{description}: {percent:3d}% {message}".rstrip(), file=stream, flush=True)
+
+    yield report_lines
