@@ -7,13 +7,18 @@ never leaves a half-written result where a good one is expected.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gzip
 import os
 import re
+import shutil
 import tempfile
+import zlib
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
+import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
@@ -41,9 +46,18 @@ class InputError(ValueError):
     """Bad input: the message is one line that names the file or image and the problem."""
 
 
+class WriteError(InputError):
+    """An output file could not be written (e.g. a pixel type the format cannot store)."""
+
+
 def _one_line(text: str) -> str:
     """Collapse whitespace so that library messages fit on one line."""
     return " ".join(str(text).split())
+
+
+def _library_reason(error: BaseException) -> str:
+    """The useful tail of a SimpleITK/ITK error message, on one line."""
+    return re.split(r"sitk::ERROR:|ITK ERROR:", _one_line(error))[-1].strip()
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -102,9 +116,40 @@ def read_image(path: str | Path, check: bool = True) -> sitk.Image:
         if "Unable to determine ImageIO" in detail or "Could not create IO object" in detail:
             reason = "unreadable or corrupt image file (format not recognised)"
         raise InputError(f"{path}: {reason}") from error
+    if path.is_file() and path.name.lower().endswith((".nii", ".nii.gz")):
+        _check_nifti_file(path, finite=check)
     if check:
         check_image(image, str(path))
     return image
+
+
+def _check_nifti_file(path: Path, finite: bool) -> None:
+    """Refuse what ITK's NIfTI reader hides: it pads a truncated file with zeros and reads
+    NaN and Inf voxels as 0. ``finite`` also checks the stored voxels for NaN and Inf."""
+    try:
+        proxy = nib.load(str(path)).dataobj
+        content = _file_content(path)
+    except EOFError as error:
+        raise InputError(f"{path}: truncated image file (compressed data ends early)") from error
+    except (OSError, zlib.error, ValueError) as error:  # nibabel's errors are ValueErrors
+        raise InputError(f"{path}: unreadable or corrupt image file ({_one_line(error)})") from error
+    dtype, count, offset = np.dtype(proxy.dtype), int(np.prod(proxy.shape)), int(proxy.offset)
+    expected = offset + count * dtype.itemsize
+    if len(content) < expected:
+        raise InputError(f"{path}: truncated image file ({len(content)} of {expected} bytes of header and voxels)")
+    if finite and np.issubdtype(dtype, np.inexact):
+        voxels = np.frombuffer(content, dtype=dtype, count=count, offset=offset)
+        bad = int(voxels.size - np.count_nonzero(np.isfinite(voxels)))
+        if bad:
+            raise InputError(f"{path}: contains {bad} NaN or Inf voxels")
+
+
+def _file_content(path: Path) -> bytes:
+    """The file's bytes, decompressed for ``.gz`` files (EOFError when the stream is cut short)."""
+    if path.name.lower().endswith(".gz"):
+        with gzip.open(path, "rb") as stream:
+            return stream.read()
+    return path.read_bytes()
 
 
 def check_image(image: sitk.Image, name: str) -> None:
@@ -198,10 +243,24 @@ def find_case_files(folder: str | Path) -> CaseFiles:
 
 
 def _case_id(folder: Path, files: Mapping[Sequence, Path]) -> str:
-    """The case identifier: the common file-name prefix before the sequence suffix, else the folder name."""
-    stems = [strip_image_extension(p.name) for p in files.values()]
-    prefix = os.path.commonprefix(stems).rstrip("-_. ")
-    return prefix if len(stems) > 1 and prefix else folder.name
+    """The case identifier: the file-name part before the BraTS suffix, else the folder name.
+
+    ``BraTS-GLI-00000-000-t1n.nii.gz`` and ``BraTS2021_00000_t1ce.nii.gz`` give
+    ``BraTS-GLI-00000-000`` and ``BraTS2021_00000``; the files must all agree.
+    """
+    prefixes = {_brats_prefix(path.name, sequence) for sequence, path in files.items()}
+    if len(prefixes) == 1 and None not in prefixes:
+        return prefixes.pop()
+    return folder.name
+
+
+def _brats_prefix(name: str, sequence: Sequence) -> str | None:
+    """``"BraTS2021_00000_t1ce.nii.gz"`` -> ``"BraTS2021_00000"``; None without a BraTS suffix."""
+    suffixes = {sequence.suffix, sequence.brats2021_suffix}
+    match = re.fullmatch(r"(.+?)[-_]([A-Za-z0-9]+)", strip_image_extension(name))
+    if match is None or match.group(2).lower() not in suffixes:
+        return None
+    return match.group(1)
 
 
 def read_case(folder: str | Path) -> dict[Sequence, sitk.Image]:
@@ -291,7 +350,7 @@ def align_inputs(
     if not images:
         raise InputError("no input images given")
     ordered = sorted(images.items(), key=_order)
-    reference = reference or ordered[0][0]
+    reference = ordered[0][0] if reference is None else parse_sequence(reference)
     if reference not in images:
         raise InputError(f"reference sequence {reference.display_name} is not among the inputs")
     target_grid = images[reference]
@@ -313,55 +372,67 @@ def align_inputs(
 # --------------------------------------------------------------------------- writing
 
 
-def _temporary_path(path: Path) -> Path:
-    """A unique temporary name in the target folder with the same image extension."""
-    lower = path.name.lower()
-    extension = next((ext for ext in IMAGE_EXTENSIONS if lower.endswith(ext)), path.suffix)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{extension}", dir=path.parent)
-    os.close(handle)
-    return Path(name)
+@contextlib.contextmanager
+def _staging_folder(path: Path) -> Iterator[Path]:
+    """A hidden temporary folder beside ``path``, removed afterwards whatever happens.
+
+    Files are written into it under their final names (so a ``.mhd`` header names its
+    ``.raw`` correctly, and the files get the usual permissions) and then renamed into place.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move_into_place(staging: Path, path: Path) -> None:
+    """Rename every staged file into ``path``'s folder; the named file goes last.
+
+    Data files of two-file formats (``.raw``, ``.zraw``) land before the header that points
+    at them, so a reader never sees a header without its data.
+    """
+    for staged in sorted(staging.iterdir()):
+        if staged.name != path.name:
+            os.replace(staged, path.parent / staged.name)
+    os.replace(staging / path.name, path)
 
 
 def write_image(
     image: sitk.Image, path: str | Path, description: str | None = None, compress: bool = True
 ) -> Path:
-    """Write ``image`` atomically (temporary file in the same folder, then rename).
+    """Write ``image`` atomically (temporary folder beside the target, then rename).
 
     ``description`` goes into the NIfTI ``descrip`` field / NRRD header so the file itself
     says what it is (synthetic volumes say SYNTHETIC). The caller's image is not modified.
+    Raises :class:`WriteError` when SimpleITK cannot write the image; the previous file,
+    if any, is then left as it was.
     """
     path = Path(path)
     if not is_image_file(path):
         raise InputError(f"{path}: unsupported output extension (use one of {', '.join(IMAGE_EXTENSIONS)})")
-    path.parent.mkdir(parents=True, exist_ok=True)
     to_write = image
     if description is not None:
         to_write = sitk.Image(image)  # copy, so the caller's metadata stays as it was
         # ITK's NIfTI writer fills the 80-byte ``descrip`` field from ITK_FileNotes.
         to_write.SetMetaData("ITK_FileNotes", description[:79])
         to_write.SetMetaData("descrip", description[:79])
-    temporary = _temporary_path(path)
-    try:
-        sitk.WriteImage(to_write, str(temporary), compress)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with _staging_folder(path) as staging:
+        try:
+            sitk.WriteImage(to_write, str(staging / path.name), compress)
+        except RuntimeError as error:
+            raise WriteError(f"{path}: cannot write image ({_library_reason(error)})") from error
+        _move_into_place(staging, path)
     return path
 
 
 def write_text(text: str, path: str | Path) -> Path:
     """Write a text file (reports, tables) atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
+    with _staging_folder(path) as staging:
+        (staging / path.name).write_text(text, encoding="utf-8")
+        _move_into_place(staging, path)
     return path
 
 

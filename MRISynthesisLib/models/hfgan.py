@@ -281,11 +281,16 @@ class ChannelAttention(nn.Module):
 class HybridFusionEncoder(nn.Module):
     """Early-fusion encoder + one encoder per sequence, fused by channel attention.
 
-    Fusion per batch item over its available sequences ``A`` (``s_i`` sigmoid weights,
-    ``f_i`` deepest features, ``e`` the early encoder, ``multi`` = ``|A| > 1``):
-    ``sum_A f_i s_i + multi f_e s_e`` and ``sum_A f_i softmax_A(s)_i + multi f_e``, joined by
-    ``conv1``; skips are ``mean_A h_i + multi h_e``. With one sequence the early encoder
-    is not used, as in the reference.
+    Fusion per batch item over its available sequences ``A`` (``s_i`` sigmoid channel
+    weights, ``f_i`` deepest features, ``e`` the early encoder):
+
+    * one sequence: ``f_i s_i`` and ``f_i``; skips ``h_i``; the early encoder is unused.
+    * several: ``sum_A f_i s_i[0] + f_e s_e`` and ``sum_A f_i softmax_A(s[0])_i + f_e``;
+      skips ``mean_A h_i + h_e``. Here ``s_i[0]`` is the weight of channel 0 only,
+      broadcast over all channels: that is what the reference computes (it indexes the
+      channel axis with 0), and its trained weights expect it.
+
+    The two sums are joined by the 1x1 ``conv1``.
     """
 
     def __init__(self, config: HFGANConfig) -> None:
@@ -316,8 +321,12 @@ class HybridFusionEncoder(nn.Module):
             feats.append(levels[-1])
             sigmoids.append(self.attn_blocks[i](levels[-1]))
         row_mask = mask[:, present].view(batch, len(present), 1, 1, 1)
-        soft = torch.stack(sigmoids, dim=1).masked_fill(~row_mask, float("-inf")).softmax(dim=1)
-        fused_s = sum(f * (s * row_mask[:, j].to(s.dtype)) for j, (f, s) in enumerate(zip(feats, sigmoids)))
+        first = torch.stack([s[:, :1] for s in sigmoids], dim=1)  # channel-0 weights [B, k, 1, 1, 1]
+        soft = first.masked_fill(~row_mask, float("-inf")).softmax(dim=1)
+        fused_s = sum(
+            f * (torch.where(multi > 0, first[:, j], s) * row_mask[:, j].to(s.dtype))
+            for j, (f, s) in enumerate(zip(feats, sigmoids))
+        )
         fused_h = sum(f * soft[:, j] for j, f in enumerate(feats))
         if bool((count > 1).any()):
             early = self.encoder_early(x)

@@ -25,7 +25,8 @@ Design choices not fixed by the paper:
 * The last 1x1x1 convolution starts at zero, so an untrained Refiner returns its stage-1 input
   exactly: a stage-1-only pipeline is exact and training starts from the identity.
 * The U-Net downsamples four times, so every spatial size given to :class:`Refiner` must be a
-  multiple of :attr:`RefinerConfig.downsample_factor` (16). Whole volumes of any size go
+  multiple of :attr:`RefinerConfig.downsample_factor` (16), with at least one side of 32 or
+  more (instance norm needs more than one bottleneck voxel). Whole volumes of any size go
   through :func:`refine_volume`, whose sliding-window ROI respects this.
 
 All volumes are z-scored per sequence over non-zero (brain) voxels, background 0.
@@ -37,6 +38,7 @@ import math
 from typing import Any, Callable, Iterable, Sequence as SequenceT, Union
 
 import torch
+from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 from monai.networks.blocks import Convolution
 from monai.networks.nets import BasicUNet
@@ -244,12 +246,7 @@ class Refiner(nn.Module):
     def _check_shapes(self, stage1: torch.Tensor, inputs: torch.Tensor) -> None:
         """Raise :class:`RefinerInputError` unless the two tensors fit the model."""
         _check_volume_shapes(stage1, inputs, "Refiner")
-        factor = self.config.downsample_factor
-        if any(s % factor for s in stage1.shape[2:]):
-            raise RefinerInputError(
-                f"Refiner: spatial size {list(stage1.shape[2:])} must be a multiple of {factor}; "
-                "use refine_volume for whole volumes"
-            )
+        _check_spatial_size(stage1.shape[2:], self.config.downsample_factor, "Refiner: spatial size")
 
 
 def _check_volume_shapes(stage1: torch.Tensor, inputs: torch.Tensor, who: str) -> None:
@@ -284,12 +281,16 @@ def _window_count(spatial: SequenceT[int], roi: SequenceT[int], overlap: float) 
     return total
 
 
-def _check_roi(roi_size: SequenceT[int], factor: int, who: str) -> tuple[int, int, int]:
-    """Return ``roi_size`` as a 3-tuple, checking it is a positive multiple of ``factor``."""
-    roi = tuple(int(r) for r in roi_size)
-    if len(roi) != 3 or any(r <= 0 or r % factor for r in roi):
-        raise RefinerInputError(f"{who}: roi_size {list(roi_size)} must be 3 positive multiples of {factor}")
-    return roi  # type: ignore[return-value]
+def _check_spatial_size(size: SequenceT[int], factor: int, what: str) -> None:
+    """Raise unless ``size`` is 3 positive multiples of ``factor`` whose U-Net bottleneck has >1 voxel.
+
+    Instance norm needs more than one voxel, so e.g. 16^3 is too small but 16x16x32 is fine.
+    """
+    size = [int(s) for s in size]
+    if len(size) != 3 or any(s <= 0 or s % factor for s in size):
+        raise RefinerInputError(f"{what} {size} must be 3 positive multiples of {factor}; use refine_volume for whole volumes")
+    if math.prod(s // factor for s in size) < 2:
+        raise RefinerInputError(f"{what} {size} is too small: one side must be at least {2 * factor}")
 
 
 def refine_volume(
@@ -309,13 +310,15 @@ def refine_volume(
 
     ``stage1`` [B,1,D,H,W] and ``inputs`` [B,4,D,H,W] are z-scored (background 0). Volumes
     smaller than ``roi_size`` are zero-padded; each ROI side must be a multiple of
-    ``refiner.config.downsample_factor``. Windows run on ``device`` (default: the refiner's
-    device) while the whole-volume result is accumulated on ``output_device`` (default:
-    ``stage1``'s device), so a CPU volume refined on a GPU keeps GPU memory to one window
-    batch. ``progress(fraction)`` is called after every window batch. Returns [B,1,D,H,W].
+    ``refiner.config.downsample_factor`` (16) and one side at least twice that. Windows run
+    on ``device`` (default: the refiner's device) while the whole-volume result is
+    accumulated on ``output_device`` (default: ``stage1``'s device), so a CPU volume refined
+    on a GPU keeps GPU memory to one window batch. ``progress(fraction)`` is called after every window batch. Returns [B,1,D,H,W],
+    a plain tensor on ``output_device`` that can be edited in place.
     """
     order = canonical_order(target, available)
-    roi = _check_roi(roi_size, refiner.config.downsample_factor, "refine_volume")
+    roi = tuple(int(r) for r in roi_size)
+    _check_spatial_size(roi, refiner.config.downsample_factor, "refine_volume: roi_size")
     _check_volume_shapes(stage1, inputs, "refine_volume")
     sw_device = torch.device(device) if device is not None else next(refiner.parameters()).device
     out_device = torch.device(output_device) if output_device is not None else stage1.device
@@ -342,4 +345,11 @@ def refine_volume(
         refiner.train(was_training)
     if progress is not None:
         progress(1.0)
-    return torch.as_tensor(result)
+    return _plain_tensor(result)
+
+
+def _plain_tensor(result: Any) -> torch.Tensor:
+    """A normal tensor (not MONAI MetaTensor, not an inference tensor) that callers may edit in place."""
+    if isinstance(result, MetaTensor):
+        result = result.as_tensor()
+    return result.clone()

@@ -1,0 +1,392 @@
+"""``synthesize()``: acquired volumes -> stage 1 (2D HF-GAN) -> stage 2 (3D Refiner) -> maps.
+
+Front ends (CLI, Slicer) hand in ``{Sequence: SimpleITK.Image}`` and get a
+:class:`SynthesisResult` whose images lie exactly on the grid of the reference input
+(size, spacing, origin, direction). Each target is synthesised from the *acquired*
+sequences only, never from another synthetic one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from typing import Mapping, Optional, Union
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import maps
+from .inference import Cancelled, Stage1Options, Stage2Options, check_cancel, run_refiner, run_stage1
+from .io import InputError, align_inputs, check_image, resample_to, same_grid
+from .preprocessing import (
+    ModelGrid,
+    UnitRangeScaling,
+    ZScore,
+    brain_mask,
+    fit_unit_range,
+    fit_zscore,
+    prior_intensity,
+)
+from .progress import ProgressCallback, scaled
+from .sequences import SEQUENCES, Sequence, parse_sequence
+
+__all__ = ["synthesize", "SynthesisResult", "TargetResult", "Cancelled", "SYNTHETIC_SCALE"]
+
+#: Synthetic volumes are written in arbitrary units: the brain's 99.5th percentile is about this value.
+SYNTHETIC_SCALE = 1000.0
+
+
+@dataclasses.dataclass
+class TargetResult:
+    """Everything produced for one target sequence, on the reference input's grid."""
+
+    sequence: Sequence
+    synthetic: sitk.Image
+    stage1: sitk.Image
+    refinement_map: Optional[sitk.Image] = None
+    tumour_map: Optional[sitk.Image] = None
+    tumour_mask: Optional[sitk.Image] = None
+    error_map: Optional[sitk.Image] = None
+    metrics: dict = dataclasses.field(default_factory=dict)
+    stage1_metrics: dict = dataclasses.field(default_factory=dict)
+    sources: list = dataclasses.field(default_factory=list)
+    intensity: float = float("nan")
+    tumour_region_source: str = ""
+
+
+@dataclasses.dataclass
+class SynthesisResult:
+    """The targets, and how they were made (inputs, model, device, timings, log lines)."""
+
+    targets: dict
+    inputs: list
+    model_name: str
+    device: str
+    timings: dict
+    messages: list
+    reference: Optional[Sequence] = None
+
+
+@dataclasses.dataclass
+class _Prepared:
+    """Inputs on the model grid: [-1, 1] stage-1 arrays, raw arrays for z-scoring, the brain."""
+
+    grid: ModelGrid
+    brain: np.ndarray
+    scaled: dict
+    raw: dict
+    reference: sitk.Image
+
+
+def _as_sequence_dict(images: Mapping) -> dict:
+    out: dict = {}
+    for key, image in images.items():
+        sequence = parse_sequence(key)
+        if sequence in out:
+            raise InputError(f"two inputs for {sequence.display_name}")
+        if not isinstance(image, sitk.Image):
+            raise InputError(f"{sequence.display_name}: expected a SimpleITK image, got {type(image).__name__}")
+        check_image(image, sequence.display_name)
+        out[sequence] = image
+    return out
+
+
+def _plan_targets(acquired: list, targets) -> dict:
+    """``{target: sources}``; ``None`` means every missing sequence."""
+    if targets is None:
+        wanted = [s for s in SEQUENCES if s not in acquired]
+        if not wanted:
+            raise InputError("all four sequences are present: nothing is missing (use validation to compare)")
+    else:
+        parsed = {parse_sequence(t) for t in targets}
+        wanted = [s for s in SEQUENCES if s in parsed]
+        if not wanted:
+            raise InputError("no target sequence given")
+    plan = {}
+    for target in wanted:
+        sources = [s for s in acquired if s != target]
+        if not sources:
+            raise InputError(f"cannot synthesise {target.display_name}: no other acquired sequence")
+        plan[target] = sources
+    return plan
+
+
+def _prepare(images: dict, messages: list) -> _Prepared:
+    aligned = align_inputs(images)
+    messages.extend(aligned.resampled)
+    reference = aligned.images[aligned.reference]
+    arrays = {s: sitk.GetArrayViewFromImage(img) for s, img in aligned.images.items()}
+    brain_input = brain_mask(arrays.values())
+    grid = ModelGrid.plan(reference, brain_input)
+    if grid.resampled is not None:
+        spacing = ", ".join(f"{v:g}" for v in reference.GetSpacing())
+        messages.append(f"inputs resampled in-plane from ({spacing}) mm to the model's 1 mm grid")
+    brain = grid.to_model(_mask_image(brain_input, reference), nearest=True) > 0.5
+    scaled_inputs, raw = {}, {}
+    for sequence, image in aligned.images.items():
+        model_array = grid.to_model(image)
+        model_array[~brain] = 0.0
+        raw[sequence] = model_array
+        scaled_inputs[sequence] = fit_unit_range(model_array, brain).forward(model_array)
+    return _Prepared(grid=grid, brain=brain, scaled=scaled_inputs, raw=raw, reference=reference)
+
+
+def _mask_image(mask: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    image.CopyInformation(reference)
+    return image
+
+
+def _generator_channels(prepared: _Prepared, generator, sources: list) -> tuple:
+    """[Z, 4, H, W] in the generator's channel order (missing channels -1) and the available indices."""
+    order = list(generator.modality_order)
+    depth, height, width = prepared.brain.shape
+    channels = np.full((depth, 4, height, width), -1.0, dtype=np.float32)
+    for sequence in sources:
+        channels[:, order.index(sequence)] = prepared.scaled[sequence]
+    return channels, sorted(order.index(s) for s in sources)
+
+
+def _unit_from_stage1(volume: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """Stage-1 output in [-1, 1] -> [0, 1] inside the brain, exactly 0 outside."""
+    return np.where(brain, np.clip((volume + 1.0) / 2.0, 0.0, 1.0), 0.0).astype(np.float32)
+
+
+def synthesize(
+    images: Mapping,
+    bundle,
+    targets=None,
+    device: str = "auto",
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[threading.Event] = None,
+    tumour_maps: bool = True,
+    ground_truth: Optional[Mapping] = None,
+    label: Optional[sitk.Image] = None,
+    intensity: Union[str, float, Mapping, None] = None,
+    stage1_options: Optional[Stage1Options] = None,
+    stage2_options: Optional[Stage2Options] = None,
+) -> SynthesisResult:
+    """Synthesise ``targets`` (default: every missing sequence) from the acquired ``images``.
+
+    ``bundle``: a :class:`~MRISynthesisLib.weights.ModelBundle` or a name/path for
+    :func:`~MRISynthesisLib.weights.load_bundle`. ``intensity``: ``None``/``"mean"`` for the
+    prior mean, ``"+1sigma"``-style strings for mean + k sigma, a number, or a per-target
+    mapping. ``ground_truth`` (acquired versions of targets, for validation) adds error maps
+    and metrics; ``label`` (BraTS label map) then defines the tumour region for the metrics.
+    ``progress(fraction, message)`` is called often; setting ``cancel`` raises
+    :class:`Cancelled` within about a second and returns nothing.
+    """
+    from .devices import resolve_device
+    from .weights import load_bundle
+
+    started = time.perf_counter()
+    timings: dict = {}
+    messages: list = []
+    report = progress or (lambda fraction, message: None)
+    source_images = _as_sequence_dict(images)
+    plan = _plan_targets(list(source_images), targets)
+    torch_device = resolve_device(device)
+    check_cancel(cancel)
+    report(0.0, "loading model")
+    bundle = load_bundle(bundle)
+    bundle.to(torch_device)
+    report(0.02, "preparing inputs")
+    prepared = _prepare(source_images, messages)
+    timings["prepare_s"] = time.perf_counter() - started
+    check_cancel(cancel)
+
+    n_targets = len(plan)
+    results: dict = {}
+    finals_unit: dict = {}
+    stage1_unit: dict = {}
+    for index, (target, sources) in enumerate(plan.items()):
+        low, high = 0.05 + 0.8 * index / n_targets, 0.05 + 0.8 * (index + 1) / n_targets
+        value = _target_intensity(intensity, target)
+        tick = time.perf_counter()
+        stage1 = _run_stage1(prepared, bundle, target, sources, value, torch_device, stage1_options,
+                             scaled(report, low, low + (high - low) * 0.5), cancel, messages)
+        timings[f"stage1_{target.value}_s"] = time.perf_counter() - tick
+        stage1_unit[target] = stage1
+        final = stage1
+        if bundle.refiner is not None:
+            tick = time.perf_counter()
+            final = _run_stage2(prepared, bundle, target, sources, stage1, torch_device, stage2_options,
+                                scaled(report, low + (high - low) * 0.5, high), cancel, messages)
+            timings[f"stage2_{target.value}_s"] = time.perf_counter() - tick
+        finals_unit[target] = final
+        results[target] = dict(sources=sources, intensity=value)
+
+    check_cancel(cancel)
+    report(0.86, "computing maps")
+    tick = time.perf_counter()
+    regions = _tumour_regions(prepared, bundle, finals_unit, stage1_unit, tumour_maps, torch_device, cancel)
+    timings["maps_s"] = time.perf_counter() - tick
+    report(0.93, "mapping results to the input grid")
+    grid = prepared.grid
+    output: dict = {}
+    for target, info in results.items():
+        check_cancel(cancel)
+        final_array = finals_unit[target] * SYNTHETIC_SCALE
+        stage1_array = stage1_unit[target] * SYNTHETIC_SCALE
+        result = TargetResult(
+            sequence=target,
+            synthetic=grid.from_model(final_array),
+            stage1=grid.from_model(stage1_array),
+            sources=list(info["sources"]),
+            intensity=info["intensity"],
+        )
+        if bundle.refiner is not None:
+            change = maps.refinement_map(final_array, stage1_array)
+            result.refinement_map = grid.from_model(change)
+            if tumour_maps and target in regions:
+                region, how = regions[target]
+                result.tumour_mask = _as_uint8(grid.from_model(region.astype(np.float32), nearest=True))
+                result.tumour_map = grid.from_model(maps.tumour_region_map(change, region))
+                result.tumour_region_source = how
+        output[target] = result
+    if ground_truth:
+        _add_validation(output, ground_truth, prepared, label, messages)
+    timings["total_s"] = time.perf_counter() - started
+    report(1.0, "done")
+    return SynthesisResult(
+        targets=output, inputs=[s for s in SEQUENCES if s in source_images], model_name=bundle.name,
+        device=str(torch_device), timings=timings, messages=messages,
+        reference=next(iter(sorted(source_images, key=SEQUENCES.index))),
+    )
+
+
+def _target_intensity(intensity, target: Sequence) -> float:
+    """The intensity-encoding value for ``target`` (prior mean unless asked otherwise)."""
+    if isinstance(intensity, Mapping):
+        intensity = intensity.get(target, intensity.get(target.value))
+    if intensity is None or intensity == "mean":
+        return prior_intensity(target)
+    if isinstance(intensity, str):
+        text = intensity.strip().lower().replace("σ", "sigma")
+        if text.endswith("sigma"):
+            return prior_intensity(target, float(text[: -len("sigma")] or 1.0))
+        intensity = float(text)
+    value = float(intensity)
+    if not 0.0 <= value <= 1.0:
+        raise InputError(f"intensity {value:g} for {target.display_name} is outside [0, 1]")
+    return value
+
+
+def _run_stage1(prepared: _Prepared, bundle, target: Sequence, sources: list, intensity: float, device,
+                options, progress, cancel, messages: list) -> np.ndarray:
+    generator = bundle.stage1
+    channels, available = _generator_channels(prepared, generator, sources)
+    brain_slices = prepared.brain.reshape(prepared.brain.shape[0], -1).any(axis=1)
+    stage1 = run_stage1(generator, channels, available, generator.modality_order.index(target), intensity,
+                        brain_slices, device, options, progress, cancel, messages.append)
+    return _unit_from_stage1(stage1, prepared.brain)
+
+
+def _run_stage2(prepared: _Prepared, bundle, target: Sequence, sources: list, stage1: np.ndarray, device,
+                options, progress, cancel, messages: list) -> np.ndarray:
+    brain = prepared.brain
+    inputs = np.zeros((4,) + brain.shape, dtype=np.float32)
+    for sequence in sources:
+        inputs[SEQUENCES.index(sequence)] = fit_zscore(prepared.raw[sequence], brain).forward(
+            prepared.raw[sequence], brain)
+    zscore = fit_zscore(stage1, brain)
+    refined = run_refiner(bundle.refiner, zscore.forward(stage1, brain), inputs, SEQUENCES.index(target),
+                          [SEQUENCES.index(s) for s in sources], device, options, progress, cancel,
+                          messages.append)
+    return np.clip(zscore.inverse(refined, brain), 0.0, None)
+
+
+def _tumour_regions(prepared: _Prepared, bundle, finals: dict, stage1: dict, wanted: bool, device,
+                    cancel) -> dict:
+    """Per target: (tumour region on the model grid, how it was found)."""
+    if not wanted or bundle.refiner is None:
+        return {}
+    brain = prepared.brain
+    regions = {}
+    if bundle.segmenter is not None:
+        completed = _completed_set(prepared, finals)
+        whole_tumour = segment_whole_tumour(bundle.segmenter, completed, brain, device)
+        check_cancel(cancel)
+        for target in finals:
+            regions[target] = (whole_tumour, "segmenter (whole tumour) on the completed set")
+        return regions
+    for target in finals:
+        change = finals[target] - stage1[target]
+        regions[target] = (maps.fallback_tumour_region(change, brain),
+                           f"strongest refinement (> {maps.FALLBACK_PERCENTILE:g}th percentile), no segmenter")
+    return regions
+
+
+def _completed_set(prepared: _Prepared, finals: dict) -> np.ndarray:
+    """[4, Z, H, W] z-scored: acquired volumes where present, synthetic ones for the targets."""
+    brain = prepared.brain
+    volumes = np.zeros((4,) + brain.shape, dtype=np.float32)
+    for index, sequence in enumerate(SEQUENCES):
+        if sequence in finals:
+            source = finals[sequence]
+        elif sequence in prepared.raw:
+            source = prepared.raw[sequence]
+        else:  # cannot happen for "synthesise missing", but keep the segmenter input well defined
+            continue
+        volumes[index] = fit_zscore(source, brain).forward(source, brain)
+    return volumes
+
+
+def segment_whole_tumour(segmenter, volumes: np.ndarray, brain: np.ndarray, device) -> np.ndarray:
+    """Whole-tumour mask (WT > 0.5) from the segmenter on z-scored [4, Z, H, W] volumes."""
+    import torch
+
+    from .models.segmenter import predict_region_probabilities
+
+    probabilities = predict_region_probabilities(
+        segmenter, torch.from_numpy(volumes)[None], roi_size=_segmenter_roi(volumes.shape[1:]),
+        device=device, output_device="cpu")
+    return (probabilities[0, 0].numpy() > 0.5) & brain
+
+
+def _segmenter_roi(shape: tuple) -> tuple:
+    return tuple(min(128, ((s + 7) // 8) * 8) for s in shape)
+
+
+def _as_uint8(image: sitk.Image) -> sitk.Image:
+    return sitk.Cast(sitk.BinaryThreshold(image, 0.5, 1e9, 1, 0), sitk.sitkUInt8)
+
+
+def _add_validation(output: dict, ground_truth: Mapping, prepared: _Prepared, label: Optional[sitk.Image],
+                    messages: list) -> None:
+    """Error maps and metrics against the acquired versions of the targets (leave-one-out)."""
+    from . import metrics
+
+    reference = prepared.reference
+    brain = sitk.GetArrayFromImage(prepared.grid.from_model(prepared.brain.astype(np.float32), nearest=True)) > 0.5
+    tumour = None
+    if label is not None:
+        if not same_grid(label, reference):
+            label = resample_to(label, reference, sitk.sitkNearestNeighbor)
+        tumour = (sitk.GetArrayFromImage(label) > 0) & brain
+    for key, acquired_image in ground_truth.items():
+        sequence = parse_sequence(key)
+        if sequence not in output:
+            continue
+        if not same_grid(acquired_image, reference):
+            acquired_image = resample_to(acquired_image, reference)
+        result = output[sequence]
+        acquired = sitk.GetArrayFromImage(acquired_image).astype(np.float32)
+        scaling: UnitRangeScaling = fit_unit_range(acquired, brain)
+        acquired_units = (scaling.forward(acquired) + 1.0) / 2.0 * SYNTHETIC_SCALE
+        acquired_units[~brain] = 0.0
+        synthetic = sitk.GetArrayFromImage(result.synthetic)
+        error = maps.error_map(synthetic, acquired_units, brain)
+        result.error_map = _like(error, reference)
+        region = tumour
+        if region is None and result.tumour_mask is not None:
+            region = sitk.GetArrayFromImage(result.tumour_mask) > 0
+        result.metrics = metrics.image_metrics(acquired, synthetic, brain, region)
+        result.stage1_metrics = metrics.image_metrics(acquired, sitk.GetArrayFromImage(result.stage1), brain,
+                                                      region)
+
+
+def _like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    image = sitk.GetImageFromArray(array.astype(np.float32))
+    image.CopyInformation(reference)
+    return image
