@@ -4,4 +4,6 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
-REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = []
+from . import cli_synthesis
+
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [cli_synthesis.register]

@@ -174,7 +174,10 @@ def run_refiner(
     options = options or Stage2Options()
     overlap = options.overlap if options.overlap is not None else (0.5 if device.type == "cuda" else 0.25)
     sw_batch = options.sw_batch_size or _auto_sw_batch(device)
-    roi = tuple(min(r, _round_up(s, refiner.config.downsample_factor)) for r, s in zip(options.roi_size, stage1.shape))
+    factor = refiner.config.downsample_factor
+    # Windows no larger than the (rounded-up) volume, and at least 2x the factor so the
+    # U-Net bottleneck keeps more than one voxel; smaller volumes are zero-padded.
+    roi = tuple(max(2 * factor, min(r, _round_up(s, factor))) for r, s in zip(options.roi_size, stage1.shape))
     stage1_t = torch.from_numpy(np.ascontiguousarray(stage1))[None, None]
     inputs_t = torch.from_numpy(np.ascontiguousarray(inputs))[None]
 

@@ -416,8 +416,9 @@ def write_image(
     if description is not None:
         to_write = sitk.Image(image)  # copy, so the caller's metadata stays as it was
         # ITK's NIfTI writer fills the 80-byte ``descrip`` field from ITK_FileNotes.
-        to_write.SetMetaData("ITK_FileNotes", description[:79])
-        to_write.SetMetaData("descrip", description[:79])
+        header_text = _fit_description(description)
+        to_write.SetMetaData("ITK_FileNotes", header_text)
+        to_write.SetMetaData("descrip", header_text)
     with _staging_folder(path) as staging:
         try:
             sitk.WriteImage(to_write, str(staging / path.name), compress)
@@ -425,6 +426,12 @@ def write_image(
             raise WriteError(f"{path}: cannot write image ({_library_reason(error)})") from error
         _move_into_place(staging, path)
     return path
+
+
+def _fit_description(description: str) -> str:
+    """Cut ``description`` to the 79 bytes (UTF-8) of the NIfTI ``descrip`` field, on one line."""
+    encoded = _one_line(description).encode("utf-8")[:79]
+    return encoded.decode("utf-8", errors="ignore")  # drops a character cut in half
 
 
 def write_text(text: str, path: str | Path) -> Path:

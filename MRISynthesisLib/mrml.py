@@ -31,7 +31,6 @@ from vtk.util import numpy_support
 import slicer
 
 from . import __version__
-from .io import align_inputs
 from .sequences import SEQUENCES, Sequence, guess_sequence
 
 #: Prefix of every node attribute and node reference this module writes.
@@ -59,6 +58,8 @@ SYNTHETIC_WINDOW_PERCENTILES = (1.0, 99.5)
 MAP_RANGE_PERCENTILE = 99.0
 #: Opacity of the map shown as foreground over the synthetic volume.
 OVERLAY_OPACITY = 0.4
+#: Map values within this fraction of the colour range around zero are transparent.
+OVERLAY_DEAD_ZONE = 0.05
 
 #: Names of the colour tables this module adds to a scene (created once per scene).
 DIVERGING_COLOR_NAME = "MRISynthesis diverging"
@@ -246,6 +247,13 @@ def fill_empty_slots(current: Mapping[Sequence, Any], scene: Any) -> dict:
     return {sequence: current.get(sequence) or proposal.get(sequence) for sequence in SEQUENCES}
 
 
+def assignment_notes(selected: Mapping[Sequence, Any], scene: Any) -> list[str]:
+    """Why empty slots stayed empty: one line per sequence that several scene volumes look like."""
+    ambiguous = assign_sequences(candidate_input_nodes(scene)).ambiguous
+    empty = {s: names for s, names in ambiguous.items() if selected.get(s) is None}
+    return Assignment(nodes={}, ambiguous=empty, unrecognised=[]).notes()
+
+
 @dataclasses.dataclass
 class SelectionState:
     """What the module panel shows for a selection: missing line, button texts and whether they run."""
@@ -285,8 +293,9 @@ def selection_state(selected: Mapping[Sequence, Any], model_problem: str = "", b
         reason = "Nothing is missing: all four sequences are selected. Use Validate on this case."
     elif model_problem:
         reason = model_problem
-    synthesize_tooltip = reason or f"Synthesize {', '.join(s.display_name for s in missing)} from " \
-                                   f"{', '.join(s.display_name for s in present)}."
+    plan = (f"Synthesize {', '.join(s.display_name for s in missing)} "
+            f"from {', '.join(s.display_name for s in present)}.")
+    synthesize_tooltip = reason or plan
     validate_reason = ""
     if busy:
         validate_reason = "A synthesis is running; wait for it or cancel it."
@@ -337,6 +346,8 @@ def prepare_inputs(selected: Mapping[Sequence, Any]) -> PreparedInputs:
             raise MRMLInputError(f"{node.GetName()}: selected as both {seen[node.GetID()].short_name} "
                                  f"and {sequence.short_name}")
         seen[node.GetID()] = sequence
+    from .io import align_inputs  # imported here: io needs packages installed on first use
+
     images = {sequence: image_from_volume_node(node) for sequence, node in nodes.items()}
     aligned = align_inputs(images)
     messages = [f"{node.GetName()} used as {sequence.display_name}" for sequence, node in nodes.items()]
@@ -462,18 +473,19 @@ def create_result_folder(scene: Any, beside: Any, name: str) -> int:
 
 
 def add_result_nodes(scene: Any, result: Any, prepared: PreparedInputs, keep_stage1: bool = False,
-                     folder_name: str | None = None) -> ResultNodes:
+                     folder_name: str | None = None, folder_item: int | None = None) -> ResultNodes:
     """Turn a :class:`~MRISynthesisLib.pipeline.SynthesisResult` into nodes in a folder beside the inputs.
 
     Per target: the synthetic volume, optionally the stage-1 volume, and whichever maps the
     result holds (refinement, tumour, error). Each node gets a name, a description and
-    attributes that say it is synthetic, the model and the inputs. Nothing is displayed yet
-    (see :func:`show_result`).
+    attributes that say it is synthetic, the model and the inputs. Nodes go into ``folder_item``
+    when given, else into a new folder. Nothing is shown in the views yet (see :func:`show_result`).
     """
     base = prepared.base_name
     reference_node = prepared.nodes[prepared.reference]
     targets_text = " + ".join(Sequence(s).short_name for s in result.targets)
-    folder = create_result_folder(scene, reference_node, folder_name or f"{base} synthetic {targets_text}")
+    folder = folder_item or create_result_folder(scene, reference_node,
+                                                 folder_name or f"{base} synthetic {targets_text}")
     inputs_text = _describe_inputs([Sequence(s) for s in result.inputs], prepared.nodes)
     made: dict = {}
     for key, target in result.targets.items():
@@ -540,21 +552,27 @@ def _color_table(scene: Any, name: str, colours: np.ndarray) -> Any:
     return table
 
 
-def diverging_colours(count: int = 256) -> np.ndarray:
-    """Blue (negative) - transparent (zero) - red (positive) RGBA rows, so a signed map overlays cleanly."""
+def diverging_colours(count: int = 255, dead_zone: float = OVERLAY_DEAD_ZONE) -> np.ndarray:
+    """RGBA rows: blue to cyan (negative), transparent near zero, red to yellow (positive).
+
+    Slicer's slice views treat a colour's alpha as on/off (any alpha > 0 is opaque), so the
+    values within ``dead_zone`` of the range around zero get alpha 0 and show the volume below;
+    strength is shown by the hue instead. An odd ``count`` puts one entry exactly at zero.
+    """
     t = np.linspace(-1.0, 1.0, count)
-    strength = np.abs(t)[:, None]
-    blue, red, white = np.array([0.1, 0.35, 1.0]), np.array([1.0, 0.15, 0.05]), np.ones(3)
-    rgb = np.where(t[:, None] < 0, white + (blue - white) * strength, white + (red - white) * strength)
-    alpha = np.clip(3.0 * np.abs(t), 0.0, 1.0)
+    strength = np.abs(t)
+    negative = np.column_stack([np.zeros_like(t), strength, np.ones_like(t)])
+    positive = np.column_stack([np.ones_like(t), strength, np.zeros_like(t)])
+    rgb = np.where(t[:, None] < 0, negative, positive)
+    alpha = (strength > dead_zone).astype(float)
     return np.column_stack([rgb, alpha])
 
 
-def magnitude_colours(count: int = 256) -> np.ndarray:
-    """Transparent (zero) - red - yellow - white RGBA rows for non-negative maps."""
+def magnitude_colours(count: int = 256, dead_zone: float = OVERLAY_DEAD_ZONE) -> np.ndarray:
+    """RGBA rows for non-negative maps: transparent near zero, then red - yellow - white."""
     t = np.linspace(0.0, 1.0, count)
     rgb = np.column_stack([np.ones_like(t), np.clip(2.0 * t, 0, 1), np.clip(2.0 * t - 1.0, 0, 1)])
-    alpha = np.clip(3.0 * t, 0.0, 1.0)
+    alpha = (t > dead_zone).astype(float)
     return np.column_stack([rgb, alpha])
 
 
@@ -622,18 +640,17 @@ def show_in_slice_views(scene: Any, background: Any, foreground: Any = None,
 
 
 def _fit_slice_views() -> None:
-    """Fit the slice views to the shown volumes; only the Slicer application has views."""
-    app = getattr(slicer, "app", None)
-    layout_manager = app.layoutManager() if app is not None and hasattr(app, "layoutManager") else None
-    if layout_manager is None:
+    """Fit the slice views to the shown volumes; only the Slicer application has views (headless: nothing)."""
+    if getattr(slicer, "app", None) is None or getattr(slicer.app, "layoutManager", lambda: None)() is None:
         return
-    for name in layout_manager.sliceViewNames():
-        layout_manager.sliceWidget(name).sliceLogic().FitSliceToAll()
+    slicer.util.resetSliceViews()
 
 
 def show_result(scene: Any, nodes: ResultNodes, sequence: Sequence | None = None) -> TargetNodes:
-    """Show one target (default: the first) as background with its preferred map as overlay."""
-    chosen = nodes.targets[sequence] if sequence is not None else next(iter(nodes.targets.values()))
+    """Show one target (default: T1c if made, else the first) as background with its preferred map on top."""
+    if sequence is None:
+        sequence = Sequence.T1C if Sequence.T1C in nodes.targets else next(iter(nodes.targets))
+    chosen = nodes.targets[sequence]
     overlay = chosen.maps()[0] if chosen.maps() else None
     show_in_slice_views(scene, chosen.synthetic, overlay)
     return chosen
@@ -683,6 +700,18 @@ def metrics_table_node(scene: Any, results: Iterable[Any], name: str = "MRISynth
     return table_node
 
 
+def add_validation_nodes(scene: Any, results: Iterable[Any], prepared: PreparedInputs) -> ResultNodes:
+    """Leave-one-out results (one SynthesisResult per sequence) as nodes and a metrics table, in one folder."""
+    results = list(results)
+    folder = create_result_folder(scene, prepared.nodes[prepared.reference], f"{prepared.base_name} validation")
+    targets: dict = {}
+    for result in results:
+        targets.update(add_result_nodes(scene, result, prepared, folder_item=folder).targets)
+    table = metrics_table_node(scene, results, name=f"{prepared.base_name} validation metrics")
+    _place_in_folder(scene, table, folder)
+    return ResultNodes(folder_item=folder, targets=targets, table=table)
+
+
 # --------------------------------------------------------------------------- cases and whole flow
 
 
@@ -699,6 +728,14 @@ def add_case_nodes(scene: Any, images: Mapping[Any, sitk.Image], case_id: str,
         nodes["label"] = volume_node_from_image(scene, sitk.Cast(label, sitk.sitkUInt8), f"{case_id}-seg",
                                                 class_name="vtkMRMLLabelMapVolumeNode")
     return nodes
+
+
+def add_phantom_case(scene: Any, seed: int = 0, small: bool = False) -> dict:
+    """Generate a phantom case (:func:`MRISynthesisLib.phantom.generate_case`) and load it into the scene."""
+    from .phantom import generate_case
+
+    case = generate_case(seed, small=small)
+    return add_case_nodes(scene, case.images, case.case_id, label=case.label)
 
 
 def synthesize_in_scene(scene: Any, selected: Mapping[Sequence, Any], bundle: Any, *, device: str = "auto",

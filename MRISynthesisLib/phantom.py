@@ -131,13 +131,18 @@ GRID_TO_TEMPLATE_MM = np.array([-120.0, 131.0, -65.0])
 #: uniformly per case. Healthy values after Wansapura 1999, Stanisz 2005 and Lu 2005;
 #: tumour values chosen to give the textbook glioma appearance.
 TISSUE_RANGES: dict[str, dict[str, tuple[float, float]]] = {
-    "wm": {"T1": (800.0, 1100.0), "T2": (65.0, 85.0), "PD": (0.66, 0.72)},
-    "gm": {"T1": (1300.0, 1800.0), "T2": (88.0, 110.0), "PD": (0.78, 0.84)},
-    "csf": {"T1": (3800.0, 4600.0), "T2": (1500.0, 2500.0), "PD": (0.97, 1.0)},
+    "wm": {"T1": (800.0, 1050.0), "T2": (65.0, 85.0), "PD": (0.66, 0.72)},
+    "csf": {"T1": (4000.0, 4500.0), "T2": (1500.0, 2500.0), "PD": (0.97, 1.0)},
     "blood": {"T1": (1650.0, 1950.0), "T2": (100.0, 180.0), "PD": (0.85, 0.90)},
-    "oedema": {"T1": (1500.0, 2200.0), "T2": (160.0, 260.0), "PD": (0.84, 0.92)},
+    "oedema": {"T1": (1400.0, 2000.0), "T2": (170.0, 280.0), "PD": (0.84, 0.92)},
     "enhancing": {"T1": (1300.0, 1700.0), "T2": (100.0, 150.0), "PD": (0.80, 0.88)},
     "necrosis": {"T1": (2200.0, 3600.0), "T2": (250.0, 900.0), "PD": (0.88, 0.98)},
+}
+
+#: Grey matter relative to white matter (ratios of T1, T2, PD), so that the grey/white
+#: contrast keeps its sign on every sequence, as it does in real scans.
+GREY_TO_WHITE_RANGES: dict[str, tuple[float, float]] = {
+    "T1": (1.45, 1.7), "T2": (1.22, 1.4), "PD": (1.12, 1.2),
 }
 
 #: Gadolinium: relaxivities at 3 T (1/(mM s)) and concentrations (mM) per compartment.
@@ -163,11 +168,16 @@ def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
 
 
 def _sample_tissues(rng: np.random.Generator) -> dict[str, dict[str, float]]:
-    """Per-case T1/T2/PD of every tissue, inside :data:`TISSUE_RANGES`."""
-    return {
+    """Per-case T1/T2/PD of every tissue: :data:`TISSUE_RANGES`, grey matter relative to white."""
+    tissues = {
         name: {key: _uniform(rng, bounds) for key, bounds in ranges.items()}
         for name, ranges in TISSUE_RANGES.items()
     }
+    tissues["gm"] = {key: tissues["wm"][key] * _uniform(rng, bounds)
+                     for key, bounds in GREY_TO_WHITE_RANGES.items()}
+    # Oedema is water added to white matter: its T1 follows the case's white matter.
+    tissues["oedema"]["T1"] = float(np.clip(tissues["wm"]["T1"] * _uniform(rng, (1.6, 2.0)), 1400.0, 2000.0))
+    return tissues
 
 
 def _sample_gadolinium(rng: np.random.Generator) -> dict[str, float]:
@@ -204,10 +214,10 @@ def _sample_protocols(rng: np.random.Generator) -> dict[str, dict[str, Union[flo
     t1n = _sample_t1_protocol(rng, kind)
     t1c = _sample_t1_protocol(rng, kind)
     t2w = {"type": "se", "TR": _uniform(rng, (3000.0, 6000.0)), "TE": _uniform(rng, (80.0, 120.0))}
-    flair_tr = _uniform(rng, (7000.0, 11000.0))
-    nominal_csf_t1 = _uniform(rng, (3900.0, 4500.0))
+    flair_tr = _uniform(rng, (8000.0, 11000.0))
+    nominal_csf_t1 = _uniform(rng, (4000.0, 4400.0))
     flair_ti = nominal_csf_t1 * math.log(2.0 / (1.0 + math.exp(-flair_tr / nominal_csf_t1)))
-    t2f = {"type": "flair", "TR": flair_tr, "TI": flair_ti, "TE": _uniform(rng, (85.0, 140.0)),
+    t2f = {"type": "flair", "TR": flair_tr, "TI": flair_ti, "TE": _uniform(rng, (95.0, 130.0)),
            "nominal_csf_T1": nominal_csf_t1}
     return {"t1n": t1n, "t1c": t1c, "t2w": t2w, "t2f": t2f}
 
@@ -312,6 +322,7 @@ class _Template:
     """Template channels (i, j, k order, RAS voxel axes), their geometry and class intensities."""
 
     channels: dict[str, np.ndarray]
+    near_brain: np.ndarray  # uint8, 1 within 3 mm of the brain: the only voxels worth sampling
     lps_to_index: np.ndarray  # 4x4, template LPS mm -> template voxel index
     index_to_lps: np.ndarray
     intensity: dict[str, float]  # median template T1 of pure csf, gm, wm
@@ -330,6 +341,14 @@ def _ball(shape, coords, centre, radius) -> np.ndarray:
     return np.exp(-np.maximum(d2 - 1.0, 0.0) * 4.0).astype(np.float32)
 
 
+def _depth_mm(mask: np.ndarray) -> np.ndarray:
+    """Distance (mm) to the outside of a 1 mm mask, computed at 2 mm: thresholds need no more."""
+    coarse = ndimage.distance_transform_edt(mask[::2, ::2, ::2], sampling=2.0).astype(np.float32)
+    for axis in range(3):
+        coarse = np.repeat(coarse, 2, axis=axis)
+    return coarse[: mask.shape[0], : mask.shape[1], : mask.shape[2]]
+
+
 @functools.lru_cache(maxsize=1)
 def _load_template() -> _Template:
     """Load the nilearn ICBM152 2009a maps and derive CSF, vessel structures and tumour sites."""
@@ -346,18 +365,19 @@ def _load_template() -> _Template:
     wm *= mask
     t1 *= mask
     csf = np.clip(mask - gm - wm, 0.0, 1.0)
-    depth = ndimage.distance_transform_edt(mask > 0.5).astype(np.float32)
+    depth = _depth_mm(mask > 0.5)
     x, y, z = _template_centres_mm(affine, t1.shape)
     xx, yy, zz = np.meshgrid(x, y, z, indexing="ij", sparse=True)
 
     # Falx and superior sagittal sinus: CSF on the midline above the corpus callosum.
-    falx = np.exp(-(xx / 1.5) ** 2) * (zz > 5.0) * csf
+    falx = np.exp(-(xx / 1.0) ** 2) * (zz > 5.0) * csf
     # Choroid plexus glomus in the atria of both lateral ventricles.
     ventricle = csf * (depth > 12.0)
-    choroid = ventricle * (_ball(t1.shape, (x, y, z), (24.0, -38.0, 14.0), 9.0)
-                           + _ball(t1.shape, (x, y, z), (-24.0, -38.0, 14.0), 9.0))
-    vessel_static = np.clip(0.8 * falx + 0.7 * choroid, 0.0, 1.0).astype(np.float32)
+    choroid = ventricle * (_ball(t1.shape, (x, y, z), (24.0, -38.0, 14.0), 5.0)
+                           + _ball(t1.shape, (x, y, z), (-24.0, -38.0, 14.0), 5.0))
+    vessel_static = np.clip(0.6 * falx + 0.5 * choroid, 0.0, 1.0).astype(np.float32)
     superficial_csf = (csf * np.clip((25.0 - depth) / 10.0, 0.0, 1.0)).astype(np.float32)
+    near_brain = ndimage.maximum_filter(mask, size=7) > 0.0  # brain plus 3 mm
 
     intensity = {
         name: float(np.median(t1[prob > 0.9]))
@@ -372,7 +392,7 @@ def _load_template() -> _Template:
     index_to_lps = ras_to_lps @ affine
     channels = {"t1": t1, "gm": gm, "wm": wm, "mask": mask,
                 "vessel_static": vessel_static, "superficial_csf": superficial_csf}
-    return _Template(channels=channels, lps_to_index=np.linalg.inv(index_to_lps),
+    return _Template(channels=channels, near_brain=near_brain.astype(np.uint8), lps_to_index=np.linalg.inv(index_to_lps),
                      index_to_lps=index_to_lps, intensity=intensity,
                      tumour_sites=site_index, tumour_site_side=side)
 
@@ -477,7 +497,21 @@ def _grid_axes_mm(grid: PhantomGrid, crop: tuple[slice, slice, slice]) -> list[l
              for b in range(3)] for a in range(3)]
 
 
-def _mass_effect(points: list[np.ndarray], tumour: Optional[dict]) -> list[np.ndarray]:
+def _index_box(centre_mm, half_mm: float, grid: PhantomGrid,
+               crop: tuple[slice, slice, slice]) -> tuple[slice, slice, slice]:
+    """(z, y, x) slices, relative to ``crop``, of the voxels within ``half_mm`` of a point (a cube)."""
+    centre = (np.linalg.inv(grid.index_to_physical()) @ np.append(np.asarray(centre_mm, float), 1.0))[:3]
+    half = half_mm / np.asarray(grid.spacing)
+    box = []
+    for axis, crop_slice in zip((2, 1, 0), crop):
+        lo = int(max(math.floor(centre[axis] - half[axis]), crop_slice.start)) - crop_slice.start
+        hi = int(min(math.ceil(centre[axis] + half[axis]) + 1, crop_slice.stop)) - crop_slice.start
+        box.append(slice(max(lo, 0), max(hi, 0)))
+    return tuple(box)
+
+
+def _mass_effect(points: list[np.ndarray], tumour: Optional[dict], grid: PhantomGrid,
+                 crop: tuple[slice, slice, slice]) -> list[np.ndarray]:
     """Grid positions moved towards the tumour centre, so anatomy is pushed outward.
 
     Pull-back displacement ``k (p - c) exp(-|p - c|^2 / 2 s^2)`` with k < 1 is smooth and
@@ -485,11 +519,15 @@ def _mass_effect(points: list[np.ndarray], tumour: Optional[dict]) -> list[np.nd
     """
     if tumour is None or tumour["mass_effect"] <= 0.0:
         return points
-    centre = tumour["centre_mm"]
-    delta = [p - np.float32(c) for p, c in zip(points, centre)]
+    centre, sigma = tumour["centre_mm"], tumour["mass_sigma_mm"]
+    # Beyond 4 sigma the displacement is below 0.1 % of the distance: leave those points.
+    box = _index_box(centre, 4.0 * sigma, grid, crop)
+    delta = [p[box] - np.float32(c) for p, c in zip(points, centre)]
     r2 = delta[0] ** 2 + delta[1] ** 2 + delta[2] ** 2
-    gain = np.float32(tumour["mass_effect"]) * np.exp(r2 * np.float32(-0.5 / tumour["mass_sigma_mm"] ** 2))
-    return [p - gain * d for p, d in zip(points, delta)]
+    gain = np.float32(tumour["mass_effect"]) * np.exp(r2 * np.float32(-0.5 / sigma ** 2))
+    for p, d in zip(points, delta):
+        p[box] -= gain * d
+    return points
 
 
 def _template_coordinates(rng: np.random.Generator, grid: PhantomGrid, crop: tuple[slice, slice, slice],
@@ -499,7 +537,7 @@ def _template_coordinates(rng: np.random.Generator, grid: PhantomGrid, crop: tup
     shape = tuple(s.stop - s.start for s in crop)
     axes = _grid_axes_mm(grid, crop)
     points = [a[0] + a[1] + a[2] for a in axes]  # full (z, y, x) arrays, LPS mm
-    points = _mass_effect(points, tumour)
+    points = _mass_effect(points, tumour, grid, crop)
     matrix, offset = _pullback_affine(deformation)
     to_index = template.lps_to_index
     combined = to_index[:3, :3] @ matrix
@@ -520,11 +558,22 @@ def _template_coordinates(rng: np.random.Generator, grid: PhantomGrid, crop: tup
 
 
 def _sample_channels(coords: np.ndarray, spacing: tuple[float, float, float]) -> dict[str, np.ndarray]:
-    """Template channels interpolated (linear) at ``coords``; zero outside the template."""
+    """Template channels interpolated (linear) at ``coords``; zero away from the brain.
+
+    Only voxels that land within 3 mm of the template brain are interpolated: less than
+    half of the crop, and the rest would be masked out anyway.
+    """
     channels = _template_channels(spacing)
-    return {name: ndimage.map_coordinates(channels[name], coords, order=1, mode="constant",
-                                          cval=0.0, output=np.float32, prefilter=False)
-            for name in _CHANNELS}
+    near = ndimage.map_coordinates(_load_template().near_brain, coords, order=0, mode="constant",
+                                   cval=0, prefilter=False).astype(bool)
+    points = coords[:, near]
+    sampled = {}
+    for name in _CHANNELS:
+        full = np.zeros(near.shape, dtype=np.float32)
+        full[near] = ndimage.map_coordinates(channels[name], points, order=1, mode="constant",
+                                             cval=0.0, output=np.float32, prefilter=False)
+        sampled[name] = full
+    return sampled
 
 
 # ----------------------------------------------------------------------------------------
@@ -546,8 +595,8 @@ def _sample_tumour(rng: np.random.Generator, deformation: dict) -> dict:
     matrix, offset = _pullback_affine(deformation)
     centre = np.linalg.solve(matrix, site_mm - offset)  # ignores the small smooth warp
     enhancing = _uniform(rng, (9.0, 20.0))
-    core = enhancing * _uniform(rng, (0.45, 0.75))
-    oedema = min(enhancing * _uniform(rng, (1.5, 2.4)), 42.0)
+    core = enhancing * _uniform(rng, (0.55, 0.8))
+    oedema = min(enhancing * _uniform(rng, (1.4, 2.1)), 38.0)
     core_offset = rng.normal(0.0, 1.0, 3)
     core_offset *= _uniform(rng, (0.0, 0.25)) * enhancing / max(np.linalg.norm(core_offset), 1e-6)
     return {
@@ -560,8 +609,8 @@ def _sample_tumour(rng: np.random.Generator, deformation: dict) -> dict:
         "axes": [float(a) for a in rng.uniform(0.8, 1.25, 3)],
         "orientation_deg": [float(a) for a in rng.uniform(-180.0, 180.0, 3)],
         "irregularity": _uniform(rng, (0.12, 0.25)),
-        "oedema_irregularity": _uniform(rng, (0.15, 0.3)),
-        "white_matter_preference": _uniform(rng, (0.2, 0.45)),
+        "oedema_irregularity": _uniform(rng, (0.15, 0.25)),
+        "white_matter_preference": _uniform(rng, (0.4, 0.7)),
         "mass_effect": _uniform(rng, (0.1, 0.4)),
         "mass_sigma_mm": enhancing * 1.3,
     }
@@ -569,30 +618,32 @@ def _sample_tumour(rng: np.random.Generator, deformation: dict) -> dict:
 
 def _tumour_box(tumour: dict, grid: PhantomGrid, crop: tuple[slice, slice, slice]) -> tuple[slice, ...]:
     """(z, y, x) slices, relative to the crop, of a box holding every possible tumour voxel."""
-    half_mm = 1.6 * tumour["radius_oedema_mm"] * max(tumour["axes"]) + 3.0
-    centre = (np.linalg.inv(grid.index_to_physical()) @ np.append(tumour["centre_mm"], 1.0))[:3]
-    half = half_mm / np.asarray(grid.spacing)
-    boxes = []
-    for axis, crop_slice in zip((2, 1, 0), crop):
-        lo = int(max(math.floor(centre[axis] - half[axis]), crop_slice.start)) - crop_slice.start
-        hi = int(min(math.ceil(centre[axis] + half[axis]) + 1, crop_slice.stop)) - crop_slice.start
-        boxes.append(slice(max(lo, 0), max(hi, 0)))
-    return tuple(boxes)
+    half_mm = 1.6 * tumour["radius_oedema_mm"] * max(tumour["axes"]) + 4.0
+    return _index_box(tumour["centre_mm"], half_mm, grid, crop)
 
 
-def _ramp(distance: np.ndarray, radius_mm: float, voxel_mm: float) -> np.ndarray:
-    """Soft membership of ``distance < 1`` (distance in radii), one voxel wide at the border."""
-    return np.clip(0.5 + (1.0 - distance) * np.float32(radius_mm / voxel_mm), 0.0, 1.0)
+def _hemisphere_mm(coords: np.ndarray, hemisphere: str) -> np.ndarray:
+    """Signed distance (mm) of template coordinates from the midline, positive on ``hemisphere``."""
+    row = _load_template().index_to_lps[0]
+    lps_x = row[0] * coords[0] + row[1] * coords[1] + row[2] * coords[2] + np.float32(row[3])
+    return lps_x if hemisphere == "left" else -lps_x  # LPS: +x is the patient's left
+
+
+def _ramp(distance: np.ndarray, radius_mm: float, width_mm: float) -> np.ndarray:
+    """Soft membership of ``distance < 1`` (distance in radii), ``width_mm`` wide at the border."""
+    return np.clip(0.5 + (1.0 - distance) * np.float32(radius_mm / width_mm), 0.0, 1.0)
 
 
 def _tumour_memberships(rng: np.random.Generator, tumour: dict, grid: PhantomGrid,
                         crop: tuple[slice, slice, slice], box: tuple[slice, ...],
-                        white: np.ndarray, brain: np.ndarray) -> dict[str, np.ndarray]:
+                        white: np.ndarray, brain: np.ndarray, hemisphere_mm: np.ndarray
+                        ) -> dict[str, np.ndarray]:
     """Nested soft memberships (core within core+enhancing within whole tumour) in ``box``.
 
     Each border is an ellipsoid distance perturbed by its own smooth noise: the core is
     irregular, the rim varies in thickness, and the oedema reaches further along white
-    matter (``white`` is the white-matter share of tissue) than into the cortex.
+    matter (``white`` is the white-matter share of tissue) than into the cortex. The falx
+    stops it: ``hemisphere_mm`` is the signed distance (template mm) into the tumour's side.
     """
     from scipy.spatial.transform import Rotation
 
@@ -615,17 +666,19 @@ def _tumour_memberships(rng: np.random.Generator, tumour: dict, grid: PhantomGri
     voxel = float(min(grid.spacing))
     r_core, r_enh, r_all = (tumour["radius_core_mm"], tumour["radius_enhancing_mm"],
                             tumour["radius_oedema_mm"])
-    d_core = rho_core / np.float32(r_core) + 1.2 * irregular * noise(5.0)
+    d_core = rho_core / np.float32(r_core) + irregular * noise(5.0)
     d_enh = rho / np.float32(r_enh) + irregular * noise(6.0)
-    d_all = (rho / np.float32(r_all) + np.float32(tumour["oedema_irregularity"]) * noise(10.0)
-             - np.float32(tumour["white_matter_preference"]) * (white - 0.5))
-    inside = brain.astype(np.float32)
+    spread = (np.float32(tumour["oedema_irregularity"]) * noise(10.0)
+              - np.float32(tumour["white_matter_preference"]) * (white - 0.5))
+    d_all = rho / np.float32(r_all) + np.maximum(spread, -0.6)  # stays inside the box
+    inside = brain * np.clip(hemisphere_mm / 2.0 + 1.0, 0.0, 1.0)
     core = _ramp(d_core, r_core, voxel) * inside
     core_enh = np.maximum(_ramp(d_enh, r_enh, voxel) * inside, core)
-    whole = np.maximum(_ramp(d_all, r_all, voxel) * inside, core_enh)
+    whole = np.maximum(_ramp(d_all, r_all, 3.0 * voxel) * inside, core_enh)
+    # Oedema is strongest next to the tumour and in white matter, faint at its edge and in cortex.
+    strength = np.clip(1.3 - 0.7 * d_all, 0.45, 1.0) * (0.6 + 0.4 * white)
     return {"core": core, "core_enhancing": core_enh, "whole": whole,
-            "oedema_strength": np.clip(1.2 - 0.6 * d_all, 0.6, 1.0),
-            "heterogeneity": noise(4.0)}
+            "oedema_strength": strength, "heterogeneity": noise(4.0)}
 
 
 # ----------------------------------------------------------------------------------------
@@ -715,24 +768,41 @@ def _mix(white: np.ndarray, tissues: dict, key: str) -> np.ndarray:
     return gm + (wm - gm) * white
 
 
-def _tissue_signal(comp: _Compartments, params: dict, seq: Sequence) -> np.ndarray:
-    """Signal of the grey/white (and oedema) compartment, per voxel of the crop."""
+def _tissue_rates(white: np.ndarray, params: dict, seq: Sequence,
+                  oedema: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(PD, R1, R2) of grey/white tissue, moved towards oedema by the weight ``oedema``.
+
+    Mixing is linear in relaxation rates (fast water exchange within tissue); gadolinium
+    (T1c only) is the small intravascular share of healthy tissue and any oedema leak.
+    """
     tissues, gd = params["tissues"], params["gadolinium"]
-    pd, r1, r2 = (_mix(comp.white, tissues, k) for k in ("PD", "R1", "R2"))
-    conc = None
-    if seq == Sequence.T1C:
-        conc = np.float32(gd["gm"]) + np.float32(gd["wm"] - gd["gm"]) * comp.white
-    if comp.box is not None:
-        box, a = comp.box, comp.oedema
+    pd, r1, r2 = (_mix(white, tissues, k) for k in ("PD", "R1", "R2"))
+    conc = np.float32(gd["gm"]) + np.float32(gd["wm"] - gd["gm"]) * white
+    if oedema is not None:
         pd_o, r1_o, r2_o = _rates(tissues["oedema"])
-        pd[box] += a * (np.float32(pd_o) - pd[box])
-        r1[box] += a * (np.float32(r1_o) - r1[box])
-        r2[box] += a * (np.float32(r2_o) - r2[box])
-        if conc is not None:
-            conc[box] += a * (np.float32(gd["oedema"]) - conc[box])
-    if conc is not None:
+        pd += oedema * (np.float32(pd_o) - pd)
+        r1 += oedema * (np.float32(r1_o) - r1)
+        r2 += oedema * (np.float32(r2_o) - r2)
+        conc += oedema * (np.float32(gd["oedema"]) - conc)
+    if seq == Sequence.T1C:
         r1, r2 = _with_gadolinium(r1, r2, conc, gd)
-    return _signal(params["protocols"][seq.value], pd, r1, r2)
+    return pd, r1, r2
+
+
+def _tissue_signal(comp: _Compartments, params: dict, seq: Sequence) -> np.ndarray:
+    """Signal of the grey/white (and oedema) compartment, per voxel of the crop.
+
+    Healthy tissue depends on the grey/white coordinate alone, so its signal is tabulated
+    on 257 points and interpolated; the tumour box is computed voxel by voxel.
+    """
+    protocol = params["protocols"][seq.value]
+    samples = np.linspace(0.0, 1.0, 257, dtype=np.float32)
+    table = _signal(protocol, *_tissue_rates(samples, params, seq))
+    signal = np.interp(comp.white, samples, table).astype(np.float32)
+    if comp.box is not None:
+        rates = _tissue_rates(comp.white[comp.box], params, seq, comp.oedema)
+        signal[comp.box] = _signal(protocol, *rates)
+    return signal
 
 
 def _scalar_signal(params: dict, seq: Sequence, tissue: str, conc: float = 0.0) -> float:
@@ -777,12 +847,15 @@ def _acquire(rng: np.random.Generator, signal: np.ndarray, comp: _Compartments, 
     acq = params["acquisition"][seq.value]
     reference = _scalar_signal(params, seq, "wm", params["gadolinium"]["wm"])
     spacing_zyx = tuple(reversed(grid.spacing))
-    bias = np.exp(np.float32(acq["bias_std"]) * _smooth_field(rng, signal.shape, 90.0, spacing_zyx))
+    bias = _smooth_field(rng, signal.shape, 90.0, spacing_zyx)[comp.brain]
+    bias = np.exp(np.float32(acq["bias_std"]) * bias)
     sigma = np.float32(acq["noise_fraction"] * reference)
-    real = signal * bias + sigma * rng.standard_normal(signal.shape, dtype=np.float32)
-    imag = sigma * rng.standard_normal(signal.shape, dtype=np.float32)
-    magnitude = np.sqrt(real * real + imag * imag)
-    return magnitude * np.float32(acq["wm_level"] / reference) * comp.brain
+    count = int(np.count_nonzero(comp.brain))
+    real = signal[comp.brain] * bias + sigma * rng.standard_normal(count, dtype=np.float32)
+    imag = sigma * rng.standard_normal(count, dtype=np.float32)
+    image = np.zeros(signal.shape, dtype=np.float32)
+    image[comp.brain] = np.sqrt(real * real + imag * imag) * np.float32(acq["wm_level"] / reference)
+    return image
 
 
 # ----------------------------------------------------------------------------------------
@@ -862,13 +935,15 @@ def generate_case(seed: int, small: bool = False, case_id: Optional[str] = None,
 
     coords = _template_coordinates(rng, grid, crop, params["deformation"], tumour_params)
     channels = _sample_channels(coords, grid.spacing)
+    if tumour_params is not None:
+        box = _tumour_box(tumour_params, grid, crop)
+        hemisphere = _hemisphere_mm(coords[(slice(None),) + box], tumour_params["hemisphere"])
     del coords
     comp = _healthy_compartments(rng, channels, grid)
     labels = np.zeros(comp.brain.shape, dtype=np.uint8)
     if tumour_params is not None:
-        box = _tumour_box(tumour_params, grid, crop)
         members = _tumour_memberships(rng, tumour_params, grid, crop, box,
-                                      comp.white[box], comp.brain[box])
+                                      comp.white[box], comp.brain[box], hemisphere)
         csf_before = comp.csf[box] + comp.vessel[box]
         _add_tumour(comp, members, box)
         labels[box] = _tumour_labels(comp, members, csf_before)
@@ -919,11 +994,12 @@ def write_case(case: PhantomCase, output_dir: Union[str, Path]) -> Path:
 
 
 def generate_cases(output_dir: Union[str, Path], n_cases: int, seed: int, small: bool = False,
-                   progress: Optional[Callable[[int, int], None]] = None,
+                   progress: Optional[Callable[[float, str], None]] = None,
                    tumour: bool = True) -> list[Path]:
     """Generate and write ``n_cases`` cases; case ``i`` uses seed ``seed + i``, id ``Phantom-<seed+i:05d>``.
 
-    ``progress(done, total)`` is called after each case. Returns the case folders in order.
+    ``progress(fraction, message)`` (the project's progress callback) is called after each
+    case. Returns the case folders in order.
     """
     seed = _check_seed(seed)
     if isinstance(n_cases, bool) or not isinstance(n_cases, (int, np.integer)) or n_cases < 0:
@@ -933,5 +1009,5 @@ def generate_cases(output_dir: Union[str, Path], n_cases: int, seed: int, small:
         case = generate_case(seed + i, small=small, tumour=tumour)
         folders.append(write_case(case, output_dir))
         if progress is not None:
-            progress(i + 1, int(n_cases))
+            progress((i + 1) / n_cases, f"{case.case_id} written ({i + 1}/{n_cases})")
     return folders

@@ -21,7 +21,6 @@ from .io import InputError, align_inputs, check_image, resample_to, same_grid
 from .preprocessing import (
     ModelGrid,
     UnitRangeScaling,
-    ZScore,
     brain_mask,
     fit_unit_range,
     fit_zscore,
@@ -31,6 +30,9 @@ from .progress import ProgressCallback, scaled
 from .sequences import SEQUENCES, Sequence, parse_sequence
 
 __all__ = ["synthesize", "SynthesisResult", "TargetResult", "Cancelled", "SYNTHETIC_SCALE"]
+
+#: Stage 1 sees axial slices covering this field of view (BraTS: 240 voxels at 1 mm).
+MODEL_FIELD_OF_VIEW_MM = 240.0
 
 #: Synthetic volumes are written in arbitrary units: the brain's 99.5th percentile is about this value.
 SYNTHETIC_SCALE = 1000.0
@@ -76,6 +78,20 @@ class _Prepared:
     scaled: dict
     raw: dict
     reference: sitk.Image
+    input_brain: np.ndarray
+
+    def to_input_grid(self, array: np.ndarray, nearest: bool = False) -> sitk.Image:
+        """Model-grid array -> image on the reference input grid, exactly 0 outside the brain.
+
+        Interpolating back from a resampled model grid would smear values into the
+        background; masking with the input-grid brain keeps the background at 0.
+        """
+        image = self.grid.from_model(array, nearest=nearest)
+        voxels = sitk.GetArrayFromImage(image)
+        voxels[~self.input_brain] = 0
+        out = sitk.GetImageFromArray(voxels)
+        out.CopyInformation(image)
+        return out
 
 
 def _as_sequence_dict(images: Mapping) -> dict:
@@ -111,16 +127,27 @@ def _plan_targets(acquired: list, targets) -> dict:
     return plan
 
 
-def _prepare(images: dict, messages: list) -> _Prepared:
+def model_grid_for(generator) -> tuple:
+    """(slice shape, in-plane spacing mm) of a generator: a 240 mm field of view at its image size.
+
+    The paper's generator sees 240 x 240 slices at 1 mm; a generator built for 120 x 120
+    slices (a CPU demo model) sees the same field of view at 2 mm.
+    """
+    size = int(generator.config.image_size)
+    return (size, size), MODEL_FIELD_OF_VIEW_MM / size
+
+
+def _prepare(images: dict, messages: list, generator) -> _Prepared:
     aligned = align_inputs(images)
     messages.extend(aligned.resampled)
     reference = aligned.images[aligned.reference]
     arrays = {s: sitk.GetArrayViewFromImage(img) for s, img in aligned.images.items()}
     brain_input = brain_mask(arrays.values())
-    grid = ModelGrid.plan(reference, brain_input)
+    slice_shape, axial_spacing = model_grid_for(generator)
+    grid = ModelGrid.plan(reference, brain_input, slice_shape, axial_spacing)
     if grid.resampled is not None:
         spacing = ", ".join(f"{v:g}" for v in reference.GetSpacing())
-        messages.append(f"inputs resampled in-plane from ({spacing}) mm to the model's 1 mm grid")
+        messages.append(f"inputs resampled in-plane from ({spacing}) mm to the model's {axial_spacing:g} mm grid")
     brain = grid.to_model(_mask_image(brain_input, reference), nearest=True) > 0.5
     scaled_inputs, raw = {}, {}
     for sequence, image in aligned.images.items():
@@ -128,7 +155,8 @@ def _prepare(images: dict, messages: list) -> _Prepared:
         model_array[~brain] = 0.0
         raw[sequence] = model_array
         scaled_inputs[sequence] = fit_unit_range(model_array, brain).forward(model_array)
-    return _Prepared(grid=grid, brain=brain, scaled=scaled_inputs, raw=raw, reference=reference)
+    return _Prepared(grid=grid, brain=brain, scaled=scaled_inputs, raw=raw, reference=reference,
+                     input_brain=brain_input)
 
 
 def _mask_image(mask: np.ndarray, reference: sitk.Image) -> sitk.Image:
@@ -191,7 +219,7 @@ def synthesize(
     bundle = load_bundle(bundle)
     bundle.to(torch_device)
     report(0.02, "preparing inputs")
-    prepared = _prepare(source_images, messages)
+    prepared = _prepare(source_images, messages, bundle.stage1)
     timings["prepare_s"] = time.perf_counter() - started
     check_cancel(cancel)
 
@@ -222,7 +250,6 @@ def synthesize(
     regions = _tumour_regions(prepared, bundle, finals_unit, stage1_unit, tumour_maps, torch_device, cancel)
     timings["maps_s"] = time.perf_counter() - tick
     report(0.93, "mapping results to the input grid")
-    grid = prepared.grid
     output: dict = {}
     for target, info in results.items():
         check_cancel(cancel)
@@ -230,18 +257,18 @@ def synthesize(
         stage1_array = stage1_unit[target] * SYNTHETIC_SCALE
         result = TargetResult(
             sequence=target,
-            synthetic=grid.from_model(final_array),
-            stage1=grid.from_model(stage1_array),
+            synthetic=prepared.to_input_grid(final_array),
+            stage1=prepared.to_input_grid(stage1_array),
             sources=list(info["sources"]),
             intensity=info["intensity"],
         )
         if bundle.refiner is not None:
             change = maps.refinement_map(final_array, stage1_array)
-            result.refinement_map = grid.from_model(change)
+            result.refinement_map = prepared.to_input_grid(change)
             if tumour_maps and target in regions:
                 region, how = regions[target]
-                result.tumour_mask = _as_uint8(grid.from_model(region.astype(np.float32), nearest=True))
-                result.tumour_map = grid.from_model(maps.tumour_region_map(change, region))
+                result.tumour_mask = _as_uint8(prepared.to_input_grid(region.astype(np.float32), nearest=True))
+                result.tumour_map = prepared.to_input_grid(maps.tumour_region_map(change, region))
                 result.tumour_region_source = how
         output[target] = result
     if ground_truth:
@@ -358,7 +385,7 @@ def _add_validation(output: dict, ground_truth: Mapping, prepared: _Prepared, la
     from . import metrics
 
     reference = prepared.reference
-    brain = sitk.GetArrayFromImage(prepared.grid.from_model(prepared.brain.astype(np.float32), nearest=True)) > 0.5
+    brain = prepared.input_brain
     tumour = None
     if label is not None:
         if not same_grid(label, reference):

@@ -187,7 +187,8 @@ def test_forward_shapes_and_gradients_reach_every_parameter() -> None:
     config = HFGANConfig(dim=16, dim_mults=(1, 2, 4), n_layers=2, n_heads=4, image_size=32)
     gen = HFGANGenerator(config).train()
     x = seeded_slices(8, 32, 1)
-    out, fused = gen.forward_with_features(x, MIXED_AVAILABLE, torch.tensor(MIXED_TARGET), torch.tensor(MIXED_INTENSITY))
+    target, intensity = torch.tensor(MIXED_TARGET), torch.tensor(MIXED_INTENSITY)
+    out, fused = gen.forward_with_features(x, MIXED_AVAILABLE, target, intensity)
     assert out.shape == (8, 1, 32, 32)
     assert fused.shape == (8, config.hidden_size, 8, 8)
     (out.square().mean() + fused.mean()).backward()
@@ -201,7 +202,8 @@ def test_single_input_batches_do_not_use_the_early_encoder() -> None:
     out.mean().backward()
     early = [p.grad for n, p in gen.named_parameters() if n.startswith("encoder.encoder_early.")]
     assert early and all(g is None for g in early)
-    unused = [p.grad for n, p in gen.named_parameters() if n.startswith(("encoder.encoder_middles.0.", "encoder.encoder_middles.3."))]
+    unused_prefixes = ("encoder.encoder_middles.0.", "encoder.encoder_middles.3.")
+    unused = [p.grad for n, p in gen.named_parameters() if n.startswith(unused_prefixes)]
     assert all(g is None for g in unused)
     used = [p.grad for n, p in gen.named_parameters() if n.startswith("encoder.encoder_middles.1.")]
     assert all(g is not None for g in used)

@@ -665,6 +665,18 @@ def test_long_description_is_cut_to_the_nifti_field(tmp_path, make_volume):
     assert stored == description[:79] == io.image_description(path)
 
 
+@pytest.mark.parametrize("extension", [".nii.gz", ".nrrd"])
+def test_non_ascii_and_multi_line_description_fit_the_header(tmp_path, make_volume, extension):
+    path = tmp_path / f"a{extension}"
+    description = "SYNTHÉTIQUE T1c\nfrom T1, T2 " + "é" * 60  # 'é' takes two bytes in UTF-8
+    io.write_image(make_volume(), path, description=description)
+    stored = io.image_description(path)
+    assert stored.startswith("SYNTHÉTIQUE T1c from T1, T2 éé")
+    assert "\n" not in stored and len(stored.encode("utf-8")) <= 79
+    assert set(stored[len("SYNTHÉTIQUE T1c from T1, T2 "):]) == {"é"}  # no half character at the end
+    assert_same_voxels(io.read_image(path), make_volume())
+
+
 @pytest.mark.parametrize("extension", [".nrrd", ".mha"])
 def test_description_round_trips_in_other_formats(tmp_path, make_volume, extension):
     path = tmp_path / f"a{extension}"

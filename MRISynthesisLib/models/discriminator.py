@@ -50,10 +50,13 @@ class DiscriminatorConfig:
             raise ValueError(f"DiscriminatorConfig.n_layers must be >= 1, got {self.n_layers}")
         if self.base_channels < self.norm_groups or self.base_channels % self.norm_groups:
             raise ValueError(
-                f"DiscriminatorConfig.base_channels {self.base_channels} must be a multiple of norm_groups {self.norm_groups}"
+                f"DiscriminatorConfig.base_channels {self.base_channels} must be a multiple "
+                f"of norm_groups {self.norm_groups}"
             )
         if self.patch_map_size < 1:
-            raise ValueError(f"DiscriminatorConfig.image_size {self.image_size} is too small for {self.n_layers} layers")
+            raise ValueError(
+                f"DiscriminatorConfig.image_size {self.image_size} is too small for {self.n_layers} layers"
+            )
 
     @classmethod
     def paper(cls) -> "DiscriminatorConfig":
@@ -92,7 +95,9 @@ class DiscriminatorConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"DiscriminatorConfig.from_dict: unknown keys {unknown}; expected some of {sorted(names)}")
+            raise ValueError(
+                f"DiscriminatorConfig.from_dict: unknown keys {unknown}; expected some of {sorted(names)}"
+            )
         return cls(**data)
 
 
@@ -109,8 +114,9 @@ class PatchDiscriminator(nn.Module):
         ]
         for layer in range(1, cfg.n_layers + 1):
             stride = 2 if layer < cfg.n_layers else 1
+            width_in, width_out = cfg.channels(layer - 1), cfg.channels(layer)
             layers += [
-                nn.Conv2d(cfg.channels(layer - 1), cfg.channels(layer), _KERNEL, stride, _PADDING, bias=False),
+                nn.Conv2d(width_in, width_out, _KERNEL, stride, _PADDING, bias=False),
                 nn.GroupNorm(cfg.norm_groups, cfg.channels(layer)),
                 nn.LeakyReLU(0.2, inplace=True),
             ]

@@ -31,7 +31,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..preprocessing import INTENSITY_PRIORS  # re-exported: the prior table lives with the normalisation
 from ..sequences import Sequence, parse_sequence
+
+__all__ = [
+    "INTENSITY_PRIORS",
+    "REFERENCE_MODALITY_ORDER",
+    "HFGANConfig",
+    "HFGANError",
+    "HFGANGenerator",
+    "StateDictMismatchError",
+    "availability_mask",
+    "check_layout",
+    "expected_layout",
+    "inference_intensity",
+    "reference_layout_config",
+    "seeded_reference_state_dict",
+    "strip_prefixes",
+]
 
 #: Number of input channels (one per MRI sequence).
 NUM_INPUTS = 4
@@ -42,13 +59,6 @@ REFERENCE_MODALITY_ORDER: Tuple[Sequence, ...] = (Sequence.T1N, Sequence.T2W, Se
 #: Value of a missing input channel (the minimum of the [-1, 1] intensity scale).
 MISSING_VALUE = -1.0
 
-#: Target-intensity priors (mean, std) of the median brain intensity, from the paper's appendix A.1.
-INTENSITY_PRIORS: Dict[Sequence, Tuple[float, float]] = {
-    Sequence.T1N: (0.4332, 0.1003),
-    Sequence.T2W: (0.2498, 0.0626),
-    Sequence.T2F: (0.3034, 0.1017),
-    Sequence.T1C: (0.2404, 0.0623),
-}
 
 Availability = Union[torch.Tensor, SequenceType[SequenceType[int]]]
 
@@ -115,7 +125,9 @@ class HFGANConfig:
             raise HFGANError(f"HFGANConfig: dim_mults must have >= 2 levels and start with 1, got {self.dim_mults}")
         widths = [self.dim] + [self.dim * m for m in self.dim_mults]
         if min(widths) < NORM_GROUPS or any(w % NORM_GROUPS for w in widths):
-            raise HFGANError(f"HFGANConfig: dim * each of dim_mults must be a positive multiple of {NORM_GROUPS}, got {widths}")
+            raise HFGANError(
+                f"HFGANConfig: dim * each of dim_mults must be a positive multiple of {NORM_GROUPS}, got {widths}"
+            )
         if self.n_layers < 1 or self.n_heads < 1 or self.hidden_size % self.n_heads:
             raise HFGANError(
                 f"HFGANConfig: need n_layers >= 1 and n_heads dividing {self.hidden_size}, "
@@ -123,10 +135,13 @@ class HFGANConfig:
             )
         if self.image_size <= 0 or self.image_size % self.downsample_factor:
             raise HFGANError(
-                f"HFGANConfig: image_size must be a positive multiple of {self.downsample_factor}, got {self.image_size}"
+                f"HFGANConfig: image_size must be a positive multiple of {self.downsample_factor}, "
+                f"got {self.image_size}"
             )
         if len(set(self.modality_order)) != NUM_INPUTS or len(self.modality_order) != NUM_INPUTS:
-            raise HFGANError(f"HFGANConfig: modality_order must name the four sequences once each, got {self.modality_order}")
+            raise HFGANError(
+                f"HFGANConfig: modality_order must name the four sequences once each, got {self.modality_order}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise HFGANError(f"HFGANConfig: dropout must be in [0, 1), got {self.dropout}")
 
@@ -301,19 +316,22 @@ class HybridFusionEncoder(nn.Module):
         self.attn_blocks = nn.ModuleList(ChannelAttention(width) for _ in range(NUM_INPUTS + 1))
         self.conv1 = nn.Conv2d(2 * width, width, 1)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    def forward(self, x: torch.Tensor, host_mask: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """Fused bottleneck and skip features (levels 1..L-1; level 0 feeds no skip).
 
-        ``x`` must already hold -1 in missing channels; ``mask`` is a bool [B, 4].
-        Each sequence encoder runs once on the whole batch (rows where it is missing
-        get zero weight); encoders no row needs are skipped.
+        ``x`` must already hold -1 in missing channels; ``host_mask`` is a bool [B, 4] on the
+        CPU (so that choosing which encoders to run needs no device sync). Each sequence
+        encoder runs once on the whole batch (rows where it is missing get zero weight);
+        encoders that no row needs are skipped.
         """
         batch = x.shape[0]
+        present = [i for i in range(NUM_INPUTS) if bool(host_mask[:, i].any())]
+        any_multi = bool((host_mask.sum(dim=1) > 1).any())
+        mask = host_mask.to(x.device, non_blocking=True)
         weights = mask.to(x.dtype)
         count = weights.sum(dim=1)
         multi = (count > 1).to(x.dtype).view(batch, 1, 1, 1)
         skips: List[Optional[torch.Tensor]] = [None] * (len(self.encoder_early.downs) - 1)
-        present = [i for i in range(NUM_INPUTS) if bool(mask[:, i].any())]
         feats, sigmoids = [], []
         for i in present:
             levels = self.encoder_middles[i](x[:, i : i + 1])
@@ -328,7 +346,7 @@ class HybridFusionEncoder(nn.Module):
             for j, (f, s) in enumerate(zip(feats, sigmoids))
         )
         fused_h = sum(f * soft[:, j] for j, f in enumerate(feats))
-        if bool((count > 1).any()):
+        if any_multi:
             early = self.encoder_early(x)
             _accumulate(skips, early[1:], multi)
             fused_s = fused_s + early[-1] * (self.attn_blocks[-1](early[-1]) * multi)
@@ -351,7 +369,8 @@ class ConvDecoder(nn.Module):
         super().__init__()
         widths = _level_widths(config)[1:]
         self.ups = nn.ModuleList(
-            nn.ModuleList([ResBlock(2 * w_out, w_in, config.blocks), Upsample(w_in)]) for w_in, w_out in reversed(widths)
+            nn.ModuleList([ResBlock(2 * w_out, w_in, config.blocks), Upsample(w_in)])
+            for w_in, w_out in reversed(widths)
         )
         self.conv_final = nn.Sequential(
             ResBlock(config.dim, config.dim, config.blocks),
@@ -451,7 +470,9 @@ class ModalityInfuser(nn.Module):
             nn.Linear(cond_width, hidden), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden)
         )
         self.embedding = TokenEmbedding(hidden, config.n_tokens, config.dropout)
-        self.layers = nn.ModuleList(TransformerLayer(hidden, config.n_heads, config.dropout) for _ in range(config.n_layers))
+        self.layers = nn.ModuleList(
+            TransformerLayer(hidden, config.n_heads, config.dropout) for _ in range(config.n_layers)
+        )
         self.encoder_norm = nn.LayerNorm(hidden, eps=1e-6)
 
     def condition(self, target: torch.Tensor, intensity: torch.Tensor) -> torch.Tensor:
@@ -524,9 +545,9 @@ class HFGANGenerator(nn.Module):
     def encode(self, x: torch.Tensor, available: Availability) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """Fused bottleneck [B, C, h, w] and skip features; missing channels are set to -1."""
         self._check_input(x)
-        mask = availability_mask(available, x.shape[0], x.device)
-        filled = x.masked_fill(~mask.view(x.shape[0], NUM_INPUTS, 1, 1), MISSING_VALUE)
-        return self.encoder(filled, mask)
+        host_mask = availability_mask(available, x.shape[0])
+        missing = ~host_mask.to(x.device, non_blocking=True).view(x.shape[0], NUM_INPUTS, 1, 1)
+        return self.encoder(x.masked_fill(missing, MISSING_VALUE), host_mask)
 
     def _check_input(self, x: torch.Tensor) -> None:
         """One-line error unless x is a float [B, 4, S, S] with S = config.image_size."""
@@ -556,7 +577,9 @@ class HFGANGenerator(nn.Module):
                 f"got {tuple(target_t.shape)} and {tuple(intensity_t.shape)}"
             )
         if target_t.is_floating_point() or bool(((target_t < 0) | (target_t >= NUM_INPUTS)).any()):
-            raise HFGANError(f"HFGANGenerator: target must hold channel indices 0-{NUM_INPUTS - 1}, got {target_t.tolist()}")
+            raise HFGANError(
+                f"HFGANGenerator: target must hold channel indices 0-{NUM_INPUTS - 1}, got {target_t.tolist()}"
+            )
         return target_t.long(), intensity_t
 
     @classmethod
@@ -585,17 +608,17 @@ class HFGANGenerator(nn.Module):
         return model
 
 
-def availability_mask(available: Availability, batch: int, device: Union[torch.device, str]) -> torch.Tensor:
-    """Bool [B, 4] mask from per-item index lists (or a bool mask); one-line error if invalid."""
+def availability_mask(available: Availability, batch: int) -> torch.Tensor:
+    """Bool [B, 4] CPU mask from per-item index lists (or a bool mask); one-line error if invalid."""
     if isinstance(available, torch.Tensor):
-        mask = available.to(device=device, dtype=torch.bool)
+        mask = available.to(device="cpu", dtype=torch.bool)
         if mask.shape != (batch, NUM_INPUTS):
             raise HFGANError(f"available: mask must have shape [{batch}, {NUM_INPUTS}], got {tuple(mask.shape)}")
     else:
         if len(available) != batch:
             raise HFGANError(f"available: need one index list per batch item ({batch}), got {len(available)}")
         rows = [_mask_row(item, n) for n, item in enumerate(available)]
-        mask = torch.tensor(rows, dtype=torch.bool, device=device)
+        mask = torch.tensor(rows, dtype=torch.bool)
     if not bool(mask.any(dim=1).all()):
         raise HFGANError("available: every batch item needs at least one available channel")
     return mask
@@ -647,7 +670,8 @@ def reference_layout_config(state_dict: Mapping[str, torch.Tensor], n_heads: int
     dim = _shape(state, "encoder.encoder_early.conv_initial.weight")[0]
     levels = _count_indices(state, "encoder.encoder_early.downs.{}.0.block1.proj.weight")
     if levels < 2:
-        raise StateDictMismatchError("HF-GAN state dict: missing key 'encoder.encoder_early.downs.1.0.block1.proj.weight'")
+        missing = "encoder.encoder_early.downs.1.0.block1.proj.weight"
+        raise StateDictMismatchError(f"HF-GAN state dict: missing key {missing!r}")
     widths = [_shape(state, f"encoder.encoder_early.downs.{j}.0.block1.proj.weight")[0] for j in range(levels)]
     if any(w % dim for w in widths):
         raise StateDictMismatchError(f"HF-GAN state dict: encoder widths {widths} are not multiples of dim {dim}")

@@ -116,7 +116,9 @@ def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"{cls.__name__}.from_dict: unknown keys {unknown}; expected some of {sorted(names)}")
+        raise ValueError(
+            f"{cls.__name__}.from_dict: unknown keys {unknown}; expected some of {sorted(names)}"
+        )
     return dict(data)
 
 
@@ -125,7 +127,9 @@ def sequence_index(value: SequenceLike) -> int:
     if isinstance(value, Sequence):
         return SEQUENCES.index(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < NUM_SEQUENCES:
-        raise RefinerInputError(f"Refiner: sequence {value!r} is not an index 0..{NUM_SEQUENCES - 1} or a Sequence")
+        raise RefinerInputError(
+            f"Refiner: sequence {value!r} is not an index 0..{NUM_SEQUENCES - 1} or a Sequence"
+        )
     return int(value)
 
 
@@ -138,7 +142,8 @@ def canonical_order(target: SequenceLike, available: Iterable[SequenceLike]) -> 
     if len(set(indices)) != len(indices):
         raise RefinerInputError(f"Refiner: available sequences {indices} contain duplicates")
     if target_index in indices:
-        raise RefinerInputError(f"Refiner: target {SEQUENCES[target_index].value} is also listed as available")
+        name = SEQUENCES[target_index].value
+        raise RefinerInputError(f"Refiner: target {name} is also listed as available")
     return sorted(indices)
 
 
@@ -197,7 +202,8 @@ class Refiner(nn.Module):
             }
         )
         layers: list[nn.Module] = [
-            Convolution(3, c, c, kernel_size=3, act=_ACT, norm=_NORM) for _ in range(self.config.decoder_layers)
+            Convolution(3, c, c, kernel_size=3, act=_ACT, norm=_NORM)
+            for _ in range(self.config.decoder_layers)
         ]
         self.decoder = nn.Sequential(*layers)
         self.head = nn.Conv3d(c, 1, kernel_size=1)
@@ -208,7 +214,8 @@ class Refiner(nn.Module):
     def _make_encoder(channels: int) -> nn.Module:
         """A simple 3D U-Net with ``channels`` features at every level and as output."""
         return BasicUNet(
-            spatial_dims=3, in_channels=1, out_channels=channels, features=(channels,) * 6, act=_ACT, norm=_NORM
+            spatial_dims=3, in_channels=1, out_channels=channels, features=(channels,) * 6,
+            act=_ACT, norm=_NORM,
         )
 
     def forward(
@@ -288,7 +295,9 @@ def _check_spatial_size(size: SequenceT[int], factor: int, what: str) -> None:
     """
     size = [int(s) for s in size]
     if len(size) != 3 or any(s <= 0 or s % factor for s in size):
-        raise RefinerInputError(f"{what} {size} must be 3 positive multiples of {factor}; use refine_volume for whole volumes")
+        raise RefinerInputError(
+            f"{what} {size} must be 3 positive multiples of {factor}; use refine_volume for whole volumes"
+        )
     if math.prod(s // factor for s in size) < 2:
         raise RefinerInputError(f"{what} {size} is too small: one side must be at least {2 * factor}")
 
@@ -313,8 +322,9 @@ def refine_volume(
     ``refiner.config.downsample_factor`` (16) and one side at least twice that. Windows run
     on ``device`` (default: the refiner's device) while the whole-volume result is
     accumulated on ``output_device`` (default: ``stage1``'s device), so a CPU volume refined
-    on a GPU keeps GPU memory to one window batch. ``progress(fraction)`` is called after every window batch. Returns [B,1,D,H,W],
-    a plain tensor on ``output_device`` that can be edited in place.
+    on a GPU keeps GPU memory to one window batch. ``progress(fraction)`` is called after
+    every window batch. Returns [B,1,D,H,W], a plain tensor on ``output_device`` that can be
+    edited in place.
     """
     order = canonical_order(target, available)
     roi = tuple(int(r) for r in roi_size)

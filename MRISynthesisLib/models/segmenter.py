@@ -47,10 +47,13 @@ class SegmenterConfig:
         object.__setattr__(self, "blocks_down", tuple(int(b) for b in self.blocks_down))
         object.__setattr__(self, "blocks_up", tuple(int(b) for b in self.blocks_up))
         if self.init_filters < 8 or self.init_filters % 8:
-            raise ValueError(f"SegmenterConfig.init_filters must be a multiple of 8 (group norm), got {self.init_filters}")
+            raise ValueError(
+                f"SegmenterConfig.init_filters must be a multiple of 8 (group norm), got {self.init_filters}"
+            )
         if len(self.blocks_up) != len(self.blocks_down) - 1:
             raise ValueError(
-                f"SegmenterConfig: blocks_up {self.blocks_up} must have one entry fewer than blocks_down {self.blocks_down}"
+                f"SegmenterConfig: blocks_up {self.blocks_up} must have one entry fewer "
+                f"than blocks_down {self.blocks_down}"
             )
         if not 0.0 <= self.dropout_prob < 1.0:
             raise ValueError(f"SegmenterConfig.dropout_prob must be in [0, 1), got {self.dropout_prob}")
@@ -83,7 +86,9 @@ class SegmenterConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"SegmenterConfig.from_dict: unknown keys {unknown}; expected some of {sorted(names)}")
+            raise ValueError(
+                f"SegmenterConfig.from_dict: unknown keys {unknown}; expected some of {sorted(names)}"
+            )
         return cls(**data)
 
 
@@ -124,7 +129,9 @@ def predict_region_probabilities(
     (default: ``volume``'s device).
     """
     if volume.ndim != 5 or volume.shape[1] != 4:
-        raise SegmenterInputError(f"predict_region_probabilities: volume must be [B,4,D,H,W], got {list(volume.shape)}")
+        raise SegmenterInputError(
+            f"predict_region_probabilities: volume must be [B,4,D,H,W], got {list(volume.shape)}"
+        )
     factor = _downsample_factor(model)
     roi = tuple(int(r) for r in roi_size)
     if len(roi) != 3 or any(r <= 0 or r % factor for r in roi):
@@ -190,7 +197,8 @@ def label_to_regions(label: ArrayLike, axis: int = 0) -> ArrayLike:
     ``axis=0`` turns [D,H,W] into [3,D,H,W]; ``axis=1`` turns [B,D,H,W] into [B,3,D,H,W].
     """
     if isinstance(label, torch.Tensor):
-        _check_label_values(int(label.min()) if label.numel() else 0, int(label.max()) if label.numel() else 0)
+        if label.numel():
+            _check_label_values(int(label.min()), int(label.max()))
         et = (label == ENHANCING) | (label == _LEGACY_ENHANCING)
         tc = et | (label == NECROTIC)
         wt = tc | (label == OEDEMA)

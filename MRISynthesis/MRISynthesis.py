@@ -1,0 +1,674 @@
+"""MRISynthesis: 3D Slicer module that synthesises missing brain MRI sequences.
+
+The widget is Qt wiring only; the logic delegates to the engine (``MRISynthesisLib``):
+``mrml.py`` converts nodes to images and results to nodes, ``jobs.py`` runs the synthesis
+in a worker thread. Nothing heavy (torch, MONAI, SimpleITK) is imported when Slicer starts:
+the engine is imported on first use, after its Python packages were checked.
+"""
+from __future__ import annotations
+
+import enum
+import importlib.util
+import logging
+import os
+import sys
+import time
+from typing import Any, Optional
+
+import qt
+import vtk
+
+import slicer
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.util import VTKObservationMixin
+from slicer import vtkMRMLScalarVolumeNode
+
+try:
+    from slicer.i18n import tr as _
+except ImportError:  # Slicer before 5.4 has no translation helpers
+    def _(text: str) -> str:
+        return text
+
+
+def _add_library_path() -> None:
+    """Make ``MRISynthesisLib`` importable: installed beside this file, or one level up in a source checkout."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for folder in (here, os.path.dirname(here)):
+        if os.path.isfile(os.path.join(folder, "MRISynthesisLib", "__init__.py")):
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
+            return
+
+
+_add_library_path()
+
+from MRISynthesisLib.sequences import SEQUENCES, Sequence  # noqa: E402  (light: no third-party imports)
+
+#: Python packages the engine imports (import name -> pip requirement); torch comes from the PyTorch extension.
+ENGINE_REQUIREMENTS = {"monai": "monai>=1.3", "scipy": "scipy>=1.8", "nibabel": "nibabel>=4.0"}
+#: Extra packages for the phantom sample data (it samples the ICBM152 template shipped with nilearn).
+PHANTOM_REQUIREMENTS = {"nilearn": "nilearn>=0.10"}
+#: Item data of the model list entry that opens a file dialog.
+LOAD_MODEL_ITEM = "<load model from file>"
+SETTINGS_GROUP = "MRISynthesis"
+#: How often (ms) the widget polls a running job.
+POLL_INTERVAL_MS = 100
+SAMPLE_NAME = "MRISynthesis phantom"
+
+
+class Device(enum.Enum):
+    """Where the networks run; the value is what the engine expects."""
+
+    AUTO = "auto"
+    GPU = "cuda"
+    CPU = "cpu"
+
+    def label(self) -> str:
+        """Text shown in the device list (used by the parameter node's combo-box connector)."""
+        return {"auto": "Auto", "cuda": "GPU", "cpu": "CPU"}[self.value]
+
+
+#
+# Module
+#
+
+
+class MRISynthesis(ScriptedLoadableModule):
+    """Module description shown in Slicer's module panel."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("MRI Synthesis")
+        self.parent.categories = [_("Filtering")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["MRISynthesis contributors"]
+        self.parent.helpText = _(
+            "Synthesise missing brain MRI sequences (T1, T1 contrast-enhanced, T2, T2-FLAIR) from the ones "
+            "a patient has, with the two-stage method that won BraSyn 2024 (2D HF-GAN, then a 3D Refiner). "
+            "Outputs are new volumes named '(synthetic)' with maps that show where the refiner changed the "
+            "image. <b>Synthetic images are not acquired images: never use them for diagnosis.</b>")
+        self.parent.acknowledgementText = _(
+            "Method: two-stage synthesis with intensity encoding and a 3D Refiner (BraSyn 2024 winning "
+            "solution). Built on PyTorch, MONAI and SimpleITK.")
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData() -> None:
+    """Add the generated phantom case to the Sample Data module."""
+    import SampleData
+
+    iconPath = os.path.join(os.path.dirname(__file__), "Resources", "Icons", "MRISynthesis.png")
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="MRISynthesis", sampleName=SAMPLE_NAME, uris=[], fileNames=[], nodeNames=[],
+        thumbnailFileName=iconPath, customDownloader=loadPhantomSample)
+
+
+def loadPhantomSample(source: Any = None) -> Optional[dict]:
+    """Sample Data button: generate the phantom case locally and load it (nothing is downloaded)."""
+    logic = MRISynthesisLogic()
+    if not logic.ensurePackages(PHANTOM_REQUIREMENTS, _("the phantom sample data")):
+        return None
+    with slicer.util.tryWithErrorDisplay(_("Could not generate the phantom case."), waitCursor=True):
+        return logic.loadPhantom()
+    return None
+
+
+#
+# Parameter node
+#
+
+
+@parameterNodeWrapper
+class MRISynthesisParameterNode:
+    """The module's state, saved with the scene: the four inputs and the options."""
+
+    t1n: vtkMRMLScalarVolumeNode
+    t1c: vtkMRMLScalarVolumeNode
+    t2w: vtkMRMLScalarVolumeNode
+    t2f: vtkMRMLScalarVolumeNode
+    model: str = ""
+    device: Device = Device.AUTO
+    keepStage1: bool = False
+    tumourMaps: bool = True
+
+
+#
+# Widget
+#
+
+
+class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The module panel: Qt wiring only; every decision and computation is in the logic / library."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic: Optional[MRISynthesisLogic] = None
+        self._parameterNode: Optional[MRISynthesisParameterNode] = None
+        self._parameterNodeGuiTag = None
+        self._job = None
+        self._jobKind = ""
+        self._prepared = None
+        self._discardResult = False
+        self._previousModelIndex = 0
+        self._timer = qt.QTimer()
+        self._timer.setInterval(POLL_INTERVAL_MS)
+        self._timer.timeout.connect(self.onPollJob)
+
+    # ---------------------------------------------------------------- set-up
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/MRISynthesis.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = MRISynthesisLogic()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeAddedEvent, self.onNodeAdded)
+
+        self.ui.synthesizeButton.connect("clicked(bool)", self.onSynthesize)
+        self.ui.validateButton.connect("clicked(bool)", self.onValidate)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.ui.modelComboBox.connect("activated(int)", self.onModelActivated)
+        self.ui.progressBar.setRange(0, 1000)
+        self.ui.progressBar.setValue(0)
+        self.ui.cancelButton.enabled = False
+        self.ui.metricsCollapsibleButton.collapsed = True
+        self.populateModels()
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        """Module widget destroyed (application exit, module reload): stop a running job."""
+        if self._job is not None:
+            self._discardResult = True
+            self._job.cancel()
+        self._timer.stop()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
+
+    # ---------------------------------------------------------------- scene and parameter node
+
+    def onSceneStartClose(self, caller, event) -> None:
+        """Closing the scene cancels a running job; its result is never added."""
+        if self._job is not None:
+            self._discardResult = True
+            self._job.cancel()
+            self.appendLog(_("Scene closed: synthesis cancelled."))
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    @vtk.calldata_type(vtk.VTK_OBJECT)
+    def onNodeAdded(self, caller, event, node) -> None:
+        """New volumes may fill empty slots; wait until the loader has named the node."""
+        if node is not None and node.IsA("vtkMRMLScalarVolumeNode"):
+            qt.QTimer.singleShot(0, self.autoAssign)
+
+    def initializeParameterNode(self) -> None:
+        parameterNode = self.logic.getParameterNode()
+        if not parameterNode.model:
+            self.restoreSettings(parameterNode)
+        self.setParameterNode(parameterNode)
+        self.autoAssign()
+
+    def setParameterNode(self, parameterNode: Optional[MRISynthesisParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
+            self.selectModel(self._parameterNode.model)
+            self.updateGUI()
+
+    def selectedNodes(self) -> dict:
+        """``{Sequence: node or None}`` from the four selectors (through the parameter node)."""
+        if not self._parameterNode:
+            return dict.fromkeys(SEQUENCES)
+        return {sequence: getattr(self._parameterNode, sequence.value) for sequence in SEQUENCES}
+
+    def autoAssign(self) -> None:
+        """Fill empty input slots from node names; the user's choices are kept."""
+        if not self._parameterNode or self._job is not None:
+            return
+        filled = self.logic.autoAssign(self.selectedNodes())
+        for sequence, node in filled.items():
+            if getattr(self._parameterNode, sequence.value) is not node:
+                setattr(self._parameterNode, sequence.value, node)
+        self.updateGUI()
+
+    # ---------------------------------------------------------------- settings
+
+    def restoreSettings(self, parameterNode: MRISynthesisParameterNode) -> None:
+        """Options of the last session (``qt.QSettings``) for a new parameter node."""
+        settings = qt.QSettings()
+        settings.beginGroup(SETTINGS_GROUP)
+        parameterNode.model = str(settings.value("Model", "") or "")
+        device = str(settings.value("Device", Device.AUTO.value) or Device.AUTO.value)
+        parameterNode.device = Device(device) if device in {d.value for d in Device} else Device.AUTO
+        parameterNode.keepStage1 = slicer.util.toBool(settings.value("KeepStage1", False))
+        parameterNode.tumourMaps = slicer.util.toBool(settings.value("TumourMaps", True))
+        settings.endGroup()
+
+    def saveSettings(self) -> None:
+        if not self._parameterNode:
+            return
+        settings = qt.QSettings()
+        settings.beginGroup(SETTINGS_GROUP)
+        settings.setValue("Model", self._parameterNode.model)
+        settings.setValue("Device", self._parameterNode.device.value)
+        settings.setValue("KeepStage1", self._parameterNode.keepStage1)
+        settings.setValue("TumourMaps", self._parameterNode.tumourMaps)
+        settings.setValue("ModelFiles", self.userModelFiles())
+        settings.endGroup()
+
+    def userModelFiles(self) -> list:
+        files = []
+        combo = self.ui.modelComboBox
+        catalogue = {info.name for info in self.logic.availableModels()}
+        for index in range(combo.count):
+            data = combo.itemData(index)
+            if data and data != LOAD_MODEL_ITEM and data not in catalogue:
+                files.append(data)
+        return files
+
+    # ---------------------------------------------------------------- model list
+
+    def populateModels(self) -> None:
+        """Catalogue bundles, model files loaded before, and "Load model from file..."."""
+        combo = self.ui.modelComboBox
+        combo.clear()
+        for info in self.logic.availableModels():
+            combo.addItem(info.name, info.name)
+            combo.setItemData(combo.count - 1, info.description or info.name, qt.Qt.ToolTipRole)
+        remembered = qt.QSettings().value(f"{SETTINGS_GROUP}/ModelFiles", []) or []
+        if isinstance(remembered, str):  # QSettings gives a single string for a one-item list
+            remembered = [remembered]
+        for path in remembered:
+            if os.path.exists(str(path)):
+                self.addModelFile(str(path))
+        combo.addItem(_("Load model from file..."), LOAD_MODEL_ITEM)
+
+    def addModelFile(self, path: str) -> int:
+        """Add a model file or folder to the list (before "Load model from file..."); returns its index."""
+        combo = self.ui.modelComboBox
+        index = combo.findData(path)
+        if index >= 0:
+            return index
+        loadIndex = combo.findData(LOAD_MODEL_ITEM)
+        position = loadIndex if loadIndex >= 0 else combo.count
+        combo.insertItem(position, os.path.basename(path.rstrip("/\\")), path)
+        combo.setItemData(position, path, qt.Qt.ToolTipRole)
+        return position
+
+    def selectModel(self, model: str) -> None:
+        combo = self.ui.modelComboBox
+        index = combo.findData(model) if model else -1
+        if index < 0 and model and os.path.exists(model):
+            index = self.addModelFile(model)
+        if index < 0:
+            index = 0 if combo.itemData(0) != LOAD_MODEL_ITEM else -1
+        combo.currentIndex = index
+        self._previousModelIndex = max(index, 0)
+        if self._parameterNode and index >= 0 and combo.itemData(index) != LOAD_MODEL_ITEM:
+            if self._parameterNode.model != combo.itemData(index):
+                self._parameterNode.model = combo.itemData(index)
+
+    def onModelActivated(self, index: int) -> None:
+        combo = self.ui.modelComboBox
+        if combo.itemData(index) == LOAD_MODEL_ITEM:
+            path = qt.QFileDialog.getOpenFileName(
+                slicer.util.mainWindow(), _("Load MRISynthesis model"), "",
+                _("Model bundle or checkpoint (bundle.json *.pt *.pth);;All files (*)"))
+            if not path:
+                combo.currentIndex = self._previousModelIndex
+                return
+            if os.path.basename(path) == "bundle.json":
+                path = os.path.dirname(path)
+            index = self.addModelFile(path)
+            combo.currentIndex = index
+        self._previousModelIndex = index
+        if self._parameterNode:
+            self._parameterNode.model = combo.itemData(index)
+        self.saveSettings()
+
+    def currentModel(self) -> Optional[str]:
+        combo = self.ui.modelComboBox
+        data = combo.itemData(combo.currentIndex) if combo.currentIndex >= 0 else None
+        return None if not data or data == LOAD_MODEL_ITEM else str(data)
+
+    def modelProblem(self) -> str:
+        if self.currentModel() is None:
+            return _("No model: install a model bundle or use 'Load model from file...'.")
+        return ""
+
+    # ---------------------------------------------------------------- GUI state
+
+    def updateGUI(self, caller=None, event=None) -> None:
+        """Missing line, button texts, enabled states and their reasons."""
+        if not self._parameterNode:
+            return
+        state = self.logic.selectionState(self.selectedNodes(), self.modelProblem(), busy=self._job is not None)
+        notes = self.logic.assignmentNotes(self.selectedNodes())
+        self.ui.missingLabel.text = " ".join([state.missing_text] + notes)
+        self.ui.synthesizeButton.text = state.synthesize_text
+        self.ui.synthesizeButton.enabled = state.synthesize_enabled
+        self.ui.synthesizeButton.toolTip = state.synthesize_tooltip
+        self.ui.validateButton.enabled = state.validate_enabled
+        self.ui.validateButton.toolTip = state.validate_tooltip
+        self.ui.cancelButton.enabled = self._job is not None and not self._job.cancel_requested
+        self.saveSettings()
+
+    def appendLog(self, text: str) -> None:
+        line = f"{time.strftime('%H:%M:%S')}  {text}"
+        self.ui.logTextEdit.appendPlainText(line)
+        logging.info(f"MRISynthesis: {text}")
+
+    # ---------------------------------------------------------------- running
+
+    def options(self) -> dict:
+        return dict(device=self._parameterNode.device.value, tumourMaps=self._parameterNode.tumourMaps)
+
+    def onSynthesize(self) -> None:
+        self.startJob("synthesis")
+
+    def onValidate(self) -> None:
+        self.startJob("validation")
+
+    def startJob(self, kind: str) -> None:
+        """Check packages, copy the inputs (main thread), then run the job in a thread."""
+        if self._job is not None or not self.logic.ensurePackages(ENGINE_REQUIREMENTS, _("synthesis")):
+            return
+        try:
+            prepared = self.logic.prepareInputs(self.selectedNodes())
+        except ValueError as error:
+            slicer.util.errorDisplay(str(error), windowTitle=_("MRISynthesis"))
+            return
+        for line in prepared.messages:
+            self.appendLog(line)
+        start = self.logic.startSynthesis if kind == "synthesis" else self.logic.startValidation
+        self._job = start(prepared, self.currentModel(), **self.options())
+        self._jobKind, self._prepared, self._discardResult = kind, prepared, False
+        self.appendLog(_("Started {kind} with model {model} on {device}.").format(
+            kind=kind, model=self.currentModel(), device=self._parameterNode.device.label()))
+        self.ui.progressBar.setValue(0)
+        self.ui.statusLabel.text = _("Starting...")
+        self._timer.start()
+        self.updateGUI()
+
+    def onCancel(self) -> None:
+        if self._job is not None:
+            self._job.cancel()
+            self.ui.statusLabel.text = _("Cancelling...")
+            self.updateGUI()
+
+    def onPollJob(self) -> None:
+        """Timer tick on the main thread: show progress and log lines, then handle the finished job."""
+        job = self._job
+        if job is None:
+            self._timer.stop()
+            return
+        for event in job.poll():
+            if event.kind == "log":
+                self.appendLog(event.message)
+        if not job.cancel_requested:
+            self.ui.progressBar.setValue(int(round(job.fraction * 1000)))
+            self.ui.statusLabel.text = job.message
+        if job.done:
+            self._timer.stop()
+            self._job = None
+            self.finishJob(job)
+            self.updateGUI()
+
+    def finishJob(self, job) -> None:
+        state = job.state.value
+        if state == "succeeded" and not self._discardResult:
+            with slicer.util.tryWithErrorDisplay(_("Could not add the results to the scene."), waitCursor=True):
+                self.showResult(job.result)
+        elif state == "failed":
+            self.ui.statusLabel.text = _("Failed: {reason}").format(reason=job.error.reason)
+            self.appendLog(job.error.details)
+            slicer.util.errorDisplay(job.error.reason, windowTitle=_("MRISynthesis failed"),
+                                     detailedText=job.error.details)
+        else:
+            self.ui.statusLabel.text = _("Cancelled: nothing was added to the scene.")
+            self.ui.progressBar.setValue(0)
+        self._prepared = None
+
+    def showResult(self, result) -> None:
+        if self._jobKind == "validation":
+            nodes = self.logic.addValidationResults(result, self._prepared)
+            self.ui.metricsTableView.setMRMLTableNode(nodes.table)
+            self.ui.metricsCollapsibleButton.collapsed = False
+            messages = [line for item in result for line in item.messages]
+        else:
+            nodes = self.logic.addSynthesisResult(result, self._prepared, keepStage1=self._parameterNode.keepStage1)
+            messages = list(result.messages)
+        for line in messages:
+            self.appendLog(line)
+        names = ", ".join(target.synthetic.GetName() for target in nodes.targets.values())
+        self.appendLog(_("Added: {names}").format(names=names))
+        self.ui.progressBar.setValue(1000)
+        self.ui.statusLabel.text = _("Done: {names}").format(names=names)
+
+
+#
+# Logic
+#
+
+
+class MRISynthesisLogic(ScriptedLoadableModuleLogic):
+    """Batch-usable logic; every step delegates to ``MRISynthesisLib`` (mrml.py, jobs.py)."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+
+    def getParameterNode(self) -> MRISynthesisParameterNode:
+        return MRISynthesisParameterNode(super().getParameterNode())
+
+    # ---------------------------------------------------------------- packages
+
+    @staticmethod
+    def missingPackages(requirements: dict) -> list:
+        """pip requirements whose module cannot be found (torch reported as "torch")."""
+        missing = [spec for module, spec in requirements.items() if importlib.util.find_spec(module) is None]
+        if importlib.util.find_spec("torch") is None:
+            missing.insert(0, "torch")
+        return missing
+
+    def ensurePackages(self, requirements: dict, purpose: str) -> bool:
+        """Offer to install what is missing (PyTorch through the PyTorch extension); True when all is there."""
+        missing = self.missingPackages(requirements)
+        if not missing:
+            return True
+        if not slicer.app.testingEnabled() and not slicer.util.confirmOkCancelDisplay(
+                _("MRISynthesis needs Python packages for {purpose} that are not installed yet:\n\n{packages}\n\n"
+                  "Install them now? This downloads several hundred MB and can take a few minutes.").format(
+                    purpose=purpose, packages="\n".join(missing)),
+                windowTitle=_("MRISynthesis: install packages")):
+            return False
+        with slicer.util.tryWithErrorDisplay(_("Installing Python packages failed."), waitCursor=True):
+            if "torch" in missing and not self.installTorch():
+                return False
+            pipPackages = [spec for spec in missing if spec != "torch"]
+            if pipPackages:
+                slicer.util.pip_install(" ".join(pipPackages))
+        return not self.missingPackages(requirements)
+
+    @staticmethod
+    def installTorch() -> bool:
+        """Install PyTorch with the PyTorch extension's utilities (they pick the build for the GPU)."""
+        try:
+            import PyTorchUtils
+        except ImportError:
+            slicer.util.errorDisplay(_("PyTorch is not installed. Install the 'PyTorch' extension from the "
+                                       "Extensions Manager, restart Slicer and try again."))
+            return False
+        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=">=2.0")
+        return torch is not None
+
+    # ---------------------------------------------------------------- inputs
+
+    def autoAssign(self, current: dict) -> dict:
+        from MRISynthesisLib import mrml
+
+        return mrml.fill_empty_slots(current, slicer.mrmlScene)
+
+    def assignmentNotes(self, current: dict) -> list:
+        """Why some empty slots were not filled (several candidates)."""
+        from MRISynthesisLib import mrml
+
+        return mrml.assignment_notes(current, slicer.mrmlScene)
+
+    def selectionState(self, selected: dict, modelProblem: str = "", busy: bool = False):
+        from MRISynthesisLib import mrml
+
+        return mrml.selection_state(selected, model_problem=modelProblem, busy=busy)
+
+    def availableModels(self) -> list:
+        """Catalogue bundles (``weights.list_bundles``); empty when the catalogue cannot be read."""
+        try:
+            from MRISynthesisLib import weights
+
+            return weights.list_bundles()
+        except Exception as error:  # the widget must open even with a broken install
+            logging.warning(f"MRISynthesis: cannot list model bundles: {error}")
+            return []
+
+    def prepareInputs(self, selected: dict):
+        from MRISynthesisLib import mrml
+
+        return mrml.prepare_inputs(selected)
+
+    # ---------------------------------------------------------------- running
+
+    def startSynthesis(self, prepared, model: Optional[str], device: str = "auto", tumourMaps: bool = True):
+        """Start a background job that synthesises the missing sequences; returns the running job."""
+        from MRISynthesisLib import jobs
+
+        task = jobs.synthesis_task(prepared.images, model, device=device, tumour_maps=tumourMaps)
+        return jobs.Job(task, name="synthesis").start()
+
+    def startValidation(self, prepared, model: Optional[str], device: str = "auto", tumourMaps: bool = True):
+        """Start a leave-one-out validation job on a complete case."""
+        from MRISynthesisLib import jobs
+
+        task = jobs.validation_task(prepared.images, model, device=device, tumour_maps=tumourMaps)
+        return jobs.Job(task, name="validation").start()
+
+    def addSynthesisResult(self, result, prepared, keepStage1: bool = False):
+        from MRISynthesisLib import mrml
+
+        nodes = mrml.add_result_nodes(slicer.mrmlScene, result, prepared, keep_stage1=keepStage1)
+        mrml.show_result(slicer.mrmlScene, nodes)
+        return nodes
+
+    def addValidationResults(self, results, prepared):
+        from MRISynthesisLib import mrml
+
+        nodes = mrml.add_validation_nodes(slicer.mrmlScene, results, prepared)
+        mrml.show_result(slicer.mrmlScene, nodes)
+        return nodes
+
+    def process(self, selected: dict, model: Optional[str] = None, device: str = "auto",
+                keepStage1: bool = False, tumourMaps: bool = True):
+        """Synthesise the missing sequences and add the result nodes, blocking (scripts and tests)."""
+        from MRISynthesisLib import mrml
+
+        return mrml.synthesize_in_scene(slicer.mrmlScene, selected, model, device=device, keep_stage1=keepStage1,
+                                        tumour_maps=tumourMaps, log=logging.info)
+
+    def loadPhantom(self, seed: int = 0, small: bool = False) -> dict:
+        """Generate a phantom case and load its four volumes and label map."""
+        from MRISynthesisLib import mrml
+
+        nodes = mrml.add_phantom_case(slicer.mrmlScene, seed=seed, small=small)
+        slicer.util.setSliceViewerLayers(background=nodes[Sequence.T1N], fit=True)
+        return nodes
+
+
+#
+# Test
+#
+
+
+class MRISynthesisTest(ScriptedLoadableModuleTest):
+    """Self-test: phantom case, remove T1c, synthesise it with the demo model, check the result."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_synthesize_missing_t1c()
+
+    def test_synthesize_missing_t1c(self) -> None:
+        import numpy as np
+
+        from MRISynthesisLib import mrml, weights
+
+        logic = MRISynthesisLogic()
+        self.delayDisplay("Checking Python packages")
+        self.assertTrue(logic.ensurePackages({**ENGINE_REQUIREMENTS, **PHANTOM_REQUIREMENTS}, "the self-test"))
+        bundles = weights.list_bundles()
+        self.assertTrue(bundles, "no model bundle is installed")
+        demo = next((info.name for info in bundles if info.name == weights.DEFAULT_BUNDLE_NAME), bundles[0].name)
+
+        self.delayDisplay("Generating the phantom case")
+        case = logic.loadPhantom(seed=0, small=True)
+        slicer.mrmlScene.RemoveNode(case.pop(Sequence.T1C))
+        inputs = {s: case[s] for s in (Sequence.T1N, Sequence.T2W, Sequence.T2F)}
+        before = {s: (slicer.util.arrayFromVolume(n).copy(), self._matrix(n)) for s, n in inputs.items()}
+
+        selected = logic.autoAssign(dict.fromkeys(SEQUENCES))
+        self.assertEqual({s: selected[s] for s in inputs}, inputs)
+        self.assertIsNone(selected[Sequence.T1C])
+
+        self.delayDisplay(f"Synthesising T1c with model {demo}")
+        nodes = logic.process(selected, demo, device="auto")
+
+        target = nodes.targets[Sequence.T1C]
+        caseId = case["label"].GetName()[: -len("-seg")]
+        self.assertEqual(target.synthetic.GetName(), f"{caseId} T1c (synthetic)")
+        self.assertIn("SYNTHETIC", target.synthetic.GetDescription())
+        self.assertEqual(target.synthetic.GetAttribute("MRISynthesis.Model"), demo)
+        reference = mrml.image_from_volume_node(inputs[Sequence.T1N])
+        synthetic = mrml.image_from_volume_node(target.synthetic)
+        self.assertEqual(synthetic.GetSize(), reference.GetSize())
+        np.testing.assert_allclose(synthetic.GetSpacing(), reference.GetSpacing(), atol=1e-6)
+        np.testing.assert_allclose(synthetic.GetOrigin(), reference.GetOrigin(), atol=1e-5)
+        np.testing.assert_allclose(synthetic.GetDirection(), reference.GetDirection(), atol=1e-6)
+        self.assertTrue(np.isfinite(slicer.util.arrayFromVolume(target.synthetic)).all())
+        for sequence, node in inputs.items():
+            voxels, matrix = before[sequence]
+            np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), voxels)
+            np.testing.assert_array_equal(self._matrix(node), matrix)
+        self.delayDisplay("Test passed")
+
+    @staticmethod
+    def _matrix(node):
+        import numpy as np
+
+        matrix = vtk.vtkMatrix4x4()
+        node.GetIJKToRASMatrix(matrix)
+        return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])

@@ -1,0 +1,175 @@
+"""``mrisynth synthesize`` and ``mrisynth validate``: the engine on files."""
+from __future__ import annotations
+
+import argparse
+import csv
+import io as text_io
+from pathlib import Path
+
+from .devices import DEVICE_CHOICES
+
+
+class UsageError(ValueError):
+    """Arguments that do not describe a run."""
+
+
+def _common_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None,
+                        help="catalogue bundle name, bundle folder, or checkpoint file (default: the catalogue's "
+                             "default bundle)")
+    parser.add_argument("--device", choices=DEVICE_CHOICES + ("gpu",), default="auto",
+                        help="where the networks run (default auto: CUDA when present)")
+    parser.add_argument("--case", default=None, help="case name used in output file names")
+    parser.add_argument("--intensity", default="mean",
+                        help="intensity encoding at inference: 'mean' (prior mean, default), '+1sigma'/'-2sigma', "
+                             "or a value in [0, 1]")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``synthesize`` and ``validate``."""
+    parser = subparsers.add_parser(
+        "synthesize", help="synthesise the missing sequences of a case",
+        description="Synthesise every missing sequence (or --targets) from the acquired ones. Writes "
+        "<case>-<seq>.nii.gz (final), -stage1, -refinement, -tumor-map and <case>-report.json.",
+    )
+    parser.add_argument("case_dir", nargs="?", type=Path, help="BraTS-style case folder (2023+ or 2021 names)")
+    parser.add_argument("--input", action="append", default=[], metavar="SEQ=PATH",
+                        help="an input image, e.g. t1n=a.nii.gz or FLAIR=dicom_folder (repeatable)")
+    parser.add_argument("-o", "--output-dir", type=Path, required=True, help="folder for the results")
+    parser.add_argument("--targets", default=None, help="comma-separated sequences to synthesise "
+                                                           "(default: every missing one)")
+    parser.add_argument("--no-tumour-maps", action="store_true", help="skip the tumour-region maps")
+    _common_model_options(parser)
+    parser.set_defaults(handler=run_synthesize)
+
+    parser = subparsers.add_parser(
+        "validate", help="leave-one-out check on a complete case",
+        description="On a case with all four sequences, synthesise each one from the other three and compare "
+        "with the acquired one (SSIM whole/tumour/healthy, PSNR, NMSE, MAE). Writes the synthetic volumes, error "
+        "maps, <case>-validation.csv/.md and <case>-report.json.",
+    )
+    parser.add_argument("case_dir", type=Path, help="BraTS-style case folder with all four sequences")
+    parser.add_argument("-o", "--output-dir", type=Path, required=True, help="folder for the results")
+    _common_model_options(parser)
+    parser.set_defaults(handler=run_validate)
+
+
+def _parse_inputs(case_dir, pairs: list) -> tuple:
+    """``(case_id, {Sequence: path})`` from a case folder and/or ``SEQ=PATH`` pairs."""
+    from .io import find_case_files
+    from .sequences import UnknownSequenceError, parse_sequence
+
+    files: dict = {}
+    case_id = None
+    if case_dir is not None:
+        found = find_case_files(case_dir)
+        files.update(found.sequences)
+        case_id = found.case_id
+    for pair in pairs:
+        if "=" not in pair:
+            raise UsageError(f"--input {pair!r}: expected SEQ=PATH, e.g. t1n=scan.nii.gz")
+        name, path = pair.split("=", 1)
+        try:
+            sequence = parse_sequence(name)
+        except UnknownSequenceError as error:
+            raise UsageError(f"--input {pair!r}: {error}") from error
+        if sequence in files:
+            raise UsageError(f"--input {pair!r}: {sequence.display_name} is given twice")
+        files[sequence] = Path(path)
+    if not files:
+        raise UsageError("give a case folder or at least one --input SEQ=PATH")
+    if case_id is None:
+        from .io import strip_image_extension
+
+        first = next(iter(files.values()))
+        case_id = strip_image_extension(first.name).rsplit("-", 1)[0] or "case"
+    return case_id, files
+
+
+def _load(files: dict) -> dict:
+    from .io import read_image
+
+    return {sequence: read_image(path) for sequence, path in files.items()}
+
+
+def run_synthesize(args: argparse.Namespace) -> int:
+    """Read inputs, synthesise, write outputs by role and the report."""
+    from .outputs import build_report, staged_output, write_report, write_result
+    from .pipeline import synthesize
+    from .progress import terminal_progress
+    from .weights import load_bundle
+
+    case_id, files = _parse_inputs(args.case_dir, args.input)
+    case_id = args.case or case_id
+    images = _load(files)
+    targets = args.targets.split(",") if args.targets else None
+    bundle = load_bundle(args.model)
+    with terminal_progress(description=f"synthesising {case_id}") as progress:
+        result = synthesize(images, bundle, targets=targets, device=args.device, progress=progress,
+                            tumour_maps=not args.no_tumour_maps, intensity=args.intensity)
+    with staged_output(args.output_dir) as staging:
+        written = write_result(result, staging, case_id, final_dir=args.output_dir)
+        report = build_report(result, case_id, files, written, bundle)
+        write_report(report, staging / f"{case_id}-report.json")
+    for message in result.messages:
+        print(f"note: {message}")
+    for sequence, outputs in written.items():
+        print(f"{sequence}: {outputs['synthetic']}")
+    print(f"report: {args.output_dir / f'{case_id}-report.json'}")
+    return 0
+
+
+def validation_rows(result) -> list:
+    """One row per target and stage (stage 1 and final) with the image metrics."""
+    rows = []
+    for sequence, target in result.targets.items():
+        for stage, values in (("stage1", target.stage1_metrics), ("final", target.metrics)):
+            if values:
+                rows.append({"target": sequence.value, "stage": stage, **values})
+    return rows
+
+
+def rows_to_csv(rows: list) -> str:
+    """CSV text of metric rows (columns from the first row)."""
+    if not rows:
+        return ""
+    buffer = text_io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    """Leave-one-out synthesis of every sequence of a complete case, with metrics."""
+    from .io import find_case_files, read_case_label, write_text
+    from .outputs import build_report, metrics_table_markdown, staged_output, write_report, write_result
+    from .pipeline import synthesize
+    from .progress import terminal_progress
+    from .sequences import SEQUENCES
+    from .weights import load_bundle
+
+    found = find_case_files(args.case_dir)
+    missing = [s.display_name for s in SEQUENCES if s not in found.sequences]
+    if missing:
+        raise UsageError(f"{args.case_dir}: validation needs all four sequences; missing {', '.join(missing)}")
+    case_id = args.case or found.case_id
+    images = _load(found.sequences)
+    label = read_case_label(args.case_dir)
+    bundle = load_bundle(args.model)
+    with terminal_progress(description=f"validating {case_id}") as progress:
+        result = synthesize(images, bundle, targets=list(SEQUENCES), device=args.device, progress=progress,
+                            ground_truth=images, label=label, intensity=args.intensity)
+    rows = validation_rows(result)
+    table = metrics_table_markdown(
+        [dict(row, target=f"{row['target']} ({row['stage']})") for row in rows])
+    with staged_output(args.output_dir) as staging:
+        written = write_result(result, staging, case_id, final_dir=args.output_dir)
+        write_text(rows_to_csv(rows), staging / f"{case_id}-validation.csv")
+        write_text(f"# Leave-one-out validation of {case_id}\n\nModel: {bundle.name} ({bundle.stages}). "
+                   "Each sequence synthesised from the other three; metrics on [0, 1]-normalised "
+                   "images inside the brain.\n\n" + table, staging / f"{case_id}-validation.md")
+        write_report(build_report(result, case_id, found.sequences, written, bundle),
+                     staging / f"{case_id}-report.json")
+    print(table, end="")
+    return 0

@@ -1,0 +1,271 @@
+"""Background jobs: run a long computation in a thread, report progress, cancel it. No Qt, no MRML.
+
+A :class:`Job` runs ``function(context)`` in a daemon thread. The function reports through
+its :class:`JobContext` (``progress(fraction, message)``, ``log(message)``) and watches
+``context.cancel_event``; everything it reports goes into a thread-safe queue that the
+caller drains with :meth:`Job.poll` (the Slicer widget does so from a ``qt.QTimer`` on the
+main thread, which is also the only thread that touches MRML). When the function ends the
+job is ``SUCCEEDED`` (with ``result``), ``FAILED`` (with a one-line ``error.reason`` and the
+traceback in ``error.details``) or ``CANCELLED`` (no result, whatever the function did).
+
+:func:`synthesis_task` and :func:`validation_task` build the functions the module runs;
+they import the engine (torch, MONAI) only when they run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import queue
+import re
+import threading
+import traceback
+from typing import Any, Callable, Mapping, Optional
+
+from .sequences import SEQUENCES, Sequence
+
+
+class JobState(str, enum.Enum):
+    """Life cycle of a job."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+#: States after which nothing changes any more.
+FINISHED_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+class JobCancelled(Exception):
+    """Raised by :meth:`JobContext.check_cancelled` to leave the function early."""
+
+
+@dataclasses.dataclass(frozen=True)
+class JobEvent:
+    """Something the job reported: ``kind`` is ``"progress"`` (with ``fraction``) or ``"log"``."""
+
+    kind: str
+    message: str
+    fraction: Optional[float] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class JobError:
+    """Why a job failed: one line for a message box, the traceback for the log."""
+
+    reason: str
+    details: str
+
+
+def one_line_reason(error: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its class name when it has none."""
+    for line in str(error).splitlines():
+        if line.strip():
+            return " ".join(line.split())
+    return type(error).__name__
+
+
+class JobContext:
+    """What a running function uses to report and to notice cancellation.
+
+    Usable without a :class:`Job` too (``JobContext()``): the reports then go to a queue
+    nobody reads and the computation runs in the caller's thread.
+    """
+
+    #: Progress events closer than this (and with the same message) are dropped.
+    MIN_PROGRESS_STEP = 0.005
+
+    def __init__(self, events: Optional[queue.Queue] = None, cancel_event: Optional[threading.Event] = None):
+        self.events: queue.Queue = events if events is not None else queue.Queue()
+        self.cancel_event = cancel_event if cancel_event is not None else threading.Event()
+        self._last_fraction = -1.0
+        self._last_message = ""
+        self._last_phase = ""
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`JobCancelled` once cancellation was asked for."""
+        if self.cancel_event.is_set():
+            raise JobCancelled("cancelled")
+
+    def log(self, message: str) -> None:
+        """A line for the log."""
+        self.events.put(JobEvent("log", str(message)))
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Progress in [0, 1]; a new phase of work (message without its numbers) is also logged."""
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        phase = re.sub(r"\d+", "#", message)
+        if message and phase != self._last_phase:
+            self._last_phase = phase
+            self.log(message)
+        if (message == self._last_message and abs(fraction - self._last_fraction) < self.MIN_PROGRESS_STEP
+                and fraction not in (0.0, 1.0)):
+            return
+        self._last_fraction, self._last_message = fraction, message
+        self.events.put(JobEvent("progress", message, fraction))
+
+
+class Job:
+    """``function(context)`` run in a daemon thread; poll it, wait for it or cancel it."""
+
+    def __init__(self, function: Callable[[JobContext], Any], name: str = "job"):
+        self.name = name
+        self._function = function
+        self._cancel = threading.Event()
+        self._events: queue.Queue = queue.Queue()
+        self.context = JobContext(self._events, self._cancel)
+        self._thread: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
+        self._state = JobState.WAITING
+        self.result: Any = None
+        self.error: Optional[JobError] = None
+        self.fraction = 0.0
+        self.message = ""
+
+    @property
+    def state(self) -> JobState:
+        with self._lock:
+            return self._state
+
+    @property
+    def done(self) -> bool:
+        return self.state in FINISHED_STATES
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set()
+
+    def start(self) -> "Job":
+        """Start the thread (once)."""
+        with self._lock:
+            if self._state is not JobState.WAITING:
+                raise RuntimeError(f"job {self.name!r} was already started")
+            self._state = JobState.RUNNING
+        self._thread = threading.Thread(target=self._run, name=f"MRISynthesis {self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def cancel(self) -> None:
+        """Ask the function to stop; the job ends as CANCELLED and keeps no result."""
+        self._cancel.set()
+        with self._lock:
+            if self._state is JobState.WAITING:
+                self._state = JobState.CANCELLED
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Block until the job has finished (or ``timeout`` seconds); True when it has finished."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.done
+
+    def poll(self) -> list:
+        """Everything reported since the last call (progress and log events), oldest first."""
+        events = []
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                break
+            if event.kind == "progress":
+                self.fraction, self.message = event.fraction, event.message
+            events.append(event)
+        return events
+
+    def _run(self) -> None:
+        result, error, state = None, None, JobState.SUCCEEDED
+        try:
+            result = self._function(self.context)
+        except BaseException as exception:  # noqa: BLE001 - every failure must end the job cleanly
+            if self._cancel.is_set():
+                state = JobState.CANCELLED
+            else:
+                state = JobState.FAILED
+                error = JobError(one_line_reason(exception), traceback.format_exc())
+                self.context.log(f"failed: {error.reason}")
+        if self._cancel.is_set():
+            state, result, error = JobState.CANCELLED, None, None
+        if state is JobState.CANCELLED:
+            self.context.log("cancelled")
+        with self._lock:
+            self.result, self.error, self._state = result, error, state
+
+
+# --------------------------------------------------------------------------- synthesis tasks
+
+
+def _engine_synthesize() -> Callable:
+    """The engine's ``pipeline.synthesize`` (imported here: it pulls in torch and MONAI)."""
+    from .pipeline import synthesize
+
+    return synthesize
+
+
+def _load_bundle(bundle: Any, context: JobContext) -> Any:
+    """A loaded model bundle from a catalogue name or path; a loaded bundle is passed through."""
+    if bundle is None or isinstance(bundle, (str, bytes)) or hasattr(bundle, "__fspath__"):
+        from .weights import load_bundle
+
+        context.log(f"loading model {bundle or '(default)'}")
+        return load_bundle(bundle)
+    return bundle
+
+
+def synthesis_task(images: Mapping[Sequence, Any], bundle: Any, *, targets=None, device: str = "auto",
+                   tumour_maps: bool = True, ground_truth: Optional[Mapping] = None,
+                   synthesize: Optional[Callable] = None) -> Callable[[JobContext], Any]:
+    """A job function: synthesise the missing sequences of ``images`` and return the SynthesisResult.
+
+    ``bundle`` is a loaded model bundle or a catalogue name / path (the engine loads it, with progress).
+    """
+    inputs = dict(images)
+
+    def run(context: JobContext) -> Any:
+        function = synthesize or _engine_synthesize()
+        context.check_cancelled()
+        result = function(inputs, bundle, targets=targets, device=device, progress=context.progress,
+                          cancel=context.cancel_event, tumour_maps=tumour_maps, ground_truth=ground_truth)
+        context.check_cancelled()
+        return result
+
+    return run
+
+
+def validation_task(images: Mapping[Sequence, Any], bundle: Any, *, device: str = "auto",
+                    tumour_maps: bool = True, synthesize: Optional[Callable] = None
+                    ) -> Callable[[JobContext], list]:
+    """A job function: leave-one-out on a complete case, one SynthesisResult per sequence.
+
+    The bundle is loaded once for the four runs. Each sequence is synthesised from the other three and compared with the acquired one
+    (``ground_truth``), which gives its error map and metrics.
+    """
+    inputs = {Sequence(k): v for k, v in images.items()}
+    missing = [s.display_name for s in SEQUENCES if s not in inputs]
+    if missing:
+        raise ValueError(f"validation needs all four sequences; missing: {', '.join(missing)}")
+
+    def run(context: JobContext) -> list:
+        function = synthesize or _engine_synthesize()
+        model = _load_bundle(bundle, context)
+        results = []
+        for index, target in enumerate(SEQUENCES):
+            context.check_cancelled()
+            context.log(f"validation {index + 1}/4: {target.display_name} from the other three")
+            others = {s: image for s, image in inputs.items() if s is not target}
+            start, stop = index / len(SEQUENCES), (index + 1) / len(SEQUENCES)
+
+            def progress(fraction: float, message: str, start: float = start, stop: float = stop) -> None:
+                context.progress(start + (stop - start) * fraction, f"{target.short_name}: {message}")
+
+            results.append(function(others, model, targets=[target], device=device, progress=progress,
+                                    cancel=context.cancel_event, tumour_maps=tumour_maps,
+                                    ground_truth={target: inputs[target]}))
+        context.check_cancelled()
+        return results
+
+    return run
