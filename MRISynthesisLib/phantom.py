@@ -335,8 +335,8 @@ def _template_centres_mm(affine_ras: np.ndarray, shape: tuple[int, ...]) -> tupl
     return tuple(affine_ras[a, a] * np.arange(shape[a]) + affine_ras[a, 3] for a in range(3))
 
 
-def _ball(shape, coords, centre, radius) -> np.ndarray:
-    """Soft ball (1 inside, Gaussian fall-off) on a grid given per-axis coordinates."""
+def _ball(coords, centre, radius) -> np.ndarray:
+    """Soft ball (1 inside, Gaussian fall-off) on a grid given per-axis coordinates (mm)."""
     d2 = sum(((c - m) / radius) ** 2 for c, m in zip(np.meshgrid(*coords, indexing="ij"), centre))
     return np.exp(-np.maximum(d2 - 1.0, 0.0) * 4.0).astype(np.float32)
 
@@ -373,8 +373,8 @@ def _load_template() -> _Template:
     falx = np.exp(-(xx / 1.0) ** 2) * (zz > 5.0) * csf
     # Choroid plexus glomus in the atria of both lateral ventricles.
     ventricle = csf * (depth > 12.0)
-    choroid = ventricle * (_ball(t1.shape, (x, y, z), (24.0, -38.0, 14.0), 5.0)
-                           + _ball(t1.shape, (x, y, z), (-24.0, -38.0, 14.0), 5.0))
+    choroid = ventricle * (_ball((x, y, z), (24.0, -38.0, 14.0), 5.0)
+                           + _ball((x, y, z), (-24.0, -38.0, 14.0), 5.0))
     vessel_static = np.clip(0.6 * falx + 0.5 * choroid, 0.0, 1.0).astype(np.float32)
     superficial_csf = (csf * np.clip((25.0 - depth) / 10.0, 0.0, 1.0)).astype(np.float32)
     near_brain = ndimage.maximum_filter(mask, size=7) > 0.0  # brain plus 3 mm
@@ -484,17 +484,15 @@ def _pullback_affine(deformation: dict) -> tuple[np.ndarray, np.ndarray]:
     return matrix, offset
 
 
-def _grid_axes_mm(grid: PhantomGrid, crop: tuple[slice, slice, slice]) -> list[list[np.ndarray]]:
-    """Broadcastable LPS coordinates of the crop: ``axes[a][b]`` is axis ``a``'s share from index ``b``.
-
-    Returned per physical axis a (x, y, z) as three arrays shaped to broadcast over (z, y, x).
-    """
+def _grid_points_mm(grid: PhantomGrid, crop: tuple[slice, slice, slice]) -> list[np.ndarray]:
+    """LPS x, y and z (mm) of every voxel of the crop, three (z, y, x) float32 arrays."""
     matrix = grid.index_to_physical()
     index = [np.arange(crop[2].start, crop[2].stop, dtype=np.float32)[None, None, :],
              np.arange(crop[1].start, crop[1].stop, dtype=np.float32)[None, :, None],
              np.arange(crop[0].start, crop[0].stop, dtype=np.float32)[:, None, None]]
-    return [[np.float32(matrix[a, b]) * index[b] + (np.float32(matrix[a, 3]) if b == 0 else 0)
-             for b in range(3)] for a in range(3)]
+    return [np.float32(matrix[a, 3]) + np.float32(matrix[a, 0]) * index[0]
+            + np.float32(matrix[a, 1]) * index[1] + np.float32(matrix[a, 2]) * index[2]
+            for a in range(3)]
 
 
 def _index_box(centre_mm, half_mm: float, grid: PhantomGrid,
@@ -535,9 +533,7 @@ def _template_coordinates(rng: np.random.Generator, grid: PhantomGrid, crop: tup
     """Template voxel coordinates (3, z, y, x) for every crop voxel of this case."""
     template = _load_template()
     shape = tuple(s.stop - s.start for s in crop)
-    axes = _grid_axes_mm(grid, crop)
-    points = [a[0] + a[1] + a[2] for a in axes]  # full (z, y, x) arrays, LPS mm
-    points = _mass_effect(points, tumour, grid, crop)
+    points = _mass_effect(_grid_points_mm(grid, crop), tumour, grid, crop)
     matrix, offset = _pullback_affine(deformation)
     to_index = template.lps_to_index
     combined = to_index[:3, :3] @ matrix
@@ -650,8 +646,7 @@ def _tumour_memberships(rng: np.random.Generator, tumour: dict, grid: PhantomGri
     shape = tuple(s.stop - s.start for s in box)
     spacing_zyx = tuple(reversed(grid.spacing))
     sub = tuple(slice(c.start + b.start, c.start + b.stop) for c, b in zip(crop, box))
-    axes = _grid_axes_mm(grid, sub)
-    delta = [a[0] + a[1] + a[2] - np.float32(c) for a, c in zip(axes, tumour["centre_mm"])]
+    delta = [p - np.float32(c) for p, c in zip(_grid_points_mm(grid, sub), tumour["centre_mm"])]
     rotation = Rotation.from_euler("zyx", tumour["orientation_deg"], degrees=True).as_matrix()
     local = [sum(np.float32(rotation[b, a]) * delta[b] for b in range(3)) / np.float32(tumour["axes"][a])
              for a in range(3)]
@@ -751,7 +746,25 @@ def _add_tumour(comp: _Compartments, members: dict[str, np.ndarray], box: tuple[
     comp.box = box
 
 
-def _tumour_labels(comp: _Compartments, members: dict[str, np.ndarray], csf_before: np.ndarray) -> np.ndarray:
+def _insert_tumour(rng: np.random.Generator, comp: _Compartments, tumour: dict, grid: PhantomGrid,
+                   crop: tuple[slice, slice, slice], box: tuple[slice, ...],
+                   hemisphere: np.ndarray) -> np.ndarray:
+    """Shape the tumour, put it into ``comp`` and return its labels in ``box``.
+
+    Adds the label volumes (ml) to ``tumour`` as ``volume_ml``.
+    """
+    members = _tumour_memberships(rng, tumour, grid, crop, box, comp.white[box], comp.brain[box],
+                                  hemisphere)
+    csf_before = comp.csf[box] + comp.vessel[box]
+    _add_tumour(comp, members, box)
+    labels = _tumour_labels(members, csf_before)
+    voxel_ml = float(np.prod(grid.spacing)) / 1000.0
+    tumour["volume_ml"] = {name: float(np.count_nonzero(labels == value) * voxel_ml)
+                           for name, value in LABELS.items()}
+    return labels
+
+
+def _tumour_labels(members: dict[str, np.ndarray], csf_before: np.ndarray) -> np.ndarray:
     """BraTS labels in the tumour box: 1 where core >= 0.5, 3 enhancing, 2 oedema outside CSF."""
     labels = np.zeros(members["whole"].shape, dtype=np.uint8)
     labels[(members["whole"] >= 0.5) & (csf_before < 0.7)] = LABELS["oedema"]
@@ -942,17 +955,9 @@ def generate_case(seed: int, small: bool = False, case_id: Optional[str] = None,
     comp = _healthy_compartments(rng, channels, grid)
     labels = np.zeros(comp.brain.shape, dtype=np.uint8)
     if tumour_params is not None:
-        members = _tumour_memberships(rng, tumour_params, grid, crop, box,
-                                      comp.white[box], comp.brain[box], hemisphere)
-        csf_before = comp.csf[box] + comp.vessel[box]
-        _add_tumour(comp, members, box)
-        labels[box] = _tumour_labels(comp, members, csf_before)
-        voxel_ml = float(np.prod(grid.spacing)) / 1000.0
-        tumour_params["volume_ml"] = {name: float(np.count_nonzero(labels == value) * voxel_ml)
-                                      for name, value in LABELS.items()}
-        missing = [name for name, ml in tumour_params["volume_ml"].items() if ml == 0.0]
-        if missing:
-            raise PhantomError(f"phantom seed {seed}: tumour has no {', '.join(missing)} voxels")
+        labels[box] = _insert_tumour(rng, comp, tumour_params, grid, crop, box, hemisphere)
+        if min(tumour_params["volume_ml"].values()) == 0.0:
+            raise PhantomError(f"phantom seed {seed}: a tumour label is empty ({tumour_params['volume_ml']})")
     params["tumour"] = tumour_params
 
     images = {}
@@ -979,9 +984,10 @@ def case_files(case_id: str) -> dict[str, str]:
 def write_case(case: PhantomCase, output_dir: Union[str, Path]) -> Path:
     """Write ``output_dir/<case_id>/<case_id>-{t1n,t1c,t2w,t2f,seg}.nii.gz`` and ``-phantom.json``.
 
-    Returns the case folder.
+    Files are written atomically (``io.write_image``) and replace earlier ones of the same
+    name. Returns the case folder.
     """
-    from MRISynthesisLib.io import write_image
+    from MRISynthesisLib.io import write_image, write_text
 
     folder = Path(output_dir) / case.case_id
     folder.mkdir(parents=True, exist_ok=True)
@@ -989,7 +995,7 @@ def write_case(case: PhantomCase, output_dir: Union[str, Path]) -> Path:
     for seq in SEQUENCES:
         write_image(case.images[seq], folder / names[seq.value])
     write_image(case.label, folder / names["seg"])
-    (folder / names["phantom"]).write_text(json.dumps(case.parameters, indent=2) + "\n")
+    write_text(json.dumps(case.parameters, indent=2) + "\n", folder / names["phantom"])
     return folder
 
 

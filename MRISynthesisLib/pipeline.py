@@ -70,8 +70,12 @@ class SynthesisResult:
 
 
 @dataclasses.dataclass
-class _Prepared:
-    """Inputs on the model grid: [-1, 1] stage-1 arrays, raw arrays for z-scoring, the brain."""
+class PreparedInputs:
+    """Inputs on the model grid: [-1, 1] stage-1 arrays, raw arrays for z-scoring, the brain.
+
+    Arrays are ``[slices, H, W]``; ``brain`` is on the model grid, ``input_brain`` on the
+    reference input's grid.
+    """
 
     grid: ModelGrid
     brain: np.ndarray
@@ -137,7 +141,12 @@ def model_grid_for(generator) -> tuple:
     return (size, size), MODEL_FIELD_OF_VIEW_MM / size
 
 
-def _prepare(images: dict, messages: list, generator) -> _Prepared:
+def prepare_inputs(images: dict, messages: list, generator) -> PreparedInputs:
+    """Align, mask and normalise inputs onto ``generator``'s model grid (shared with training).
+
+    ``messages`` receives a line for every resampling. Raw model-grid arrays are kept for
+    the stage-2 z-score; stage-1 arrays are scaled to [-1, 1] with background -1.
+    """
     aligned = align_inputs(images)
     messages.extend(aligned.resampled)
     reference = aligned.images[aligned.reference]
@@ -155,7 +164,7 @@ def _prepare(images: dict, messages: list, generator) -> _Prepared:
         model_array[~brain] = 0.0
         raw[sequence] = model_array
         scaled_inputs[sequence] = fit_unit_range(model_array, brain).forward(model_array)
-    return _Prepared(grid=grid, brain=brain, scaled=scaled_inputs, raw=raw, reference=reference,
+    return PreparedInputs(grid=grid, brain=brain, scaled=scaled_inputs, raw=raw, reference=reference,
                      input_brain=brain_input)
 
 
@@ -165,7 +174,7 @@ def _mask_image(mask: np.ndarray, reference: sitk.Image) -> sitk.Image:
     return image
 
 
-def _generator_channels(prepared: _Prepared, generator, sources: list) -> tuple:
+def _generator_channels(prepared: PreparedInputs, generator, sources: list) -> tuple:
     """[Z, 4, H, W] in the generator's channel order (missing channels -1) and the available indices."""
     order = list(generator.modality_order)
     depth, height, width = prepared.brain.shape
@@ -219,7 +228,7 @@ def synthesize(
     bundle = load_bundle(bundle)
     bundle.to(torch_device)
     report(0.02, "preparing inputs")
-    prepared = _prepare(source_images, messages, bundle.stage1)
+    prepared = prepare_inputs(source_images, messages, bundle.stage1)
     timings["prepare_s"] = time.perf_counter() - started
     check_cancel(cancel)
 
@@ -299,7 +308,7 @@ def _target_intensity(intensity, target: Sequence) -> float:
     return value
 
 
-def _run_stage1(prepared: _Prepared, bundle, target: Sequence, sources: list, intensity: float, device,
+def _run_stage1(prepared: PreparedInputs, bundle, target: Sequence, sources: list, intensity: float, device,
                 options, progress, cancel, messages: list) -> np.ndarray:
     generator = bundle.stage1
     channels, available = _generator_channels(prepared, generator, sources)
@@ -309,7 +318,7 @@ def _run_stage1(prepared: _Prepared, bundle, target: Sequence, sources: list, in
     return _unit_from_stage1(stage1, prepared.brain)
 
 
-def _run_stage2(prepared: _Prepared, bundle, target: Sequence, sources: list, stage1: np.ndarray, device,
+def _run_stage2(prepared: PreparedInputs, bundle, target: Sequence, sources: list, stage1: np.ndarray, device,
                 options, progress, cancel, messages: list) -> np.ndarray:
     brain = prepared.brain
     inputs = np.zeros((4,) + brain.shape, dtype=np.float32)
@@ -323,7 +332,7 @@ def _run_stage2(prepared: _Prepared, bundle, target: Sequence, sources: list, st
     return np.clip(zscore.inverse(refined, brain), 0.0, None)
 
 
-def _tumour_regions(prepared: _Prepared, bundle, finals: dict, stage1: dict, wanted: bool, device,
+def _tumour_regions(prepared: PreparedInputs, bundle, finals: dict, stage1: dict, wanted: bool, device,
                     cancel) -> dict:
     """Per target: (tumour region on the model grid, how it was found)."""
     if not wanted or bundle.refiner is None:
@@ -344,7 +353,7 @@ def _tumour_regions(prepared: _Prepared, bundle, finals: dict, stage1: dict, wan
     return regions
 
 
-def _completed_set(prepared: _Prepared, finals: dict) -> np.ndarray:
+def _completed_set(prepared: PreparedInputs, finals: dict) -> np.ndarray:
     """[4, Z, H, W] z-scored: acquired volumes where present, synthetic ones for the targets."""
     brain = prepared.brain
     volumes = np.zeros((4,) + brain.shape, dtype=np.float32)
@@ -379,7 +388,7 @@ def _as_uint8(image: sitk.Image) -> sitk.Image:
     return sitk.Cast(sitk.BinaryThreshold(image, 0.5, 1e9, 1, 0), sitk.sitkUInt8)
 
 
-def _add_validation(output: dict, ground_truth: Mapping, prepared: _Prepared, label: Optional[sitk.Image],
+def _add_validation(output: dict, ground_truth: Mapping, prepared: PreparedInputs, label: Optional[sitk.Image],
                     messages: list) -> None:
     """Error maps and metrics against the acquired versions of the targets (leave-one-out)."""
     from . import metrics
