@@ -50,7 +50,9 @@ _add_library_path()
 
 from MRISynthesisLib.sequences import SEQUENCES, Sequence  # noqa: E402  (light: no third-party imports)
 
-#: Python packages the engine imports (import name -> pip requirement); torch comes from the PyTorch extension.
+#: PyTorch, installed through the PyTorch extension (PyTorchUtils) when it is there.
+TORCH_REQUIREMENT = "torch>=2.0"
+#: Other Python packages the engine imports (import name -> pip requirement).
 ENGINE_REQUIREMENTS = {"monai": "monai>=1.3", "scipy": "scipy>=1.8", "nibabel": "nibabel>=4.0"}
 #: Extra packages for the phantom sample data (it samples the ICBM152 template shipped with nilearn).
 PHANTOM_REQUIREMENTS = {"nilearn": "nilearn>=0.10"}
@@ -157,6 +159,7 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._prepared = None
         self._discardResult = False
         self._previousModelIndex = 0
+        self._catalogueNames: set = set()
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_INTERVAL_MS)
         self._timer.timeout.connect(self.onPollJob)
@@ -283,14 +286,10 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         settings.endGroup()
 
     def userModelFiles(self) -> list:
-        files = []
+        """Model files and folders the user loaded (remembered between sessions)."""
         combo = self.ui.modelComboBox
-        catalogue = {info.name for info in self.logic.availableModels()}
-        for index in range(combo.count):
-            data = combo.itemData(index)
-            if data and data != LOAD_MODEL_ITEM and data not in catalogue:
-                files.append(data)
-        return files
+        items = [combo.itemData(index) for index in range(combo.count)]
+        return [data for data in items if data and data != LOAD_MODEL_ITEM and data not in self._catalogueNames]
 
     # ---------------------------------------------------------------- model list
 
@@ -298,7 +297,9 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Catalogue bundles, model files loaded before, and "Load model from file..."."""
         combo = self.ui.modelComboBox
         combo.clear()
-        for info in self.logic.availableModels():
+        catalogue = self.logic.availableModels()
+        self._catalogueNames = {info.name for info in catalogue}
+        for info in catalogue:
             combo.addItem(info.name, info.name)
             combo.setItemData(combo.count - 1, info.description or info.name, qt.Qt.ToolTipRole)
         remembered = qt.QSettings().value(f"{SETTINGS_GROUP}/ModelFiles", []) or []
@@ -399,15 +400,16 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Check packages, copy the inputs (main thread), then run the job in a thread."""
         if self._job is not None or not self.logic.ensurePackages(ENGINE_REQUIREMENTS, _("synthesis")):
             return
+        start = self.logic.startSynthesis if kind == "synthesis" else self.logic.startValidation
         try:
             prepared = self.logic.prepareInputs(self.selectedNodes())
-        except ValueError as error:
+            job = start(prepared, self.currentModel(), **self.options())
+        except ValueError as error:  # bad inputs: one line that names the node and the problem
             slicer.util.errorDisplay(str(error), windowTitle=_("MRISynthesis"))
             return
         for line in prepared.messages:
             self.appendLog(line)
-        start = self.logic.startSynthesis if kind == "synthesis" else self.logic.startValidation
-        self._job = start(prepared, self.currentModel(), **self.options())
+        self._job = job
         self._jobKind, self._prepared, self._discardResult = kind, prepared, False
         self.appendLog(_("Started {kind} with model {model} on {device}.").format(
             kind=kind, model=self.currentModel(), device=self._parameterNode.device.label()))
@@ -517,14 +519,16 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def installTorch() -> bool:
-        """Install PyTorch with the PyTorch extension's utilities (they pick the build for the GPU)."""
+        """Install PyTorch with the PyTorch extension's utilities (they pick the build that fits the GPU
+        driver); without that extension, fall back to the default build from PyPI."""
         try:
             import PyTorchUtils
         except ImportError:
-            slicer.util.errorDisplay(_("PyTorch is not installed. Install the 'PyTorch' extension from the "
-                                       "Extensions Manager, restart Slicer and try again."))
-            return False
-        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=">=2.0")
+            logging.warning("MRISynthesis: the PyTorch extension is not installed; installing torch from PyPI")
+            slicer.util.pip_install(TORCH_REQUIREMENT)
+            return importlib.util.find_spec("torch") is not None
+        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+            askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT[len("torch"):])
         return torch is not None
 
     # ---------------------------------------------------------------- inputs

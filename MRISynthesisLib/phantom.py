@@ -590,9 +590,9 @@ def _sample_tumour(rng: np.random.Generator, deformation: dict) -> dict:
     site_mm = (template.index_to_lps @ np.append(site.astype(float), 1.0))[:3]
     matrix, offset = _pullback_affine(deformation)
     centre = np.linalg.solve(matrix, site_mm - offset)  # ignores the small smooth warp
-    enhancing = _uniform(rng, (9.0, 20.0))
+    enhancing = _uniform(rng, (9.0, 22.0))
     core = enhancing * _uniform(rng, (0.55, 0.8))
-    oedema = min(enhancing * _uniform(rng, (1.4, 2.1)), 38.0)
+    oedema = min(enhancing * _uniform(rng, (1.35, 2.0)), 40.0)
     core_offset = rng.normal(0.0, 1.0, 3)
     core_offset *= _uniform(rng, (0.0, 0.25)) * enhancing / max(np.linalg.norm(core_offset), 1e-6)
     return {

@@ -221,7 +221,7 @@ def synthesize(
     messages: list = []
     report = progress or (lambda fraction, message: None)
     source_images = _as_sequence_dict(images)
-    plan = _plan_targets(list(source_images), targets)
+    plan = _plan_targets([s for s in SEQUENCES if s in source_images], targets)
     torch_device = resolve_device(device)
     check_cancel(cancel)
     report(0.0, "loading model")

@@ -276,6 +276,15 @@ def test_fill_empty_slots_keeps_the_users_choice(mrml_scene, make_volume):
     assert filled[Sequence.T1C] is None and filled[Sequence.T2F] is None
 
 
+def test_assignment_notes_explain_empty_slots(mrml_scene, make_volume):
+    nodes = add_named_volumes(mrml_scene.scene, ["T2 a", "T2 b", "flair"], make_volume)
+    selected = {Sequence.T1N: None, Sequence.T1C: None, Sequence.T2W: None, Sequence.T2F: nodes["flair"]}
+
+    assert mrml.assignment_notes(selected, mrml_scene.scene) == ["2 volumes look like T2 (T2 a, T2 b): choose one"]
+    selected[Sequence.T2W] = nodes["T2 b"]  # the user chose: no note any more
+    assert mrml.assignment_notes(selected, mrml_scene.scene) == []
+
+
 def test_selection_state_names_the_targets_and_says_why_not():
     node = object()
     three = {Sequence.T1N: node, Sequence.T1C: None, Sequence.T2W: node, Sequence.T2F: node}
@@ -303,7 +312,6 @@ def test_selection_state_names_the_targets_and_says_why_not():
 
 
 def test_prepare_inputs_copies_and_resamples_onto_the_first_input(mrml_scene, tmp_path, make_volume, rotation):
-    scene = mrml_scene.scene
     t1_image = make_volume(direction=rotation(20, "x"), **OBLIQUE_GEOMETRY)
     t2_image = make_volume(seed=3, spacing=(1.0, 1.0, 1.0), origin=OBLIQUE_GEOMETRY["origin"])
     for name, image in (("case-t1n.nrrd", t1_image), ("case-t2w.nii.gz", t2_image)):

@@ -95,7 +95,7 @@ class SegmenterConfig:
 def build_segmenter(config: Union[SegmenterConfig, None] = None) -> SegResNet:
     """A new SegResNet: 4 z-scored inputs in canonical order -> 3 region logits (WT, TC, ET)."""
     config = config or SegmenterConfig.paper()
-    return SegResNet(
+    model = SegResNet(
         spatial_dims=3,
         init_filters=config.init_filters,
         in_channels=4,
@@ -104,6 +104,8 @@ def build_segmenter(config: Union[SegmenterConfig, None] = None) -> SegResNet:
         blocks_down=config.blocks_down,
         blocks_up=config.blocks_up,
     )
+    model.config = config  # checkpoints record the config (weights.save_checkpoint)
+    return model
 
 
 def _downsample_factor(model: nn.Module) -> int:

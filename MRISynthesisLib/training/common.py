@@ -1,0 +1,376 @@
+"""What every training run shares: run folder, log, time budget, schedule, RNG state, checkpoints.
+
+A *run folder* (``RUN_DIR``) holds one training project: the case split, caches, a log per
+command, metrics (CSV and JSON), resumable training checkpoints under ``checkpoints/`` and
+the model bundle (``stage1.pt``, ``segmenter.pt``, ``refiner.pt``, ``bundle.json``) that
+``mrisynth synthesize --model RUN_DIR`` loads.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import datetime
+import hashlib
+import io as text_io
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Optional
+
+import numpy as np
+
+from .. import __version__
+from ..io import write_text
+
+#: Written into resumable training checkpoints so foreign files are refused.
+TRAINING_STATE_FORMAT = "mrisynthesis-training-state"
+CHECKPOINT_DIR = "checkpoints"
+LogCallback = Callable[[str], None]
+
+
+class TrainingError(ValueError):
+    """A training request that cannot run; the message names the file or option at fault."""
+
+
+# --------------------------------------------------------------------------- common options
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    """Options every training command shares (CLI flags of ``mrisynth train``)."""
+
+    data_dir: Path = Path(".")
+    run_dir: Path = Path("run")
+    epochs: int = 1
+    batch_size: int = 1
+    steps_per_epoch: Optional[int] = None
+    device: str = "auto"
+    seed: int = 0
+    resume: bool = False
+    val_cases: Optional[int] = None
+    max_minutes: Optional[float] = None
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    accumulation: int = 1
+    log_every: int = 10
+
+    def check(self) -> None:
+        """Raise :class:`TrainingError` for option values no run can use."""
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "accumulation": self.accumulation,
+                    "log_every": self.log_every}
+        for name, value in positive.items():
+            if int(value) < 1:
+                raise TrainingError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise TrainingError(f"--steps-per-epoch must be at least 1, got {self.steps_per_epoch}")
+        if self.val_cases is not None and self.val_cases < 0:
+            raise TrainingError(f"--val-cases must be 0 or more, got {self.val_cases}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise TrainingError(f"--max-minutes must be positive, got {self.max_minutes}")
+        if not self.learning_rate > 0:
+            raise TrainingError(f"learning rate must be positive, got {self.learning_rate}")
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (paths as strings)."""
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+# --------------------------------------------------------------------------- log and metrics
+
+
+class RunLog:
+    """Timestamped lines appended to ``RUN_DIR/<name>.log`` and echoed to ``echo`` (the terminal)."""
+
+    def __init__(self, path: Path, echo: Optional[LogCallback] = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.echo = echo
+
+    def __call__(self, message: str) -> None:
+        stamp = datetime.datetime.now().isoformat(timespec="seconds")
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(f"{stamp} {message}\n")
+        if self.echo is not None:
+            self.echo(message)
+
+
+def write_metrics(run_dir: Path, name: str, history: list) -> tuple:
+    """Write the per-epoch ``history`` as ``<name>-metrics.csv`` and ``.json``; returns both paths."""
+    json_path = run_dir / f"{name}-metrics.json"
+    write_text(json.dumps(history, indent=2, default=_json_number) + "\n", json_path)
+    columns: list = []
+    for row in history:
+        columns.extend(key for key in row if key not in columns)
+    buffer = text_io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: _csv_value(v) for k, v in row.items()})
+    csv_path = run_dir / f"{name}-metrics.csv"
+    write_text(buffer.getvalue(), csv_path)
+    return csv_path, json_path
+
+
+def _csv_value(value: Any) -> Any:
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return str(value)
+
+
+def mean_losses(records: list) -> dict:
+    """Mean of each loss over the steps of an epoch (``train_<name>`` keys)."""
+    keys = sorted({k for r in records for k in r})
+    return {f"train_{k}": float(np.mean([r[k] for r in records if k in r])) for k in keys}
+
+
+# --------------------------------------------------------------------------- time budget
+
+
+class TimeBudget:
+    """Wall-clock budget: ``expired()`` turns True after ``minutes`` (never when None)."""
+
+    def __init__(self, minutes: Optional[float]) -> None:
+        self.minutes = minutes
+        self.started = time.monotonic()
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds since the run started."""
+        return time.monotonic() - self.started
+
+    def expired(self) -> bool:
+        """True once the budget is spent."""
+        return self.minutes is not None and self.elapsed_s >= self.minutes * 60.0
+
+
+# --------------------------------------------------------------------------- schedule and devices
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int, floor: float = 0.01) -> Callable[[int], float]:
+    """LR factor: linear warm-up to 1 over ``warmup_steps``, then cosine down to ``floor`` at the end."""
+    total = max(1, int(total_steps))
+    warmup = max(0, min(int(warmup_steps), total - 1))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def make_optimizer(parameters, learning_rate: float, weight_decay: float, total_steps: int, warmup_steps: int,
+                   betas: tuple = (0.9, 0.999)):
+    """AdamW with a warm-up + cosine LambdaLR schedule (stepped once per optimiser step)."""
+    import torch
+
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay, betas=betas)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, warmup_steps))
+    return optimizer, scheduler
+
+
+def autocast_context(device):
+    """Mixed precision on CUDA (bf16 where supported, else fp16); float32 elsewhere."""
+    import torch
+
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=amp_dtype(device))
+
+
+def amp_dtype(device):
+    """The autocast dtype on ``device`` (None off CUDA)."""
+    import torch
+
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def make_scaler(device):
+    """A gradient scaler that is active only for fp16 autocast."""
+    import torch
+
+    return torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed torch (CPU and CUDA) and return the run's numpy generator (all data sampling uses it)."""
+    import torch
+
+    torch.manual_seed(int(seed))
+    return np.random.default_rng(int(seed))
+
+
+def rng_state(rng: np.random.Generator) -> dict:
+    """Every RNG the run uses, as plain types and tensors (``torch.load(weights_only=True)`` safe)."""
+    import torch
+
+    state = {"torch": torch.get_rng_state(), "numpy": _plain(rng.bit_generator.state)}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: Mapping, rng: np.random.Generator) -> None:
+    """Put back the RNG states saved by :func:`rng_state`."""
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    rng.bit_generator.state = state["numpy"]
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars inside a nested dict -> Python ints/floats."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    return value
+
+
+# --------------------------------------------------------------------------- training checkpoints
+
+
+def training_state_path(run_dir: Path, name: str) -> Path:
+    """Where the resumable state of command ``name`` lives."""
+    return Path(run_dir) / CHECKPOINT_DIR / f"{name}-last.pt"
+
+
+def save_training_state(path: Path, state: Mapping) -> Path:
+    """Write a resumable training state atomically (a crash mid-write keeps the previous one)."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = dict(state)
+    payload["format"] = TRAINING_STATE_FORMAT
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(handle)
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_training_state(path: Path, kind: str) -> dict:
+    """Read a state written by :func:`save_training_state` for command ``kind``."""
+    import torch
+
+    if not path.is_file():
+        raise TrainingError(f"{path}: no training checkpoint to resume from (train without --resume first)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch, zip and pickle errors all mean an unusable file
+        raise TrainingError(f"{path}: not a readable training checkpoint ({type(error).__name__})") from error
+    if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT or state.get("kind") != kind:
+        raise TrainingError(f"{path}: not a {kind} training checkpoint")
+    return state
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, hex."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- bundle in the run folder
+
+
+def load_run_model(run_dir: Path, kind: str):
+    """The ``kind`` network saved in the run folder, or None when there is none."""
+    from ..weights import build_model, read_checkpoint
+
+    path = Path(run_dir) / f"{kind}.pt"
+    if not path.is_file():
+        return None
+    return build_model(read_checkpoint(path), path)
+
+
+def write_run_bundle(run_dir: Path, kind: str, model, info: Mapping, log: Optional[LogCallback] = None) -> Path:
+    """Save ``model`` as ``RUN_DIR/<kind>.pt`` and rewrite ``bundle.json`` listing every network there.
+
+    The other networks' files are left byte for byte as they are (the stage-2 cache is keyed
+    by the stage-1 file's SHA-256). Without a stage-1 model the checkpoint is written but no
+    ``bundle.json`` (a bundle cannot synthesise without stage 1).
+    """
+    from ..weights import BUNDLE_FILE, save_bundle, save_checkpoint
+
+    run_dir = Path(run_dir)
+    provenance = {"software": f"MRISynthesis {__version__}", "run_dir": str(run_dir), "command": f"train {kind}",
+                  **dict(info)}
+    models = {k: load_run_model(run_dir, k) for k in ("stage1", "refiner", "segmenter") if k != kind}
+    models[kind] = model
+    metadata = _bundle_metadata(run_dir, kind, provenance)
+    if models.get("stage1") is None:
+        save_checkpoint(run_dir / f"{kind}.pt", kind, model, provenance)
+        if log:
+            log(f"wrote {run_dir / f'{kind}.pt'}; no bundle.json yet (train stage1 into this folder)")
+        return run_dir
+    staging = Path(tempfile.mkdtemp(prefix=".bundle-", dir=run_dir))
+    try:
+        save_bundle(staging, name=run_dir.name, description=_bundle_description(models),
+                    provenance=provenance, metadata=metadata, **models)
+        os.replace(staging / f"{kind}.pt", run_dir / f"{kind}.pt")
+        os.replace(staging / BUNDLE_FILE, run_dir / BUNDLE_FILE)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if log:
+        listed = ", ".join(f"{k}.pt" for k in ("stage1", "refiner", "segmenter") if models.get(k) is not None)
+        log(f"bundle written to {run_dir} ({listed})")
+    return run_dir
+
+
+def _bundle_metadata(run_dir: Path, kind: str, provenance: Mapping) -> dict:
+    """Earlier ``bundle.json`` metadata with this command's training record added."""
+    from ..weights import BUNDLE_FILE
+
+    metadata: dict = {}
+    path = run_dir / BUNDLE_FILE
+    if path.is_file():
+        try:
+            metadata = dict(json.loads(path.read_text(encoding="utf-8")).get("metadata", {}))
+        except (OSError, json.JSONDecodeError, AttributeError):
+            metadata = {}
+    training = dict(metadata.get("training", {}))
+    training[kind] = dict(provenance,
+                          trained=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    metadata["training"] = training
+    return metadata
+
+
+def _bundle_description(models: Mapping) -> str:
+    parts = ["HF-GAN"] + (["Refiner"] if models.get("refiner") is not None else [])
+    parts += ["segmenter"] if models.get("segmenter") is not None else []
+    return f"trained with mrisynth train ({' + '.join(parts)})"
+
+
+@contextlib.contextmanager
+def frozen(module) -> Iterator[None]:
+    """Temporarily stop gradients into ``module``'s parameters (the GAN's D during the G step)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, flag in zip(module.parameters(), flags):
+            parameter.requires_grad_(flag)
