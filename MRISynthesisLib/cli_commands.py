@@ -4,6 +4,6 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
-from . import cli_synthesis
+from . import cli_evaluation, cli_synthesis
 
-REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [cli_synthesis.register]
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [cli_synthesis.register, cli_evaluation.register]

@@ -259,8 +259,9 @@ def validation_task(images: Mapping[Sequence, Any], bundle: Any, *, device: str 
             others = {s: image for s, image in inputs.items() if s is not target}
             start, stop = index / len(SEQUENCES), (index + 1) / len(SEQUENCES)
 
-            def progress(fraction: float, message: str, start: float = start, stop: float = stop) -> None:
-                context.progress(start + (stop - start) * fraction, f"{target.short_name}: {message}")
+            def progress(fraction: float, message: str, start: float = start, stop: float = stop,
+                         name: str = target.short_name) -> None:
+                context.progress(start + (stop - start) * fraction, f"{name}: {message}")
 
             results.append(function(others, model, targets=[target], device=device, progress=progress,
                                     cancel=context.cancel_event, tumour_maps=tumour_maps,

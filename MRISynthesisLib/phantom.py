@@ -349,52 +349,76 @@ def _depth_mm(mask: np.ndarray) -> np.ndarray:
     return coarse[: mask.shape[0], : mask.shape[1], : mask.shape[2]]
 
 
-@functools.lru_cache(maxsize=1)
-def _load_template() -> _Template:
-    """Load the nilearn ICBM152 2009a maps and derive CSF, vessel structures and tumour sites."""
+def _read_template_maps() -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """RAS affine and float32 T1, GM, WM and brain-mask arrays from nilearn, cropped to the brain.
+
+    The crop keeps 4 voxels around the brain mask and halves the memory the cache holds;
+    the affine is moved so that voxel positions do not change.
+    """
     from nilearn import datasets  # heavy import, only when a phantom is made
 
     t1_img = datasets.load_mni152_template(resolution=1)
-    affine = np.asarray(t1_img.affine, dtype=float)
-    t1 = np.asarray(t1_img.get_fdata(), dtype=np.float32)
-    gm = np.asarray(datasets.load_mni152_gm_template(resolution=1).get_fdata(), dtype=np.float32)
-    wm = np.asarray(datasets.load_mni152_wm_template(resolution=1).get_fdata(), dtype=np.float32)
-    mask = np.asarray(datasets.load_mni152_brain_mask(resolution=1).get_fdata(), dtype=np.float32)
-    mask = (mask > 0.5).astype(np.float32)
-    gm *= mask
-    wm *= mask
-    t1 *= mask
-    csf = np.clip(mask - gm - wm, 0.0, 1.0)
-    depth = _depth_mm(mask > 0.5)
-    x, y, z = _template_centres_mm(affine, t1.shape)
-    xx, yy, zz = np.meshgrid(x, y, z, indexing="ij", sparse=True)
+    loaders = {"gm": datasets.load_mni152_gm_template, "wm": datasets.load_mni152_wm_template,
+               "mask": datasets.load_mni152_brain_mask}
+    maps = {"t1": np.asarray(t1_img.get_fdata(), dtype=np.float32)}
+    maps.update({name: np.asarray(load(resolution=1).get_fdata(), dtype=np.float32)
+                 for name, load in loaders.items()})
+    maps["mask"] = (maps["mask"] > 0.5).astype(np.float32)
+    inside = np.argwhere(maps["mask"] > 0)
+    lo = np.maximum(inside.min(axis=0) - 4, 0)
+    hi = np.minimum(inside.max(axis=0) + 5, maps["mask"].shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    maps = {name: np.ascontiguousarray(array[box] * (maps["mask"][box] if name != "mask" else 1.0))
+            for name, array in maps.items()}
+    affine = np.asarray(t1_img.affine, dtype=float).copy()
+    affine[:3, 3] += affine[:3, :3] @ lo
+    return affine, maps
 
+
+def _vessel_channels(csf: np.ndarray, depth: np.ndarray, axes_mm: tuple[np.ndarray, ...]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed enhancing structures (falx, choroid plexus) and the superficial CSF veins run in.
+
+    ``axes_mm`` are the MNI (RAS) coordinates along the three template axes.
+    """
+    xx, _, zz = np.meshgrid(*axes_mm, indexing="ij", sparse=True)
     # Falx and superior sagittal sinus: CSF on the midline above the corpus callosum.
     falx = np.exp(-(xx / 1.0) ** 2) * (zz > 5.0) * csf
     # Choroid plexus glomus in the atria of both lateral ventricles.
     ventricle = csf * (depth > 12.0)
-    choroid = ventricle * (_ball((x, y, z), (24.0, -38.0, 14.0), 5.0)
-                           + _ball((x, y, z), (-24.0, -38.0, 14.0), 5.0))
-    vessel_static = np.clip(0.6 * falx + 0.5 * choroid, 0.0, 1.0).astype(np.float32)
-    superficial_csf = (csf * np.clip((25.0 - depth) / 10.0, 0.0, 1.0)).astype(np.float32)
-    near_brain = ndimage.maximum_filter(mask, size=7) > 0.0  # brain plus 3 mm
+    choroid = ventricle * (_ball(axes_mm, (24.0, -38.0, 14.0), 5.0) + _ball(axes_mm, (-24.0, -38.0, 14.0), 5.0))
+    static = np.clip(0.6 * falx + 0.5 * choroid, 0.0, 1.0).astype(np.float32)
+    superficial = (csf * np.clip((25.0 - depth) / 10.0, 0.0, 1.0)).astype(np.float32)
+    return static, superficial
 
-    intensity = {
-        name: float(np.median(t1[prob > 0.9]))
-        for name, prob in (("csf", csf), ("gm", gm), ("wm", wm))
-    }
-    supratentorial = (zz > -5.0) | ((zz > -30.0) & (yy > -15.0))
-    sites = (wm > 0.6) & (depth > 18.0) & (np.abs(xx) > 12.0) & supratentorial
-    site_index = np.argwhere(sites)
-    side = np.where(x[site_index[:, 0]] < 0.0, 1, -1)  # MNI (RAS) x < 0: the patient's left
 
-    ras_to_lps = np.diag([-1.0, -1.0, 1.0, 1.0])
-    index_to_lps = ras_to_lps @ affine
-    channels = {"t1": t1, "gm": gm, "wm": wm, "mask": mask,
-                "vessel_static": vessel_static, "superficial_csf": superficial_csf}
-    return _Template(channels=channels, near_brain=near_brain.astype(np.uint8), lps_to_index=np.linalg.inv(index_to_lps),
-                     index_to_lps=index_to_lps, intensity=intensity,
-                     tumour_sites=site_index, tumour_site_side=side)
+def _tumour_sites(wm: np.ndarray, depth: np.ndarray, axes_mm: tuple[np.ndarray, ...]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Voxels of deep supratentorial white matter off the midline, and their side (+1 left)."""
+    xx, yy, zz = np.meshgrid(*axes_mm, indexing="ij", sparse=True)
+    supratentorial = (zz > -5.0) | ((zz > -30.0) & (yy > -15.0))  # temporal lobes reach lower
+    sites = np.argwhere((wm > 0.6) & (depth > 18.0) & (np.abs(xx) > 12.0) & supratentorial)
+    side = np.where(axes_mm[0][sites[:, 0]] < 0.0, 1, -1)  # MNI (RAS) x < 0: the patient's left
+    return sites, side
+
+
+@functools.lru_cache(maxsize=1)
+def _load_template() -> _Template:
+    """The template maps with derived CSF, vessel structures and tumour sites (loaded once)."""
+    affine, maps = _read_template_maps()
+    csf = np.clip(maps["mask"] - maps["gm"] - maps["wm"], 0.0, 1.0)
+    depth = _depth_mm(maps["mask"] > 0.5)
+    axes_mm = _template_centres_mm(affine, csf.shape)
+    vessel_static, superficial_csf = _vessel_channels(csf, depth, axes_mm)
+    sites, side = _tumour_sites(maps["wm"], depth, axes_mm)
+    intensity = {name: float(np.median(maps["t1"][prob > 0.9]))
+                 for name, prob in (("csf", csf), ("gm", maps["gm"]), ("wm", maps["wm"]))}
+    near_brain = ndimage.maximum_filter(maps["mask"], size=7) > 0.0  # brain plus 3 mm
+    index_to_lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # RAS -> LPS
+    channels = dict(maps, vessel_static=vessel_static, superficial_csf=superficial_csf)
+    return _Template(channels=channels, near_brain=near_brain.astype(np.uint8),
+                     lps_to_index=np.linalg.inv(index_to_lps), index_to_lps=index_to_lps,
+                     intensity=intensity, tumour_sites=sites, tumour_site_side=side)
 
 
 @functools.lru_cache(maxsize=2)
@@ -539,8 +563,8 @@ def _template_coordinates(rng: np.random.Generator, grid: PhantomGrid, crop: tup
     combined = to_index[:3, :3] @ matrix
     combined_offset = to_index[:3, :3] @ offset + to_index[:3, 3]
     spacing_zyx = tuple(reversed(grid.spacing))
-    warp = [np.float32(deformation["warp_mm"]) * _smooth_field(rng, shape, deformation["warp_step_mm"], spacing_zyx)
-            for _ in range(3)]
+    amplitude, step = np.float32(deformation["warp_mm"]), deformation["warp_step_mm"]
+    warp = [amplitude * _smooth_field(rng, shape, step, spacing_zyx) for _ in range(3)]
     coords = np.empty((3,) + shape, dtype=np.float32)
     for i in range(3):
         acc = np.full(shape, combined_offset[i], dtype=np.float32)

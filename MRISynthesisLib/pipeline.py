@@ -326,10 +326,23 @@ def _run_stage2(prepared: PreparedInputs, bundle, target: Sequence, sources: lis
         inputs[SEQUENCES.index(sequence)] = fit_zscore(prepared.raw[sequence], brain).forward(
             prepared.raw[sequence], brain)
     zscore = fit_zscore(stage1, brain)
-    refined = run_refiner(bundle.refiner, zscore.forward(stage1, brain), inputs, SEQUENCES.index(target),
-                          [SEQUENCES.index(s) for s in sources], device, options, progress, cancel,
-                          messages.append)
+    normalised = zscore.forward(stage1, brain)
+    box = brain_box(brain, margin=4)  # refine only around the brain: the model grid is mostly background
+    refined = normalised.copy()
+    refined[box] = run_refiner(bundle.refiner, normalised[box], inputs[(slice(None),) + box],
+                               SEQUENCES.index(target), [SEQUENCES.index(s) for s in sources], device, options,
+                               progress, cancel, messages.append)
     return np.clip(zscore.inverse(refined, brain), 0.0, None)
+
+
+def brain_box(brain: np.ndarray, margin: int = 4) -> tuple:
+    """Slices of the brain's bounding box grown by ``margin`` voxels (clipped to the array)."""
+    from scipy import ndimage
+
+    found = ndimage.find_objects(brain.astype(np.uint8))
+    if not found:
+        return tuple(slice(0, n) for n in brain.shape)
+    return tuple(slice(max(0, b.start - margin), min(n, b.stop + margin)) for b, n in zip(found[0], brain.shape))
 
 
 def _tumour_regions(prepared: PreparedInputs, bundle, finals: dict, stage1: dict, wanted: bool, device,
@@ -341,7 +354,10 @@ def _tumour_regions(prepared: PreparedInputs, bundle, finals: dict, stage1: dict
     regions = {}
     if bundle.segmenter is not None:
         completed = _completed_set(prepared, finals)
-        whole_tumour = segment_whole_tumour(bundle.segmenter, completed, brain, device)
+        box = brain_box(brain, margin=4)
+        whole_tumour = np.zeros(brain.shape, dtype=bool)
+        whole_tumour[box] = segment_whole_tumour(bundle.segmenter, completed[(slice(None),) + box], brain[box],
+                                                 device)
         check_cancel(cancel)
         for target in finals:
             regions[target] = (whole_tumour, "segmenter (whole tumour) on the completed set")

@@ -130,10 +130,11 @@ def test_tumour_lies_in_the_hemisphere_the_parameters_name(case):
     # LPS: physical x grows towards the patient's left.
     label = _array(case.label)
     brain = _array(case.tissues["brain"]) > 0
-    x_of_column = lambda columns: case.label.GetOrigin()[0] + columns * case.label.GetSpacing()[0]  # noqa: E731
-    tumour_x = x_of_column(np.argwhere(label > 0)[:, 2])
-    midline_x = x_of_column(np.argwhere(brain)[:, 2].mean())
-    on_side = tumour_x > midline_x if case.parameters["tumour"]["hemisphere"] == "left" else tumour_x < midline_x
+    origin_x, spacing_x = case.label.GetOrigin()[0], case.label.GetSpacing()[0]
+    tumour_x = origin_x + spacing_x * np.argwhere(label > 0)[:, 2]
+    midline_x = origin_x + spacing_x * np.argwhere(brain)[:, 2].mean()
+    left = case.parameters["tumour"]["hemisphere"] == "left"
+    on_side = tumour_x > midline_x if left else tumour_x < midline_x
     assert on_side.mean() > 0.85
 
 

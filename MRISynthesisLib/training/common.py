@@ -374,3 +374,166 @@ def frozen(module) -> Iterator[None]:
     finally:
         for parameter, flag in zip(module.parameters(), flags):
             parameter.requires_grad_(flag)
+
+
+# --------------------------------------------------------------------------- the epoch loop
+
+
+@dataclasses.dataclass
+class TrainingResult:
+    """What a training command did: epochs and steps done, per-epoch history, where things are."""
+
+    run_dir: Path
+    epochs_done: int
+    global_step: int
+    history: list
+    stopped_early: bool
+    checkpoint: Path
+    bundle: Optional[Path] = None
+
+
+ProgressFn = Callable[[float, str], None]
+
+
+class EpochTrainer:
+    """The loop every command shares: epochs of steps, accumulation, validation, checkpoints, budget.
+
+    ``modules`` and ``optimizers`` (name -> (optimizer, scheduler)) are saved and restored
+    by name; the ``step`` callable does one micro-batch's forward and ``backward`` (through
+    :meth:`backward`), the trainer steps the optimisers every ``accumulation`` micro-batches.
+    """
+
+    def __init__(self, kind: str, options: TrainOptions, modules: Mapping, optimizers: Mapping, device,
+                 rng: np.random.Generator, log: LogCallback, progress: Optional[ProgressFn] = None,
+                 config: Optional[Mapping] = None) -> None:
+        self.kind = kind
+        self.options = options
+        self.modules = dict(modules)
+        self.optimizers = dict(optimizers)
+        self.device = device
+        self.scaler = make_scaler(device)
+        self.rng = rng
+        self.log = log
+        self.progress = progress
+        self.config = dict(config or {})
+        self.epoch = 0
+        self.global_step = 0
+        self.history: list = []
+        self.budget = TimeBudget(options.max_minutes)
+        self.checkpoint_path = training_state_path(options.run_dir, kind)
+
+    # ----------------------------------------------------------------- state
+
+    def state(self) -> dict:
+        """Everything needed to continue: weights, optimisers, schedules, scaler, counters, RNGs."""
+        return {
+            "kind": self.kind, "epoch": self.epoch, "global_step": self.global_step,
+            "modules": {k: {n: t.detach().cpu() for n, t in m.state_dict().items()} for k, m in self.modules.items()},
+            "optimizers": {k: opt.state_dict() for k, (opt, _) in self.optimizers.items()},
+            "schedulers": {k: sched.state_dict() for k, (_, sched) in self.optimizers.items()},
+            "scaler": self.scaler.state_dict(), "rng": rng_state(self.rng),
+            "history": json.loads(json.dumps(self.history, default=_json_number)),
+            "config": json.loads(json.dumps(self.config, default=str)),
+        }
+
+    def save(self) -> Path:
+        """Write the resumable state (every epoch)."""
+        return save_training_state(self.checkpoint_path, self.state())
+
+    def restore(self, state: Mapping) -> None:
+        """Continue from a state written by :meth:`save`."""
+        for name, module in self.modules.items():
+            module.load_state_dict(state["modules"][name])
+        for name, (optimizer, scheduler) in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+            scheduler.load_state_dict(state["schedulers"][name])
+        self.scaler.load_state_dict(state["scaler"])
+        restore_rng_state(state["rng"], self.rng)
+        self.epoch = int(state["epoch"])
+        self.global_step = int(state["global_step"])
+        self.history = list(state["history"])
+        self.log(f"resumed {self.kind} from {self.checkpoint_path} after epoch {self.epoch} "
+                 f"(step {self.global_step})")
+
+    # ----------------------------------------------------------------- steps
+
+    def backward(self, loss) -> None:
+        """Backward of one micro-batch's loss, scaled for accumulation (and fp16)."""
+        self.scaler.scale(loss / self.options.accumulation).backward()
+
+    def _optimizer_step(self) -> None:
+        for optimizer, scheduler in self.optimizers.values():
+            self.scaler.step(optimizer)
+        self.scaler.update()
+        for optimizer, scheduler in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+
+    def run(self, steps_per_epoch: int, batches: Callable, step: Callable, validate: Callable) -> TrainingResult:
+        """Train until ``options.epochs`` epochs are done or the time budget is spent.
+
+        ``batches(steps, rng)`` yields an epoch's micro-batches, ``step(batch)`` returns a
+        dict of float losses, ``validate()`` a dict of validation metrics.
+        """
+        options = self.options
+        total = options.epochs * steps_per_epoch
+        stopped = False
+        if self.epoch >= options.epochs:
+            self.log(f"{self.kind}: {self.epoch} epochs already done (--epochs {options.epochs}); nothing to train")
+        while self.epoch < options.epochs and not stopped:
+            for module in self.modules.values():
+                module.train()
+            started, cpu_started = time.perf_counter(), time.process_time()
+            records: list = []
+            done = 0
+            for micro, batch in enumerate(batches(steps_per_epoch, self.rng)):
+                records.append(step(batch))
+                done = micro + 1
+                boundary = done % options.accumulation == 0 or done == steps_per_epoch
+                stopped = self.budget.expired()
+                if boundary or stopped:
+                    self._optimizer_step()
+                self.global_step += 1
+                self._report(records, done, steps_per_epoch, total, started)
+                if stopped:
+                    self.log(f"time budget of {options.max_minutes:g} min spent: stopping {self.kind} after step "
+                             f"{done} of epoch {self.epoch + 1}")
+                    break
+            self.epoch += 1
+            wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+            row = {"epoch": self.epoch, "steps": done, "global_step": self.global_step,
+                   "lr": self._learning_rate(), "epoch_s": wall, "step_s": wall / max(done, 1),
+                   "step_cpu_s": cpu / max(done, 1)}
+            row.update(mean_losses(records))
+            if stopped:
+                self.log("validation skipped (time budget spent)")
+            else:
+                for module in self.modules.values():
+                    module.eval()
+                row.update(validate())
+            self.history.append(row)
+            write_metrics(Path(options.run_dir), self.kind, self.history)
+            self.save()
+            self.log(f"epoch {self.epoch}/{options.epochs}: " + _summary(row))
+        return TrainingResult(run_dir=Path(options.run_dir), epochs_done=self.epoch, global_step=self.global_step,
+                              history=self.history, stopped_early=stopped, checkpoint=self.checkpoint_path)
+
+    def _learning_rate(self) -> float:
+        optimizer = next(iter(self.optimizers.values()))[0]
+        return float(optimizer.param_groups[0]["lr"])
+
+    def _report(self, records: list, done: int, steps: int, total: int, started: float) -> None:
+        recent = records[-self.options.log_every:]
+        loss = float(np.mean([r.get("total", 0.0) for r in recent]))
+        if self.progress:
+            fraction = (self.epoch * steps + done) / max(total, 1)
+            self.progress(fraction, f"epoch {self.epoch + 1}/{self.options.epochs} step {done}/{steps} loss {loss:.4f}")
+        if done % self.options.log_every == 0:
+            per_step = (time.perf_counter() - started) / done
+            parts = " ".join(f"{k} {v:.4f}" for k, v in mean_losses(recent).items())
+            self.log(f"epoch {self.epoch + 1} step {done}/{steps} ({per_step:.2f} s/step) {parts.replace('train_', '')}")
+
+
+def _summary(row: Mapping) -> str:
+    keys = [k for k in row if k.startswith("train_total") or (k.startswith("val_") and k.count("_") == 1)]
+    return ", ".join(f"{k} {row[k]:.4f}" for k in keys if isinstance(row[k], float)) + f" ({row['epoch_s']:.0f} s)"

@@ -1,0 +1,82 @@
+"""Loss terms of the two stages: SSIM (2D/3D, optionally over a region), feature similarity, GAN terms.
+
+SSIM uses MONAI's differentiable ``compute_ssim_and_cs`` with Wang et al.'s 11-voxel
+Gaussian window (sigma 1.5) on images scaled to [0, 1] (data range 1). Its map covers the
+"valid" part of the image (the window's half-width is lost at each border); region masks
+are cropped the same way before averaging.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from monai.metrics.regression import compute_ssim_and_cs
+
+SSIM_KERNEL = 11
+SSIM_SIGMA = 1.5
+
+
+def ssim_map(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """SSIM map of [B, C, *spatial] images on [0, 1] (2D or 3D), float32, valid region only."""
+    spatial_dims = prediction.ndim - 2
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"ssim_map: expected [B, C, H, W] or [B, C, D, H, W], got {list(prediction.shape)}")
+    small = [s for s in prediction.shape[2:] if s < SSIM_KERNEL]
+    if small:
+        raise ValueError(f"ssim_map: images {list(prediction.shape[2:])} are smaller than the {SSIM_KERNEL}-voxel window")
+    values, _ = compute_ssim_and_cs(prediction.float(), target.float(), spatial_dims,
+                                    kernel_size=[SSIM_KERNEL] * spatial_dims,
+                                    kernel_sigma=[SSIM_SIGMA] * spatial_dims, data_range=1.0)
+    return values
+
+
+def _valid_region(mask: torch.Tensor, spatial_dims: int) -> torch.Tensor:
+    """Crop a [B, C, *spatial] mask like the SSIM map (half a window off each border)."""
+    half = SSIM_KERNEL // 2
+    index = (slice(None), slice(None)) + (slice(half, -half),) * spatial_dims
+    return mask[index]
+
+
+def ssim_loss(prediction: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``1 - SSIM`` averaged per image (over ``mask`` when given) and then over the batch.
+
+    Images without any mask voxel are left out; when no image has one the loss is a zero
+    that keeps the graph (so callers can always add it).
+    """
+    values = ssim_map(prediction, target)
+    dims = tuple(range(1, values.ndim))
+    if mask is None:
+        return 1.0 - values.mean(dim=dims).mean()
+    region = _valid_region(mask.to(values.dtype), values.ndim - 2)
+    counts = region.sum(dim=dims)
+    keep = counts > 0
+    if not bool(keep.any()):
+        return values.sum() * 0.0
+    per_image = (values * region).sum(dim=dims)[keep] / counts[keep]
+    return 1.0 - per_image.mean()
+
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """Stage-1 [-1, 1] intensities -> [0, 1] (no clipping: the generator's output is unbounded)."""
+    return (x + 1.0) * 0.5
+
+
+def scale_by_target(prediction: torch.Tensor, target: torch.Tensor) -> tuple:
+    """Map both to [0, 1] with the target's per-image min and max (for SSIM on z-scored crops)."""
+    dims = tuple(range(2, target.ndim))
+    low = target.amin(dim=dims, keepdim=True)
+    high = target.amax(dim=dims, keepdim=True)
+    scale = 1.0 / torch.clamp(high - low, min=1e-6)
+    return (prediction - low) * scale, (target - low) * scale
+
+
+def feature_similarity_loss(features: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``1 - cosine similarity`` of two fused feature maps, per image then averaged (HF-GAN's L_sim)."""
+    return 1.0 - F.cosine_similarity(features.flatten(1).float(), other.flatten(1).float(), dim=1).mean()
+
+
+def adversarial_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    """PatchGAN binary cross-entropy against all-real or all-fake labels."""
+    labels = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
