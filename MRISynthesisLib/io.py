@@ -443,6 +443,19 @@ def write_text(text: str, path: str | Path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path to write ``path``'s content to; it replaces ``path`` only on success.
+
+    For writers that take a file name (``torch.save``, ``numpy.save``): a crash or an
+    exception leaves the previous file, if any, untouched and no partial file behind.
+    """
+    path = Path(path)
+    with _staging_folder(path) as staging:
+        yield staging / path.name
+        _move_into_place(staging, path)
+
+
 def image_description(path: str | Path) -> str:
     """The description stored in an image file's header (NIfTI ``descrip``), or ''."""
     reader = sitk.ImageFileReader()

@@ -184,8 +184,9 @@ def _draw(columns: list, arrays: dict, brain: np.ndarray, region: Optional[np.nd
                 _panel(axes, views[key][row], aspects[row], cmap="gray", vmin=low, vmax=high)
             elif key[0] == "refinement":
                 shown = np.ma.masked_where(~brain_views[row], views[key][row])
-                _panel(axes, np.zeros_like(views[key][row]), aspects[row], cmap="gray", vmin=0, vmax=1)
-                mappables[key] = _panel(axes, shown, aspects[row], cmap="RdBu_r", vmin=-limit, vmax=limit)
+                mappables[key] = _panel(axes, shown, aspects[row], cmap=_diverging_colormap(), vmin=-limit,
+                                        vmax=limit)
+                axes.contour(brain_views[row].astype(float), levels=[0.5], colors="#808080", linewidths=0.6)
             else:
                 low, high = windows[("synthetic", None)]
                 _panel(axes, views[("synthetic", None)][row], aspects[row], cmap="gray", vmin=low, vmax=high)
@@ -204,8 +205,8 @@ def _draw(columns: list, arrays: dict, brain: np.ndarray, region: Optional[np.nd
                               ha="left", va="center")
     _colorbars(figure, columns, mappables, grid)
     figure.text(0.5, 1.0 - 0.22 / height, title, color="white", fontsize=12, ha="center", va="top")
-    figure.text(0.995, 0.012, "SYNTHETIC images - not acquired data, not for diagnosis", color="#ffb74d",
-                fontsize=8, ha="right", va="bottom")
+    figure.text(LABEL_WIDTH / width, 0.3 / height, "SYNTHETIC images: not acquired data, not for diagnosis.",
+                color="#ffb74d", fontsize=9, ha="left", va="center")
     return figure
 
 
@@ -225,8 +226,15 @@ def _tumour_limit(tumour_map: Optional[np.ndarray], region: Optional[np.ndarray]
     return top if top > 0 else 1.0
 
 
+def _diverging_colormap() -> str:
+    """A diverging map with a dark centre (no change blends with the black figure) where available."""
+    import matplotlib
+
+    return "berlin" if "berlin" in matplotlib.colormaps else "RdBu_r"
+
+
 def _colorbars(figure, columns: list, mappables: dict, grid) -> None:
-    """Horizontal colour bars under the refinement and tumour-map columns."""
+    """Horizontal colour bars under the refinement and tumour-map columns, three plain ticks each."""
     labels = {"refinement": "change (synthetic units)", "tumour": "|change| in tumour region"}
     height = figure.get_figheight()
     for col, (_, key) in enumerate(columns):
@@ -235,6 +243,9 @@ def _colorbars(figure, columns: list, mappables: dict, grid) -> None:
         cell = grid[len(VIEWS) - 1, col].get_position(figure)
         bar_axes = figure.add_axes([cell.x0 + 0.1 * cell.width, 0.42 / height, 0.8 * cell.width, 0.1 / height])
         bar = figure.colorbar(mappables[key], cax=bar_axes, orientation="horizontal")
+        low, high = mappables[key].get_clim()
+        bar.set_ticks([low, (low + high) / 2, high])
+        bar.set_ticklabels([f"{v:.3g}" for v in (low, (low + high) / 2, high)])
         bar.ax.tick_params(colors="white", labelsize=7, length=2)
         bar.outline.set_edgecolor("white")
         bar.set_label(labels[key[0]], color="white", fontsize=8, labelpad=1)

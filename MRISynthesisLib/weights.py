@@ -12,8 +12,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -59,16 +57,10 @@ def save_checkpoint(path: str | Path, kind: str, model: Any, provenance: Mapping
         "provenance": _jsonable(dict(provenance or {})),
     }
     payload.update(_jsonable(dict(extra or {})))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(handle)
-    try:
+    from .io import atomic_path
+
+    with atomic_path(path) as temporary:
         torch.save(payload, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path
 
 
