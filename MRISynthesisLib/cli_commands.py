@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
-from . import cli_evaluation, cli_synthesis
+from . import cli_evaluation, cli_synthesis, cli_training
 
-REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [cli_synthesis.register, cli_evaluation.register]
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [cli_synthesis.register, cli_evaluation.register,
+                                                                    cli_training.register]

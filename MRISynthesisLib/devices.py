@@ -1,7 +1,14 @@
-"""Choosing where the networks run: ``auto``, ``cpu`` or ``cuda``, and how many CPU threads."""
+"""Choosing where the networks run: ``auto``, ``cpu`` or ``cuda``, and how many CPU threads.
+
+Also the one place that knows what an out-of-memory error looks like, so the runners in
+:mod:`MRISynthesisLib.inference` can back off instead of crashing.
+"""
 from __future__ import annotations
 
+import math
 import os
+from pathlib import Path
+from typing import Optional
 
 
 class DeviceError(ValueError):
@@ -10,23 +17,49 @@ class DeviceError(ValueError):
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
+#: cgroup v2 file holding the CPU quota of a container ("max 100000" or "200000 100000").
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def cgroup_cpu_limit(path: Path = CGROUP_CPU_MAX) -> Optional[int]:
+    """Cores allowed by a cgroup v2 CPU quota (rounded up), or None when there is no quota."""
+    try:
+        quota, period = path.read_text(encoding="ascii").split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    try:
+        return max(1, math.ceil(int(quota) / int(period)))
+    except (ValueError, ZeroDivisionError):
+        return None
+
 
 def available_cpu_cores() -> int:
-    """Cores this process may use (respects CPU affinity / container limits where visible)."""
+    """Cores this process may use: CPU affinity, capped by a container's CPU quota where visible."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    if limit is not None:
+        cores = min(cores, limit)
+    return max(1, cores)
 
 
-def configure_cpu_threads() -> int:
-    """Let torch use every available core (and no more); returns the thread count."""
+def configure_cpu_threads(threads: Optional[int] = None) -> int:
+    """Let torch use every available core and no more (or ``threads``); returns the thread count.
+
+    More threads than cores only makes the threads wait for each other.
+    """
     import torch
 
-    cores = available_cpu_cores()
-    if torch.get_num_threads() != cores:
-        torch.set_num_threads(cores)
-    return cores
+    count = available_cpu_cores() if threads is None else int(threads)
+    if count < 1:
+        raise DeviceError(f"CPU thread count must be at least 1, got {count}")
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+    return count
 
 
 def resolve_device(request: str = "auto"):
@@ -41,18 +74,39 @@ def resolve_device(request: str = "auto"):
     if request.startswith("cuda"):
         if not torch.cuda.is_available():
             raise DeviceError("device cuda requested but no CUDA GPU is available (use --device cpu or auto)")
-        return torch.device(request)
+        try:
+            device = torch.device(request)
+        except RuntimeError as error:
+            raise DeviceError(f"unknown device {request!r}: {error}") from None
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {request} requested but only {torch.cuda.device_count()} CUDA GPU(s) exist")
+        return device
     if request == "cpu":
         configure_cpu_threads()
         return torch.device("cpu")
     raise DeviceError(f"unknown device {request!r}; expected one of {', '.join(DEVICE_CHOICES)}")
 
 
+#: Texts of allocation failures that are not typed: CUDA (older torch) and the CPU allocator.
+_OUT_OF_MEMORY_TEXTS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
 def is_out_of_memory(error: BaseException) -> bool:
-    """True for CUDA out-of-memory errors (the typed one and the older RuntimeError text)."""
+    """True for errors that mean memory ran out: CUDA (typed or by text), the CPU allocator, MemoryError."""
     import torch
 
     oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
     if oom_type is not None and isinstance(error, oom_type):
         return True
-    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+    if isinstance(error, MemoryError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and any(t in text for t in _OUT_OF_MEMORY_TEXTS)
+
+
+def release_cached_memory(device) -> None:
+    """Give memory cached by torch's CUDA allocator back after a failed batch (no-op elsewhere)."""
+    import torch
+
+    if getattr(device, "type", None) == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()

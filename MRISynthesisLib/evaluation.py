@@ -459,6 +459,13 @@ def _new_figure(width: float, height: float):
     return figure
 
 
+def _figure_legend(figure, entries: int) -> None:
+    """One legend for the whole figure, under the axes, so it never hides data."""
+    handles, labels = figure.axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=entries, fontsize=9, frameon=False)
+    figure.tight_layout(rect=(0.0, 0.07, 1.0, 1.0))
+
+
 def save_boxplots(rows: list, folder: Path, refiner: bool = True) -> list:
     """``ssim_boxplot.png`` (SSIM whole/tumour/healthy per target) and, with Dice rows,
     ``dice_boxplot.png`` (Dice per region); returns the paths written."""
@@ -476,9 +483,8 @@ def save_boxplots(rows: list, folder: Path, refiner: bool = True) -> list:
         axes.set_xlabel("synthesised target")
         if index == 0:
             axes.set_ylabel("SSIM")
-            axes.legend(loc="lower left", fontsize=8)
     figure.suptitle("Synthesis quality before and after refinement", fontsize=12)
-    figure.tight_layout()
+    _figure_legend(figure, len(stages))
     paths = [folder / "ssim_boxplot.png"]
     figure.savefig(paths[0])
     if any(r.get("dice_WT") is not None for r in rows):
@@ -491,8 +497,7 @@ def save_boxplots(rows: list, folder: Path, refiner: bool = True) -> list:
         axes.set_xlabel("tumour region")
         axes.set_ylim(-0.02, 1.02)
         axes.set_title("Segmenter on the completed set (all targets, all cases)")
-        axes.legend(loc="lower left", fontsize=8)
-        figure.tight_layout()
+        _figure_legend(figure, len(stages) + 1)
         paths.append(folder / "dice_boxplot.png")
         figure.savefig(paths[1])
     return paths

@@ -1,25 +1,51 @@
-"""Running the networks on whole volumes: stage 1 slice batches and stage 2 sliding windows.
+"""Running the networks on whole volumes: stage-1 slice batches and stage-2 sliding windows.
 
 Both runners take plain numpy arrays on the model grid and give numpy arrays back, check
-for cancellation between batches, and, on a CUDA out-of-memory error, retry with a smaller
-batch and finally on the CPU (with a log line) instead of crashing.
+for cancellation between batches, and back off when memory runs out: on an out-of-memory
+error they retry with half the batch, and once a single slice (window) does not fit they
+continue on the fallback device (the CPU) with a log line instead of crashing.
+
+The stage-1 fast path (the default :class:`Stage1Options`) batches slices, skips slices
+without brain, runs under ``torch.inference_mode``, uses channels-last tensors on the CPU
+(measured faster there, see ``benchmarks/``) and bf16/fp16 autocast on CUDA.
+:meth:`Stage1Options.naive` is the baseline the benchmarks compare against.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from .devices import is_out_of_memory
+from .devices import is_out_of_memory, release_cached_memory
 from .progress import ProgressCallback
 
 LogCallback = Callable[[str], None]
 
+#: Stage-1 slices per batch on the CPU: measured best on 2 cores (benchmarks/run.py --sweep-batch).
+CPU_STAGE1_BATCH = 4
+#: Channels-last memory format for stage 1 on the CPU: measured faster (oneDNN needs no reorders).
+CPU_CHANNELS_LAST = True
+#: Upper bounds for automatic batch sizes on CUDA.
+MAX_CUDA_STAGE1_BATCH = 64
+MAX_CUDA_WINDOW_BATCH = 4
+#: Share of the free GPU memory an automatic batch may plan to use (the rest is margin).
+CUDA_MEMORY_SHARE = 0.6
+#: Peak float32 activation memory of one stage-1 slice, in units of ``dim * image_size**2 * 4`` bytes
+#: (measured on the CPU for the paper and small configurations; autocast on CUDA needs less).
+STAGE1_ACTIVATION_FACTOR = 24.0
+#: Peak float32 activation memory of one refiner window, in units of ``channels * roi voxels * 4`` bytes.
+REFINER_ACTIVATION_FACTOR = 12.0
+
 
 class Cancelled(Exception):
     """The caller asked the synthesis to stop; nothing was returned."""
+
+
+class InferenceOptionsError(ValueError):
+    """Runner options that cannot work (a batch size below 1, an overlap outside [0, 1))."""
 
 
 def check_cancel(cancel: Optional[threading.Event]) -> None:
@@ -28,16 +54,108 @@ def check_cancel(cancel: Optional[threading.Event]) -> None:
         raise Cancelled("synthesis cancelled")
 
 
+# --------------------------------------------------------------------------- out-of-memory back-off
+
+
+class MemoryBackoff:
+    """Batch size and device of a run that backs off when memory runs out.
+
+    After an out-of-memory error the batch is halved; when even one item does not fit, the
+    run moves to ``fallback`` (once) with ``fallback_batch`` items per batch; after that the
+    error is the caller's. Every step is logged as one line.
+    """
+
+    def __init__(self, stage: str, unit: str, device, batch: int, fallback=None, fallback_batch: int = 1,
+                 log: Optional[LogCallback] = None) -> None:
+        self.stage = stage
+        self.unit = unit
+        self.device = device
+        self.batch = max(1, int(batch))
+        self.fallback = fallback
+        self.fallback_batch = max(1, int(fallback_batch))
+        self.log = log
+        self.fell_back = False
+
+    def can_recover(self, error: BaseException) -> bool:
+        """True when ``error`` is an out-of-memory error and there is a smaller batch or a fallback left."""
+        return is_out_of_memory(error) and (self.batch > 1 or self.fallback is not None)
+
+    def back_off(self) -> None:
+        """Halve the batch, or move to the fallback device; call outside the ``except`` block.
+
+        (Outside it the failed batch's tensors, still referenced by the traceback inside it,
+        have been freed, so the cached memory can really be returned.)
+        """
+        release_cached_memory(self.device)
+        if self.batch > 1:
+            self.batch = max(1, self.batch // 2)
+            self._say(f"{self.stage}: out of memory on {self.device}, retrying with {self.batch} {self.unit} per batch")
+            return
+        if self.fallback is None:
+            raise RuntimeError(f"{self.stage}: no smaller batch and no fallback device left")
+        previous, self.device = self.device, self.fallback
+        self.batch, self.fallback, self.fell_back = self.fallback_batch, None, True
+        self._say(f"{self.stage}: out of memory on {previous} even for one item; continuing on the {self.device}")
+
+    def _say(self, message: str) -> None:
+        if self.log is not None:
+            self.log(message)
+
+
+def default_fallback(device):
+    """Where to continue when ``device`` runs out of memory: the CPU, or nowhere for the CPU itself."""
+    import torch
+
+    return None if device.type == "cpu" else torch.device("cpu")
+
+
+def batch_for_memory(free_bytes: float, item_bytes: float, cap: int, share: float = CUDA_MEMORY_SHARE) -> int:
+    """Items per batch so that ``share`` of ``free_bytes`` holds them: between 1 and ``cap``."""
+    if item_bytes <= 0:
+        return 1
+    return int(max(1, min(cap, (free_bytes * share) // item_bytes)))
+
+
+def _autocast(device, enabled: bool):
+    """bf16 (or fp16 where bf16 is missing) autocast on CUDA; nothing elsewhere (the CPU stays float32)."""
+    import torch
+
+    if not enabled or device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def _is_compiler_error(error: BaseException) -> bool:
+    """True for errors raised by ``torch.compile``'s machinery (dynamo, inductor) rather than the model."""
+    module = type(error).__module__ or ""
+    return module.startswith(("torch._dynamo", "torch._inductor"))
+
+
+# --------------------------------------------------------------------------- stage 1
+
+
 @dataclasses.dataclass
 class Stage1Options:
-    """How stage 1 runs: the fast path by default; ``naive()`` is the benchmark baseline."""
+    """How stage 1 runs: the fast path by default; :meth:`naive` is the benchmark baseline.
 
-    batch_size: Optional[int] = None  # None: 4 on the CPU, chosen from free memory on CUDA
+    ``batch_size``: slices per batch (``None``: :data:`CPU_STAGE1_BATCH` on the CPU, from
+    free memory on CUDA). ``channels_last``: ``None`` chooses per device (on for the CPU,
+    where it was measured faster). ``autocast``: bf16/fp16 on CUDA only; the CPU always
+    runs float32. ``compile``: ``torch.compile`` the generator (falls back to eager with a
+    log line when compilation fails).
+    """
+
+    batch_size: Optional[int] = None
     skip_empty_slices: bool = True
     inference_mode: bool = True
-    channels_last: bool = False
-    autocast: bool = True  # bf16/fp16 on CUDA only; the CPU always runs float32
+    channels_last: Optional[bool] = None
+    autocast: bool = True
     compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_size is not None and (isinstance(self.batch_size, bool) or int(self.batch_size) < 1):
+            raise InferenceOptionsError(f"Stage1Options.batch_size must be >= 1 or None, got {self.batch_size!r}")
 
     @classmethod
     def naive(cls) -> "Stage1Options":
@@ -45,28 +163,43 @@ class Stage1Options:
         return cls(batch_size=1, skip_empty_slices=False, inference_mode=False, channels_last=False,
                    autocast=False, compile=False)
 
+    def uses_channels_last(self, device) -> bool:
+        """Whether channels-last applies on ``device`` (an explicit choice wins)."""
+        if self.channels_last is not None:
+            return bool(self.channels_last)
+        return device.type == "cpu" and CPU_CHANNELS_LAST
+
+
+def stage1_bytes_per_slice(config) -> float:
+    """Estimated peak float32 activation bytes of one slice through an HF-GAN of ``config``."""
+    return STAGE1_ACTIVATION_FACTOR * config.dim * config.image_size ** 2 * 4
+
 
 def auto_batch_size(device, generator) -> int:
-    """A slice batch that fits: 4 on the CPU (no gain beyond), on CUDA from free memory."""
+    """Slices per batch: :data:`CPU_STAGE1_BATCH` on the CPU, on CUDA what fits in the free memory."""
     import torch
 
     if device.type != "cuda":
-        return 4
+        return CPU_STAGE1_BATCH
     free, _ = torch.cuda.mem_get_info(device)
-    hidden = getattr(generator.config, "dim", 64)
-    per_slice = 40e6 * (hidden / 64.0)  # measured order of magnitude for the paper config under autocast
-    return int(max(1, min(64, free * 0.5 // per_slice)))
+    return batch_for_memory(free, stage1_bytes_per_slice(generator.config), MAX_CUDA_STAGE1_BATCH)
 
 
-def _autocast(device, enabled: bool):
-    import contextlib
-
+@contextlib.contextmanager
+def _evaluating(model, channels_last: bool) -> Iterator[None]:
+    """Eval mode (no dropout) and, if asked, channels-last weights for the run; restored afterwards."""
     import torch
 
-    if not enabled or device.type != "cuda":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
+    was_training = model.training
+    model.eval()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        if channels_last:
+            model.to(memory_format=torch.contiguous_format)
+        model.train(was_training)
 
 
 def run_stage1(
@@ -81,77 +214,141 @@ def run_stage1(
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[threading.Event] = None,
     log: Optional[LogCallback] = None,
+    fallback_device=None,
 ) -> np.ndarray:
     """Synthesise channel ``target`` slice by slice: ``channels`` [Z, 4, H, W] in [-1, 1] -> [Z, H, W].
 
     Slices without brain (``brain_slices`` False) stay -1 (background) unless the options ask
-    for every slice. Missing channels are filled with -1 by the generator itself.
+    for every slice. Missing channels are filled with -1 by the generator itself. The
+    generator runs in eval mode on ``device`` (it is moved there); when memory runs out the
+    batch is halved and, below one slice, the run continues on ``fallback_device`` (default:
+    the CPU for an accelerator, none for the CPU), leaving the generator there.
     """
     import torch
 
     options = options or Stage1Options()
-    depth = channels.shape[0]
-    output = np.full((depth,) + channels.shape[2:], -1.0, dtype=np.float32)
-    indices = np.flatnonzero(brain_slices) if options.skip_empty_slices else np.arange(depth)
+    device = torch.device(device)
+    output = np.full((channels.shape[0],) + channels.shape[2:], -1.0, dtype=np.float32)
+    indices = np.flatnonzero(brain_slices) if options.skip_empty_slices else np.arange(channels.shape[0])
     if indices.size == 0:
         return output
-    batch = options.batch_size or auto_batch_size(device, generator)
-    model = generator
-    if options.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if options.compile:
-        model = torch.compile(model)
-    start = 0
-    while start < indices.size:
-        check_cancel(cancel)
-        chunk = indices[start:start + batch]
-        try:
-            output[chunk] = _stage1_batch(model, channels[chunk], available, target, intensity, device, options)
-        except Exception as error:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
-            if not (device.type == "cuda" and is_out_of_memory(error)):
-                raise
-            torch.cuda.empty_cache()
-            if batch > 1:
-                batch = max(1, batch // 2)
-                if log:
-                    log(f"stage 1: GPU out of memory, retrying with {batch} slices per batch")
+    fallback = default_fallback(device) if fallback_device is None else torch.device(fallback_device)
+    backoff = MemoryBackoff("stage 1", "slices", device, options.batch_size or auto_batch_size(device, generator),
+                            fallback, auto_batch_size(fallback, generator) if fallback is not None else 1, log)
+    channels_last = options.uses_channels_last(device)
+    with _evaluating(generator, channels_last):
+        model, placed = generator, None
+        compile_model = options.compile
+        start = 0
+        while start < indices.size:
+            check_cancel(cancel)
+            chunk = indices[start:start + backoff.batch]
+            try:
+                if placed != backoff.device:
+                    model, placed = _placed_stage1_model(generator, backoff.device, compile_model), backoff.device
+                output[chunk] = _stage1_batch(model, channels[chunk], available, target, intensity, backoff.device,
+                                              options, channels_last)
+            except Exception as error:  # noqa: BLE001 - only out-of-memory and compiler errors are handled
+                if compile_model and _is_compiler_error(error):
+                    action = "eager"
+                elif backoff.can_recover(error):
+                    action = "back off"
+                else:
+                    raise
+            else:
+                start += chunk.size
+                if progress:
+                    progress(start / indices.size, f"stage 1: {start}/{indices.size} slices")
                 continue
-            if log:
-                log("stage 1: GPU out of memory even for one slice; continuing on the CPU")
-            device = torch.device("cpu")
-            model = generator.to(device)
-            continue
-        start += chunk.size
-        if progress:
-            progress(start / indices.size, f"stage 1: {start}/{indices.size} slices")
+            # Outside the except block: the failed batch's tensors are free now.
+            if action == "eager":
+                compile_model, placed = False, None
+                if log:
+                    log("stage 1: torch.compile failed; continuing without compilation")
+                continue
+            backoff.back_off()
+            if backoff.fell_back:
+                compile_model = False
     return output
 
 
+def _placed_stage1_model(generator, device, compile_model: bool):
+    """The generator on ``device``, wrapped by ``torch.compile`` if asked."""
+    import torch
+
+    generator.to(device)
+    return torch.compile(generator) if compile_model else generator
+
+
 def _stage1_batch(model, slices: np.ndarray, available: list[int], target: int, intensity: float,
-                  device, options: Stage1Options) -> np.ndarray:
+                  device, options: Stage1Options, channels_last: bool) -> np.ndarray:
     """One batch of slices through the generator; returns float32 numpy [b, H, W]."""
     import torch
 
-    x = torch.from_numpy(np.ascontiguousarray(slices)).to(device)
-    if options.channels_last:
+    x = torch.from_numpy(np.ascontiguousarray(slices, dtype=np.float32)).to(device)
+    if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     count = x.shape[0]
-    target_t = torch.full((count,), target, dtype=torch.long, device=device)
+    mask = torch.zeros((count, slices.shape[1]), dtype=torch.bool)
+    mask[:, list(available)] = True
+    target_t = torch.full((count,), int(target), dtype=torch.long, device=device)
     intensity_t = torch.full((count,), float(intensity), dtype=torch.float32, device=device)
     grad_context = torch.inference_mode() if options.inference_mode else torch.enable_grad()
     with grad_context, _autocast(device, options.autocast):
-        y = model(x, [list(available)] * count, target_t, intensity_t)
+        y = model(x, mask, target_t, intensity_t)
     return y[:, 0].detach().float().cpu().numpy()
+
+
+# --------------------------------------------------------------------------- stage 2
 
 
 @dataclasses.dataclass
 class Stage2Options:
-    """Sliding-window settings for the refiner (``None``: chosen for the device)."""
+    """Sliding-window settings for the refiner (``None``: chosen for the device).
+
+    ``overlap``: 0.25 on the CPU (fewest windows), 0.5 on CUDA (smoother seams, cheap
+    there). ``sw_batch_size``: windows per batch, 1 on the CPU (bounded memory: one
+    window's activations at a time), on CUDA what fits in the free memory.
+    """
 
     roi_size: tuple[int, int, int] = (128, 128, 128)
-    overlap: Optional[float] = None  # 0.25 on CPU, 0.5 on CUDA
-    sw_batch_size: Optional[int] = None  # 1 on CPU, 2-4 on CUDA from free memory
+    overlap: Optional[float] = None
+    sw_batch_size: Optional[int] = None
     autocast: bool = True
+
+    def __post_init__(self) -> None:
+        if self.overlap is not None and not 0.0 <= float(self.overlap) < 1.0:
+            raise InferenceOptionsError(f"Stage2Options.overlap must be in [0, 1), got {self.overlap!r}")
+        if self.sw_batch_size is not None and int(self.sw_batch_size) < 1:
+            raise InferenceOptionsError(f"Stage2Options.sw_batch_size must be >= 1 or None, got {self.sw_batch_size!r}")
+
+    def overlap_for(self, device) -> float:
+        """The window overlap on ``device``."""
+        if self.overlap is not None:
+            return float(self.overlap)
+        return 0.5 if device.type == "cuda" else 0.25
+
+
+def refiner_bytes_per_window(config, roi: tuple) -> float:
+    """Estimated peak float32 activation bytes of one window through a refiner of ``config``."""
+    voxels = float(np.prod(roi))
+    return REFINER_ACTIVATION_FACTOR * config.channels * voxels * 4
+
+
+def auto_window_batch(device, refiner, roi: tuple) -> int:
+    """Windows per batch: 1 on the CPU, on CUDA what fits in the free memory (at most 4)."""
+    import torch
+
+    if device.type != "cuda":
+        return 1
+    free, _ = torch.cuda.mem_get_info(device)
+    return batch_for_memory(free, refiner_bytes_per_window(refiner.config, roi), MAX_CUDA_WINDOW_BATCH)
+
+
+def refiner_roi(options: Stage2Options, shape: tuple, factor: int) -> tuple:
+    """Window size: at most ``options.roi_size``, no larger than the volume rounded up to ``factor``,
+    and at least ``2 * factor`` so the U-Net bottleneck keeps more than one voxel."""
+    return tuple(max(2 * factor, min(int(r), _round_up(int(s), factor))) for r, s in zip(options.roi_size, shape))
 
 
 def run_refiner(
@@ -165,21 +362,28 @@ def run_refiner(
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[threading.Event] = None,
     log: Optional[LogCallback] = None,
+    fallback_device=None,
 ) -> np.ndarray:
-    """Refine a z-scored stage-1 volume [Z, H, W] with z-scored inputs [4, Z, H, W] (canonical order)."""
+    """Refine a z-scored stage-1 volume [Z, H, W] with z-scored inputs [4, Z, H, W] (canonical order).
+
+    Windows run on ``device`` and are blended into a CPU volume, so device memory holds one
+    window batch. When memory runs out the window batch is halved and, below one window,
+    the run restarts on ``fallback_device`` (default: the CPU for an accelerator).
+    """
     import torch
 
     from .models.refiner import refine_volume
 
     options = options or Stage2Options()
-    overlap = options.overlap if options.overlap is not None else (0.5 if device.type == "cuda" else 0.25)
-    sw_batch = options.sw_batch_size or _auto_sw_batch(device)
-    factor = refiner.config.downsample_factor
-    # Windows no larger than the (rounded-up) volume, and at least 2x the factor so the
-    # U-Net bottleneck keeps more than one voxel; smaller volumes are zero-padded.
-    roi = tuple(max(2 * factor, min(r, _round_up(s, factor))) for r, s in zip(options.roi_size, stage1.shape))
-    stage1_t = torch.from_numpy(np.ascontiguousarray(stage1))[None, None]
-    inputs_t = torch.from_numpy(np.ascontiguousarray(inputs))[None]
+    device = torch.device(device)
+    overlap = options.overlap_for(device)
+    roi = refiner_roi(options, stage1.shape, refiner.config.downsample_factor)
+    fallback = default_fallback(device) if fallback_device is None else torch.device(fallback_device)
+    backoff = MemoryBackoff("stage 2", "windows", device,
+                            options.sw_batch_size or auto_window_batch(device, refiner, roi),
+                            fallback, 1, log)
+    stage1_t = torch.from_numpy(np.ascontiguousarray(stage1, dtype=np.float32))[None, None]
+    inputs_t = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))[None]
 
     def window_progress(fraction: float) -> None:
         check_cancel(cancel)
@@ -187,33 +391,18 @@ def run_refiner(
             progress(fraction, "stage 2: refining")
 
     while True:
+        check_cancel(cancel)
         try:
-            with _autocast(device, options.autocast):
-                refined = refine_volume(refiner.to(device), stage1_t, inputs_t, target, available,
-                                        roi_size=roi, overlap=overlap, sw_batch_size=sw_batch, device=device,
+            refiner.to(backoff.device)
+            with _autocast(backoff.device, options.autocast):
+                refined = refine_volume(refiner, stage1_t, inputs_t, target, available, roi_size=roi,
+                                        overlap=overlap, sw_batch_size=backoff.batch, device=backoff.device,
                                         output_device="cpu", progress=window_progress)
             return refined[0, 0].float().numpy()
-        except Exception as error:  # noqa: BLE001 - only out-of-memory is handled
-            if not (device.type == "cuda" and is_out_of_memory(error)):
+        except Exception as error:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+            if not backoff.can_recover(error):
                 raise
-            torch.cuda.empty_cache()
-            if sw_batch > 1:
-                sw_batch = max(1, sw_batch // 2)
-                if log:
-                    log(f"stage 2: GPU out of memory, retrying with {sw_batch} windows per batch")
-                continue
-            if log:
-                log("stage 2: GPU out of memory even for one window; continuing on the CPU")
-            device = torch.device("cpu")
-
-
-def _auto_sw_batch(device) -> int:
-    import torch
-
-    if device.type != "cuda":
-        return 1
-    free, _ = torch.cuda.mem_get_info(device)
-    return int(max(1, min(4, free // (6 * 1024**3))))
+        backoff.back_off()  # outside the except block: the failed windows' tensors are free now
 
 
 def _round_up(value: int, factor: int) -> int:

@@ -191,7 +191,8 @@ def _draw(columns: list, arrays: dict, brain: np.ndarray, region: Optional[np.nd
                 low, high = windows[("synthetic", None)]
                 _panel(axes, views[("synthetic", None)][row], aspects[row], cmap="gray", vmin=low, vmax=high)
                 inside = region_views[row] if region_views is not None else views[key][row] > 0
-                overlay = np.ma.masked_where(~inside, views[key][row])
+                # only changes above 5 % of the colour range are painted, so the synthetic stays visible
+                overlay = np.ma.masked_where(~inside | (views[key][row] < 0.05 * tumour_top), views[key][row])
                 mappables[key] = _panel(axes, overlay, aspects[row], cmap="inferno", vmin=0.0, vmax=tumour_top,
                                         alpha=0.85)
                 if inside.any():

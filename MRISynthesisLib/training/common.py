@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 import numpy as np
 
 from .. import __version__
-from ..io import write_text
+from ..io import atomic_path, write_text
 
 #: Written into resumable training checkpoints so foreign files are refused.
 TRAINING_STATE_FORMAT = "mrisynthesis-training-state"
@@ -59,6 +59,7 @@ class TrainOptions:
     warmup_steps: int = 100
     accumulation: int = 1
     log_every: int = 10
+    cpu_threads: Optional[int] = None
 
     def check(self) -> None:
         """Raise :class:`TrainingError` for option values no run can use."""
@@ -73,6 +74,8 @@ class TrainOptions:
             raise TrainingError(f"--val-cases must be 0 or more, got {self.val_cases}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise TrainingError(f"--max-minutes must be positive, got {self.max_minutes}")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise TrainingError(f"--threads must be at least 1, got {self.cpu_threads}")
         if not self.learning_rate > 0:
             raise TrainingError(f"learning rate must be positive, got {self.learning_rate}")
 
@@ -205,6 +208,22 @@ def make_scaler(device):
     return torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
 
 
+def training_device(options: TrainOptions):
+    """The torch device of ``options.device``; ``cpu_threads`` caps torch's CPU threads.
+
+    On a shared machine fewer threads than cores can be several times faster (OpenMP
+    threads spin while they wait for a core).
+    """
+    import torch
+
+    from ..devices import resolve_device
+
+    device = resolve_device(options.device)
+    if options.cpu_threads is not None:
+        torch.set_num_threads(int(options.cpu_threads))
+    return device
+
+
 def seed_everything(seed: int) -> np.random.Generator:
     """Seed torch (CPU and CUDA) and return the run's numpy generator (all data sampling uses it)."""
     import torch
@@ -254,17 +273,10 @@ def save_training_state(path: Path, state: Mapping) -> Path:
     """Write a resumable training state atomically (a crash mid-write keeps the previous one)."""
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = dict(state)
     payload["format"] = TRAINING_STATE_FORMAT
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         torch.save(payload, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -405,7 +417,7 @@ class EpochTrainer:
 
     def __init__(self, kind: str, options: TrainOptions, modules: Mapping, optimizers: Mapping, device,
                  rng: np.random.Generator, log: LogCallback, progress: Optional[ProgressFn] = None,
-                 config: Optional[Mapping] = None) -> None:
+                 config: Optional[Mapping] = None, budget: Optional[TimeBudget] = None) -> None:
         self.kind = kind
         self.options = options
         self.modules = dict(modules)
@@ -419,7 +431,7 @@ class EpochTrainer:
         self.epoch = 0
         self.global_step = 0
         self.history: list = []
-        self.budget = TimeBudget(options.max_minutes)
+        self.budget = budget or TimeBudget(options.max_minutes)
         self.checkpoint_path = training_state_path(options.run_dir, kind)
 
     # ----------------------------------------------------------------- state
@@ -532,6 +544,15 @@ class EpochTrainer:
             per_step = (time.perf_counter() - started) / done
             parts = " ".join(f"{k} {v:.4f}" for k, v in mean_losses(recent).items())
             self.log(f"epoch {self.epoch + 1} step {done}/{steps} ({per_step:.2f} s/step) {parts.replace('train_', '')}")
+
+
+def summary_metrics(history: list) -> dict:
+    """The last epoch's headline numbers (for ``bundle.json``)."""
+    if not history:
+        return {}
+    last = history[-1]
+    keep = ("epoch", "global_step", "train_total")
+    return {k: v for k, v in last.items() if k in keep or k.startswith("val_")}
 
 
 def _summary(row: Mapping) -> str:

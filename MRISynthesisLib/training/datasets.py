@@ -20,9 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import shutil
-import tempfile
 from itertools import combinations
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional, Sequence as SequenceT
@@ -31,8 +29,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from ..io import CaseFiles, find_case_files, is_image_file, read_case, read_case_label, resample_to, same_grid
-from ..preprocessing import fit_zscore, intensity_encoding_value, prior_intensity
+from ..io import CaseFiles, atomic_path, find_case_files, is_image_file, read_case, read_case_label, resample_to, same_grid
+from ..preprocessing import ZScore, fit_zscore, intensity_encoding_value, prior_intensity
 from ..sequences import SEQUENCES, Sequence
 from .common import LogCallback, TrainingError, file_sha256
 
@@ -172,7 +170,7 @@ class PreparedCase:
     label: np.ndarray
     spacing: tuple
     intensity: dict
-    _boxes: dict = dataclasses.field(default_factory=dict, repr=False)
+    _memo: dict = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def pixel_area_mm2(self) -> float:
@@ -184,18 +182,30 @@ class PreparedCase:
         scaled = np.asarray(self.scaled[sequence], dtype=np.float32)
         return np.where(self.brain, np.clip((scaled + 1.0) / 2.0, 0.0, 1.0), 0.0).astype(np.float32)
 
+    def zscore(self, sequence: Sequence) -> ZScore:
+        """The sequence's z-score over the brain, fitted as ``pipeline._run_stage2`` does (memoised)."""
+        key = f"zscore-{sequence.value}"
+        if key not in self._memo:
+            self._memo[key] = fit_zscore(self.raw[sequence], self.brain)
+        return self._memo[key]
+
     def zscored(self, sequence: Sequence) -> np.ndarray:
         """The raw sequence z-scored over the brain, exactly as ``pipeline._run_stage2`` does."""
-        raw = self.raw[sequence]
-        return fit_zscore(raw, self.brain).forward(raw, self.brain)
+        return self.zscore(sequence).forward(self.raw[sequence], self.brain)
+
+    def zscored_crop(self, sequence: Sequence, box: tuple, size: SequenceT[int]) -> np.ndarray:
+        """A crop of :meth:`zscored` (whole-volume statistics), zero-padded to ``size``."""
+        brain = take_crop(self.brain, box, size, fill=0).astype(bool)
+        return self.zscore(sequence).forward(take_crop(self.raw[sequence], box, size), brain)
 
     def bounding_box(self, which: str) -> Optional[tuple]:
         """Bounding box (slices) of ``"brain"`` or ``"tumour"``; None when empty."""
-        if which not in self._boxes:
+        key = f"box-{which}"
+        if key not in self._memo:
             mask = self.brain if which == "brain" else (np.asarray(self.label) > 0)
             found = ndimage.find_objects(mask.astype(np.uint8))
-            self._boxes[which] = found[0] if found else None
-        return self._boxes[which]
+            self._memo[key] = found[0] if found else None
+        return self._memo[key]
 
 
 def prepare_case(files: CaseFiles, image_size: int) -> PreparedCase:
@@ -536,12 +546,6 @@ class Stage1OutputCache:
             return np.load(path, mmap_mode="r")
         self.misses += 1
         volume = stage1_volume(self.generator, case, target, sources, self.device).astype(np.float32)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npy", dir=self.folder)
-        os.close(handle)
-        try:
+        with atomic_path(path) as temporary:
             np.save(temporary, volume)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
         return volume

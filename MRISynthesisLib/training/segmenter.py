@@ -25,12 +25,12 @@ import torch.nn.functional as F
 from monai.losses import DiceLoss
 
 from .. import metrics
-from ..devices import resolve_device
 from ..models.segmenter import REGIONS, SegmenterConfig, build_segmenter, label_to_regions, predict_region_probabilities
 from ..sequences import SEQUENCES, parse_sequence
 from .common import (
     EpochTrainer,
     RunLog,
+    TimeBudget,
     TrainingError,
     TrainingResult,
     TrainOptions,
@@ -39,6 +39,8 @@ from .common import (
     load_training_state,
     make_optimizer,
     seed_everything,
+    summary_metrics,
+    training_device,
     training_state_path,
     write_run_bundle,
 )
@@ -189,23 +191,6 @@ class SegmenterTrainingOptions(TrainOptions):
         return SegmenterConfig.paper() if self.config == "paper" else SegmenterConfig.small()
 
 
-def zscored_crop(case: PreparedCase, sequence, box: tuple, size: tuple) -> np.ndarray:
-    """A crop of the sequence z-scored with whole-volume brain statistics (as the pipeline does)."""
-    zscore = case_zscore(case, sequence)
-    brain = take_crop(case.brain, box, size, fill=0)
-    return zscore.forward(take_crop(case.raw[sequence], box, size), brain.astype(bool))
-
-
-def case_zscore(case: PreparedCase, sequence):
-    """The case's z-score of ``sequence`` over the brain (memoised on the case)."""
-    from ..preprocessing import fit_zscore
-
-    key = f"zscore-{sequence.value}"
-    if key not in case._boxes:
-        case._boxes[key] = fit_zscore(case.raw[sequence], case.brain)
-    return case._boxes[key]
-
-
 def segmenter_batches(cases: SequenceT[PreparedCase], batch_size: int, crop: tuple, tumour_fraction: float):
     """``batches(steps, rng)`` for the epoch loop: z-scored 4-sequence crops and their WT/TC/ET masks."""
 
@@ -215,7 +200,7 @@ def segmenter_batches(cases: SequenceT[PreparedCase], batch_size: int, crop: tup
             for _ in range(batch_size):
                 case = cases[int(rng.integers(len(cases)))]
                 box = crop_box(case.brain.shape, crop, random_centre(case, rng, tumour_fraction))
-                images.append(np.stack([zscored_crop(case, s, box, crop) for s in SEQUENCES]))
+                images.append(np.stack([case.zscored_crop(s, box, crop) for s in SEQUENCES]))
                 regions.append(label_to_regions(take_crop(case.label, box, crop)))
             yield {"images": np.stack(images).astype(np.float32), "regions": np.stack(regions).astype(np.float32)}
 
@@ -249,6 +234,19 @@ def region_dice(probabilities: np.ndarray, label: np.ndarray, prefix: str = "val
     return {f"{prefix}_{name}": metrics.dice(probabilities[i] > 0.5, truth[i]) for i, name in enumerate(REGIONS)}
 
 
+def segment_regions(model, volumes: np.ndarray, brain: np.ndarray, device) -> np.ndarray:
+    """WT/TC/ET probabilities [3, Z, H, W] of z-scored volumes [4, Z, H, W], inside the brain box as the pipeline."""
+    from ..pipeline import brain_box
+
+    box = (slice(None),) + brain_box(brain, margin=4)
+    inside = np.ascontiguousarray(volumes[box])
+    out = np.zeros((len(REGIONS),) + brain.shape, dtype=np.float32)
+    out[box] = predict_region_probabilities(model, torch.from_numpy(inside)[None],
+                                            roi_size=segmenter_roi(inside.shape[1:]), device=device,
+                                            output_device="cpu")[0].numpy()
+    return out
+
+
 def validate_segmenter(model, cases: SequenceT[PreparedCase], device) -> dict:
     """Mean Dice per region on whole validation volumes (and their mean, ``val_dice``)."""
     if not cases:
@@ -256,10 +254,7 @@ def validate_segmenter(model, cases: SequenceT[PreparedCase], device) -> dict:
     rows = []
     for case in cases:
         volumes = np.stack([case.zscored(s) for s in SEQUENCES])
-        probabilities = predict_region_probabilities(model, torch.from_numpy(volumes)[None],
-                                                     roi_size=segmenter_roi(volumes.shape[1:]), device=device,
-                                                     output_device="cpu")[0].numpy()
-        rows.append(region_dice(probabilities, case.label))
+        rows.append(region_dice(segment_regions(model, volumes, case.brain, device), case.label))
     out = {key: float(np.nanmean([r[key] for r in rows])) for key in rows[0]}
     out["val_dice"] = float(np.nanmean([out[f"val_dice_{r}"] for r in REGIONS]))
     return out
@@ -284,10 +279,11 @@ def train_segmenter(options: SegmenterTrainingOptions, progress: Optional[Callab
                     echo: Optional[Callable[[str], None]] = None) -> TrainingResult:
     """Train (or resume) the tumour segmenter in ``options.run_dir`` and write ``segmenter.pt``."""
     options.check()
+    budget = TimeBudget(options.max_minutes)  # counts case preparation too
     run_dir = Path(options.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(run_dir / "train-segmenter.log", echo)
-    device = resolve_device(options.device)
+    device = training_device(options)
     rng = seed_everything(options.seed)
     state = load_training_state(training_state_path(run_dir, "segmenter"), "segmenter") if options.resume else None
     image_size = int(state["config"]["image_size"]) if state else run_image_size(run_dir, options.image_size)
@@ -297,7 +293,7 @@ def train_segmenter(options: SegmenterTrainingOptions, progress: Optional[Callab
     else:
         config = SegmenterConfig.from_dict(state["config"]["segmenter"]) if state else options.model_config()
         model = build_segmenter(config)
-    config = infer_segmenter_config(model.state_dict())
+    config = model.config
     crop = crop_size_for(options.crop_size, config.downsample_factor)
     model.to(device)
     log(f"segmenter on {device}: {config.to_dict()}, crops {crop}, model grid {image_size}")
@@ -315,7 +311,7 @@ def train_segmenter(options: SegmenterTrainingOptions, progress: Optional[Callab
                                min(options.warmup_steps, total_updates // 10))
     trainer = EpochTrainer("segmenter", options, {"segmenter": model}, {"segmenter": optimizer}, device, rng, log,
                            progress, config={"segmenter": config.to_dict(), "image_size": image_size,
-                                             "crop_size": list(crop), "options": options.to_dict()})
+                                             "crop_size": list(crop), "options": options.to_dict()}, budget=budget)
     if state:
         trainer.restore(state)
     loss_fn = dice_bce_loss()
@@ -334,14 +330,6 @@ def train_segmenter(options: SegmenterTrainingOptions, progress: Optional[Callab
     model.eval()
     info = {"epochs": result.epochs_done, "steps": result.global_step, "image_size": image_size,
             "crop_size": list(crop), "init": str(options.init) if options.init else None,
-            "last_metrics": _summary_metrics(result.history)}
+            "last_metrics": summary_metrics(result.history)}
     result.bundle = write_run_bundle(run_dir, "segmenter", model.cpu(), info, log)
     return result
-
-
-def _summary_metrics(history: list) -> dict:
-    """The last epoch's headline numbers for ``bundle.json``."""
-    if not history:
-        return {}
-    last = history[-1]
-    return {k: v for k, v in last.items() if k in ("epoch", "global_step", "train_total") or k.startswith("val_")}

@@ -32,13 +32,13 @@ import torch
 import torch.nn.functional as F
 
 from .. import metrics
-from ..devices import resolve_device
 from ..models.discriminator import DiscriminatorConfig, PatchDiscriminator
 from ..models.hfgan import HFGANConfig, HFGANGenerator
 from ..sequences import SEQUENCES
 from .common import (
     EpochTrainer,
     RunLog,
+    TimeBudget,
     TrainingError,
     TrainingResult,
     TrainOptions,
@@ -47,6 +47,8 @@ from .common import (
     load_training_state,
     make_optimizer,
     seed_everything,
+    summary_metrics,
+    training_device,
     training_state_path,
     write_run_bundle,
 )
@@ -224,10 +226,11 @@ def train_stage1(options: Stage1TrainingOptions, progress: Optional[Callable[[fl
                  echo: Optional[Callable[[str], None]] = None) -> TrainingResult:
     """Train (or resume) the stage-1 generator in ``options.run_dir`` and write the bundle's ``stage1.pt``."""
     options.check()
+    budget = TimeBudget(options.max_minutes)  # counts case preparation too
     run_dir = Path(options.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(run_dir / "train-stage1.log", echo)
-    device = resolve_device(options.device)
+    device = training_device(options)
     rng = seed_everything(options.seed)
     state = load_training_state(training_state_path(run_dir, "stage1"), "stage1") if options.resume else None
     config = HFGANConfig.from_dict(state["config"]["generator"]) if state else options.generator_config()
@@ -258,7 +261,7 @@ def train_stage1(options: Stage1TrainingOptions, progress: Optional[Callable[[fl
                            {"generator": g_opt, "discriminator": d_opt}, device, rng, log, progress,
                            config={"generator": config.to_dict(), "discriminator": d_config.to_dict(),
                                    "loss_weights": dataclasses.asdict(options.loss_weights),
-                                   "options": options.to_dict()})
+                                   "options": options.to_dict()}, budget=budget)
     if state:
         trainer.restore(state)
     step = make_step(trainer, generator, discriminator, options.loss_weights)
@@ -266,7 +269,7 @@ def train_stage1(options: Stage1TrainingOptions, progress: Optional[Callable[[fl
     generator.eval()
     info = {"epochs": result.epochs_done, "steps": result.global_step, "config": options.config,
             "image_size": config.image_size, "train_cases": len(split.train),
-            "last_metrics": result.history[-1] if result.history else {}}
+            "last_metrics": summary_metrics(result.history)}
     result.bundle = write_run_bundle(run_dir, "stage1", generator.cpu(), info, log)
     if (run_dir / "refiner.pt").is_file():
         log("note: refiner.pt was trained on an earlier stage-1 model; run 'mrisynth train stage2' again")

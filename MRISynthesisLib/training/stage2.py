@@ -1,0 +1,301 @@
+"""Stage-2 training: the 3D Refiner with SSIM and the Dice of a frozen segmenter (paper equation 7).
+
+``L = lambda_1 L_ssim + lambda_2 L_Dice`` with both lambdas 1:
+
+* Each step draws a random target and a random non-empty set of the other sequences as
+  inputs, and random crops (half centred on tumour) of training cases.
+* The refiner's input is the stage-1 output of that target from those inputs, made once per
+  (case, target, inputs) with the inference code and cached under the stage-1 checkpoint's
+  SHA-256; it and the inputs are z-scored over the brain exactly as ``pipeline._run_stage2``.
+* ``L_ssim``: 3D SSIM between the refined crop and the real target, both in the stage-1
+  volume's z-score units (so the pipeline's inverse z-score maps the ideal output onto the
+  real target), scaled to [0, 1] by the real crop's range, averaged over the brain.
+* ``L_Dice``: the frozen segmenter sees the real z-scored sequences with the refined one in
+  the target's slot (the refined crop is already in z-score units) and is scored with Dice
+  against the WT/TC/ET regions of the label; gradients flow through it into the refiner.
+
+Validation refines whole volumes with the pipeline code and reports SSIM (whole brain,
+tumour, healthy) and the segmenter's Dice on the completed set, next to the stage-1 values.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence as SequenceT
+
+import numpy as np
+import torch
+from monai.losses import DiceLoss
+
+from .. import metrics
+from ..models.refiner import Refiner, RefinerConfig
+from ..models.segmenter import label_to_regions
+from ..sequences import SEQUENCES
+from .common import (
+    EpochTrainer,
+    RunLog,
+    TimeBudget,
+    TrainingError,
+    TrainingResult,
+    TrainOptions,
+    autocast_context,
+    load_training_state,
+    make_optimizer,
+    seed_everything,
+    summary_metrics,
+    training_device,
+    training_state_path,
+    write_run_bundle,
+)
+from .datasets import (
+    PreparedCase,
+    PreparedCaseStore,
+    Stage1OutputCache,
+    all_patterns,
+    crop_box,
+    crop_size_for,
+    find_cases,
+    load_or_create_split,
+    random_centre,
+    take_crop,
+)
+from .losses import scale_by_target, ssim_loss
+from .segmenter import load_segmenter_weights, region_dice, segment_regions
+
+MODEL_PRESETS = ("small", "paper")
+
+
+@dataclasses.dataclass
+class Stage2TrainingOptions(TrainOptions):
+    """``mrisynth train stage2`` options."""
+
+    config: str = "small"
+    refiner_config: Optional[RefinerConfig] = None
+    crop_size: tuple = (128, 128, 128)
+    stage1: Optional[Path] = None
+    segmenter: Optional[Path] = None
+    segmenter_input_order: Optional[tuple] = None
+    segmenter_output_order: Optional[tuple] = None
+    ssim_weight: float = 1.0
+    dice_weight: float = 1.0
+    tumour_fraction: float = 0.5
+
+    def model_config(self) -> RefinerConfig:
+        """``refiner_config`` or the ``config`` preset."""
+        if self.refiner_config is not None:
+            return self.refiner_config
+        if self.config not in MODEL_PRESETS:
+            raise TrainingError(f"--config must be one of {', '.join(MODEL_PRESETS)}, got {self.config!r}")
+        return RefinerConfig.paper() if self.config == "paper" else RefinerConfig.small()
+
+
+# --------------------------------------------------------------------------- data
+
+
+def stage2_batch(cases: SequenceT[PreparedCase], cache: Stage1OutputCache, batch_size: int, crop: tuple,
+                 rng: np.random.Generator, tumour_fraction: float = 0.5) -> dict:
+    """One batch: a random target and input set shared by ``batch_size`` random crops.
+
+    Returns numpy arrays: ``stage1`` [B,1,...] and ``truth`` [B,1,...] in the stage-1 volume's
+    z-score units, ``inputs`` [B,4,...] (z-scored sources, other channels 0, as the pipeline),
+    ``acquired`` [B,4,...] (every real sequence z-scored, for the segmenter), ``regions``
+    [B,3,...], ``brain`` [B,1,...]; and ``target``/``sources`` as canonical indices.
+    """
+    target = SEQUENCES[int(rng.integers(len(SEQUENCES)))]
+    patterns = all_patterns(target)
+    sources = patterns[int(rng.integers(len(patterns)))]
+    fields: dict = {k: [] for k in ("stage1", "truth", "inputs", "acquired", "regions", "brain")}
+    for _ in range(batch_size):
+        case = cases[int(rng.integers(len(cases)))]
+        stage1 = cache.get(case, target, sources)
+        box = crop_box(case.brain.shape, crop, random_centre(case, rng, tumour_fraction))
+        brain = take_crop(case.brain, box, crop, fill=0).astype(bool)
+        stage1_zscore = _fit_stage1_zscore(stage1, case)
+        fields["stage1"].append(stage1_zscore.forward(take_crop(stage1, box, crop), brain)[None])
+        fields["truth"].append(stage1_zscore.forward(take_crop(case.unit(target), box, crop), brain)[None])
+        acquired = np.stack([case.zscored_crop(s, box, crop) for s in SEQUENCES])
+        inputs = np.zeros_like(acquired)
+        for sequence in sources:
+            inputs[SEQUENCES.index(sequence)] = acquired[SEQUENCES.index(sequence)]
+        fields["inputs"].append(inputs)
+        fields["acquired"].append(acquired)
+        fields["regions"].append(label_to_regions(take_crop(case.label, box, crop)))
+        fields["brain"].append(brain[None])
+    batch = {k: np.stack(v).astype(np.float32) for k, v in fields.items()}
+    batch["target"] = SEQUENCES.index(target)
+    batch["sources"] = [SEQUENCES.index(s) for s in sources]
+    return batch
+
+
+def _fit_stage1_zscore(stage1: np.ndarray, case: PreparedCase):
+    from ..preprocessing import fit_zscore
+
+    return fit_zscore(stage1, case.brain)
+
+
+def stage2_batches(cases: SequenceT[PreparedCase], cache: Stage1OutputCache, batch_size: int, crop: tuple,
+                   tumour_fraction: float):
+    """``batches(steps, rng)`` for the epoch loop."""
+
+    def epoch(steps: int, rng: np.random.Generator) -> Iterator[dict]:
+        for _ in range(steps):
+            yield stage2_batch(cases, cache, batch_size, crop, rng, tumour_fraction)
+
+    return epoch
+
+
+# --------------------------------------------------------------------------- one step
+
+
+def refiner_losses(refiner: Refiner, segmenter, batch: dict, dice_loss, ssim_weight: float = 1.0,
+                   dice_weight: float = 1.0) -> tuple:
+    """Equation 7 for one batch of tensors: (total, {"ssim": ..., "dice": ...}, refined)."""
+    target = int(batch["target"])
+    refined = refiner(batch["stage1"], batch["inputs"], target, batch["sources"])
+    prediction, truth = scale_by_target(refined.float(), batch["truth"].float())
+    ssim = ssim_loss(prediction, truth, batch["brain"])
+    slot = torch.zeros(1, batch["acquired"].shape[1], *([1] * (refined.ndim - 2)), dtype=torch.bool,
+                       device=refined.device)
+    slot[:, target] = True
+    completed = torch.where(slot, refined.to(batch["acquired"].dtype), batch["acquired"])
+    dice = dice_loss(segmenter(completed).float(), batch["regions"])
+    total = ssim_weight * ssim + dice_weight * dice
+    return total, {"ssim": ssim, "dice": dice}, refined
+
+
+def batch_to_device(batch: dict, device) -> dict:
+    """Arrays to tensors on ``device``; indices stay Python ints."""
+    return {k: (torch.from_numpy(v).to(device) if isinstance(v, np.ndarray) else v) for k, v in batch.items()}
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate_stage2(refiner: Refiner, segmenter, cache: Stage1OutputCache, cases: SequenceT[PreparedCase],
+                    device) -> dict:
+    """Whole-volume refinement of every target from the other three, with the pipeline code.
+
+    Reports SSIM over the brain, tumour and healthy region and the segmenter's WT/TC/ET Dice on
+    the completed set, for the refined (``val_*``) and the stage-1 (``val_stage1_*``) volumes.
+    """
+    from ..pipeline import _completed_set, _run_stage2
+    from ..weights import ModelBundle
+
+    if not cases:
+        return {}
+    bundle = ModelBundle(name="training", stage1=cache.generator, refiner=refiner)
+    values: dict = {}
+    for case in cases:
+        tumour = np.asarray(case.label) > 0
+        for target in SEQUENCES:
+            sources = [s for s in SEQUENCES if s != target]
+            stage1 = np.asarray(cache.get(case, target, sources))
+            refined = _run_stage2(case, bundle, target, sources, stage1, device, None, None, None, [])
+            for prefix, volume in (("val", refined), ("val_stage1", stage1)):
+                result = metrics.image_metrics(np.asarray(case.raw[target]), volume, case.brain,
+                                               tumour if tumour.any() else None)
+                for key in ("ssim", "ssim_tumour", "ssim_healthy"):
+                    values.setdefault(f"{prefix}_{key}", []).append(result[key])
+                probabilities = segment_regions(segmenter, _completed_set(case, {target: volume}), case.brain,
+                                                device)
+                for key, value in region_dice(probabilities, case.label, f"{prefix}_dice").items():
+                    values.setdefault(key, []).append(value)
+    return {key: float(np.nanmean(v)) for key, v in values.items()}
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _stage1_path(options: Stage2TrainingOptions) -> Path:
+    path = Path(options.stage1) if options.stage1 else Path(options.run_dir) / "stage1.pt"
+    if not path.is_file():
+        raise TrainingError(f"{path}: no stage-1 checkpoint (run 'mrisynth train stage1' first or give --stage1)")
+    return path
+
+
+def _load_segmenter(options: Stage2TrainingOptions):
+    path = Path(options.segmenter) if options.segmenter else Path(options.run_dir) / "segmenter.pt"
+    if not path.exists():
+        raise TrainingError(f"{path}: no segmenter (run 'mrisynth train segmenter' first or give --segmenter)")
+    return load_segmenter_weights(path, options.segmenter_input_order, options.segmenter_output_order)
+
+
+def _adopt_stage1(run_dir: Path, stage1_path: Path, key: str, log: Callable[[str], None]) -> None:
+    """Copy an outside ``--stage1`` checkpoint into the run folder (byte for byte) so the bundle is whole."""
+    import shutil
+
+    from .common import file_sha256
+
+    local = run_dir / "stage1.pt"
+    if local.resolve() == stage1_path.resolve():
+        return
+    if not local.is_file():
+        shutil.copyfile(stage1_path, local)
+        log(f"copied {stage1_path} into the run folder as stage1.pt")
+    elif file_sha256(local) != key:
+        log(f"warning: {local} differs from --stage1 {stage1_path}; the refiner was trained on the latter")
+
+
+def train_stage2(options: Stage2TrainingOptions, progress: Optional[Callable[[float, str], None]] = None,
+                 echo: Optional[Callable[[str], None]] = None) -> TrainingResult:
+    """Train (or resume) the Refiner in ``options.run_dir``; writes ``refiner.pt`` (and the segmenter used)."""
+    from ..weights import load_bundle_file
+
+    options.check()
+    budget = TimeBudget(options.max_minutes)  # counts case preparation too
+    run_dir = Path(options.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = RunLog(run_dir / "train-stage2.log", echo)
+    device = training_device(options)
+    rng = seed_everything(options.seed)
+    state = load_training_state(training_state_path(run_dir, "stage2"), "stage2") if options.resume else None
+    stage1_path = _stage1_path(options)
+    generator = load_bundle_file(stage1_path).stage1.to(device).eval()
+    segmenter = _load_segmenter(options).to(device).eval()
+    segmenter.requires_grad_(False)
+    config = RefinerConfig.from_dict(state["config"]["refiner"]) if state else options.model_config()
+    torch.manual_seed(options.seed)
+    refiner = Refiner(config).to(device)
+    crop = crop_size_for(options.crop_size, config.downsample_factor)
+    log(f"stage 2 on {device}: refiner {config.to_dict()}, crops {crop}, stage 1 {stage1_path}")
+
+    cases = find_cases(options.data_dir)
+    split = load_or_create_split(run_dir, [c.case_id for c in cases], options.val_cases, options.seed, log)
+    store = PreparedCaseStore(run_dir, generator.config.image_size, log)
+    by_id = {c.case_id: c for c in cases}
+    train_cases = store.get_all([by_id[i] for i in split.train])
+    val_cases = store.get_all([by_id[i] for i in split.validation])
+    cache = Stage1OutputCache(run_dir / "cache" / "stage1", stage1_path, generator, device, log)
+
+    steps = options.steps_per_epoch or max(1, len(train_cases) // options.batch_size)
+    total_updates = max(1, options.epochs * steps // options.accumulation)
+    optimizer = make_optimizer(refiner.parameters(), options.learning_rate, options.weight_decay, total_updates,
+                               min(options.warmup_steps, total_updates // 10))
+    trainer = EpochTrainer("stage2", options, {"refiner": refiner}, {"refiner": optimizer}, device, rng, log,
+                           progress, config={"refiner": config.to_dict(), "crop_size": list(crop),
+                                             "stage1_sha256": cache.key, "options": options.to_dict()}, budget=budget)
+    if state:
+        trainer.restore(state)
+    dice_loss = DiceLoss(sigmoid=True)
+
+    def step(batch: dict) -> dict:
+        tensors = batch_to_device(batch, device)
+        with autocast_context(device):
+            total, terms, _ = refiner_losses(refiner, segmenter, tensors, dice_loss, options.ssim_weight,
+                                             options.dice_weight)
+        trainer.backward(total)
+        record = {name: float(value.detach()) for name, value in terms.items()}
+        record["total"] = float(total.detach())
+        return record
+
+    result = trainer.run(steps, stage2_batches(train_cases, cache, options.batch_size, crop, options.tumour_fraction),
+                         step, lambda: validate_stage2(refiner, segmenter, cache, val_cases, device))
+    log(f"stage-1 cache: {cache.hits} reused, {cache.misses} computed")
+    refiner.eval()
+    info = {"epochs": result.epochs_done, "steps": result.global_step, "crop_size": list(crop),
+            "stage1_sha256": cache.key, "last_metrics": summary_metrics(result.history)}
+    _adopt_stage1(run_dir, stage1_path, cache.key, log)
+    if options.segmenter:  # the bundle carries the segmenter the refiner was trained with
+        write_run_bundle(run_dir, "segmenter", segmenter.cpu(), {"source": str(options.segmenter)}, log)
+    result.bundle = write_run_bundle(run_dir, "refiner", refiner.cpu(), info, log)
+    return result
