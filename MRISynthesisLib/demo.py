@@ -166,7 +166,7 @@ def run_demo(output_dir: Path = DEFAULT_OUTPUT_DIR, missing=DEFAULT_MISSING, see
                       model_name=bundle.name, notes=notes + list(result.messages))
 
 
-def _json_safe(value):
+def _json_safe(value: object) -> object:
     """NaN/inf -> None throughout, so the report is standard JSON."""
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}

@@ -21,7 +21,7 @@ import csv
 import io as text_io
 import math
 from pathlib import Path
-from typing import Iterable, Mapping, Optional, Sequence as TypingSequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Sequence as TypingSequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -29,6 +29,9 @@ import SimpleITK as sitk
 from .io import CaseFiles, InputError, find_case_files, is_image_file, read_image, same_grid, resample_to
 from .progress import ProgressCallback, scaled
 from .sequences import SEQUENCES, Sequence, parse_sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
 
 __all__ = [
     "EvaluationError",
@@ -121,16 +124,23 @@ def _read_label(files: CaseFiles, reference: sitk.Image) -> sitk.Image:
 
 
 def segment_label(segmenter, volumes: np.ndarray, brain: np.ndarray, device) -> np.ndarray:
-    """BraTS label map (uint8, 0 outside ``brain``) of the segmenter on z-scored [4, Z, H, W] volumes."""
+    """BraTS label map (uint8, 0 outside ``brain``) of the segmenter on z-scored [4, Z, H, W] volumes.
+
+    Like the pipeline's tumour regions, the segmenter runs on the brain's bounding box (4-voxel
+    margin) only: the model grid is mostly background.
+    """
     import torch
 
     from .models.segmenter import predict_region_probabilities, regions_to_label
-    from .pipeline import _segmenter_roi
+    from .pipeline import _segmenter_roi, brain_box
 
+    box = brain_box(brain, margin=4)
+    cropped = np.ascontiguousarray(volumes[(slice(None),) + box])
     probabilities = predict_region_probabilities(
-        segmenter, torch.from_numpy(np.ascontiguousarray(volumes))[None],
-        roi_size=_segmenter_roi(volumes.shape[1:]), device=device, output_device="cpu")
-    label = regions_to_label(probabilities[0].numpy())
+        segmenter, torch.from_numpy(cropped)[None], roi_size=_segmenter_roi(cropped.shape[1:]), device=device,
+        output_device="cpu")
+    label = np.zeros(brain.shape, dtype=np.uint8)
+    label[box] = regions_to_label(probabilities[0].numpy())
     label[~brain] = 0
     return label
 
@@ -450,7 +460,7 @@ def _boxes(axes, groups: list, stages: TypingSequence, rows: list, value_of) -> 
     axes.grid(axis="y", alpha=0.3)
 
 
-def _new_figure(width: float, height: float):
+def _new_figure(width: float, height: float) -> "Figure":
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

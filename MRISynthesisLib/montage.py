@@ -11,13 +11,16 @@ same code runs in the CLI, tests and inside 3D Slicer.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import TYPE_CHECKING, Mapping, Optional
 
 import numpy as np
 import SimpleITK as sitk
 
 from .io import resample_to, same_grid
 from .sequences import SEQUENCES, parse_sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
 
 __all__ = ["save_montage", "montage_size", "tumour_centre"]
 
@@ -43,7 +46,7 @@ def _lps_array(image: sitk.Image, reference: sitk.Image, nearest: bool = False) 
     """``image`` on ``reference``'s grid, reoriented to LPS, as a float32 [z, y, x] array."""
     if not same_grid(image, reference):
         image = resample_to(image, reference, sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear)
-    return sitk.GetArrayFromImage(sitk.DICOMOrient(image, "LPS")).astype(np.float32)
+    return sitk.GetArrayFromImage(sitk.DICOMOrient(image, "LPS")).astype(np.float32, copy=False)
 
 
 def tumour_centre(mask: Optional[np.ndarray], brain: np.ndarray) -> tuple:
@@ -88,7 +91,7 @@ def _window(volume: np.ndarray, brain: np.ndarray) -> tuple:
     return float(low), float(high if high > low else low + 1.0)
 
 
-def _panel(axes, image: np.ndarray, aspect: float, **kwargs):
+def _panel(axes, image: np.ndarray, aspect: float, **kwargs) -> object:
     shown = axes.imshow(image, aspect=aspect, interpolation="bilinear", **kwargs)
     axes.set_xticks([])
     axes.set_yticks([])
@@ -153,7 +156,7 @@ def save_montage(path: str | Path, inputs: Mapping, target, ground_truth: Option
 
 
 def _draw(columns: list, arrays: dict, brain: np.ndarray, region: Optional[np.ndarray], centre: tuple,
-          box: tuple, spacing: tuple, title: str):
+          box: tuple, spacing: tuple, title: str) -> "Figure":
     """Lay out the figure: title band, 3 x len(columns) panels, colour-bar band."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

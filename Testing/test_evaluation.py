@@ -25,6 +25,7 @@ from MRISynthesisLib.models.segmenter import (
     predict_region_probabilities,
     regions_to_label,
 )
+from MRISynthesisLib.pipeline import brain_box
 from MRISynthesisLib.preprocessing import brain_mask
 from MRISynthesisLib.sequences import SEQUENCES, Sequence
 from MRISynthesisLib.weights import load_bundle, save_bundle
@@ -319,9 +320,13 @@ def test_evaluate_segments_the_completed_set(evaluated):
         ({**acquired, Sequence.T1C: synthetic}, f"{case}-t1c-segmentation.nii.gz"),
     ):
         stacked = np.stack([_zscore(volumes[s].astype(np.float32), brain) for s in SEQUENCES])
-        probabilities = predict_region_probabilities(bundle.segmenter, torch.from_numpy(stacked)[None],
-                                                     roi_size=(64, 96, 96))
-        label = regions_to_label(probabilities[0].numpy())
+        box = brain_box(brain, margin=4)  # the segmenter sees the brain's bounding box, as in the pipeline
+        cropped = np.ascontiguousarray(stacked[(slice(None),) + box])
+        roi = tuple(-(-n // 8) * 8 for n in cropped.shape[1:])
+        probabilities = predict_region_probabilities(bundle.segmenter, torch.from_numpy(cropped)[None],
+                                                     roi_size=roi)
+        label = np.zeros(brain.shape, np.uint8)
+        label[box] = regions_to_label(probabilities[0].numpy())
         label[~brain] = 0
         written = _read(out / name)
         assert np.mean(label == written) > 0.999, name
