@@ -41,6 +41,8 @@ def _common(parser: argparse.ArgumentParser, command: str) -> None:
                         "at most a tenth of the run)")
     parser.add_argument("--accumulation", type=int, default=1, help="micro-batches per optimiser step (default 1)")
     parser.add_argument("--log-every", type=int, default=10, help="log the losses every N steps (default 10)")
+    parser.add_argument("--val-targets", default=None, metavar="SEQS",
+                        help="targets validated each epoch, e.g. t1c,t2f (default all four; stage 1 and 2)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: every core; fewer can be faster on a shared machine)")
 
@@ -115,7 +117,7 @@ def _common_options(args: argparse.Namespace) -> dict:
                    batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch, device=args.device,
                    seed=args.seed, resume=args.resume, val_cases=args.val_cases, max_minutes=args.max_minutes,
                    warmup_steps=args.warmup_steps, accumulation=args.accumulation, log_every=args.log_every,
-                   cpu_threads=args.threads)
+                   cpu_threads=args.threads, val_targets=_split(args.val_targets))
     if args.lr is not None:
         options["learning_rate"] = args.lr
     return options
@@ -126,6 +128,7 @@ def _run(train, options, description: str) -> int:
     from tqdm import tqdm
 
     from .progress import terminal_progress
+    from .training.common import is_headline
 
     def echo(message: str) -> None:
         tqdm.write(message, file=sys.stderr)
@@ -134,7 +137,7 @@ def _run(train, options, description: str) -> int:
         result = train(options, progress=progress, echo=echo)
     last = result.history[-1] if result.history else {}
     headline = ", ".join(f"{k} {v:.4f}" for k, v in last.items()
-                         if isinstance(v, float) and (k == "train_total" or k.count("_") == 1 and k.startswith("val_")))
+                         if isinstance(v, float) and (k == "train_total" or is_headline(k)))
     print(f"{description}: {result.epochs_done} epochs, {result.global_step} steps"
           + (" (stopped by --max-minutes)" if result.stopped_early else "") + (f"; {headline}" if headline else ""))
     print(f"model bundle: {result.run_dir}")

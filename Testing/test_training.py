@@ -1,6 +1,7 @@
 """Training pipelines on tiny phantom cases with tiny real networks: data, losses, loops, bundles, CLI."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -423,7 +424,7 @@ def test_segmenter_and_stage2_complete_the_bundle(data_dir, tmp_path):
     assert {f"val_dice_{r}" for r in REGIONS} <= set(seg.history[0])
     assert (tmp_path / "stage1.pt").read_bytes() == stage1_bytes  # untouched: the stage-2 cache key stays valid
     options = Stage2TrainingOptions(data_dir=data_dir, run_dir=tmp_path, epochs=1, batch_size=1, steps_per_epoch=2,
-                                    refiner_config=TINY_REFINER, crop_size=(32, 32, 32), **FAST)
+                                    refiner_config=TINY_REFINER, crop_size=(32, 32, 32), val_targets=("t1n",), **FAST)
     stage2 = train_stage2(options)
     row = stage2.history[0]
     for key in ("val_ssim", "val_ssim_tumour", "val_ssim_healthy", "val_dice_WT", "val_stage1_ssim"):
@@ -433,24 +434,23 @@ def test_segmenter_and_stage2_complete_the_bundle(data_dir, tmp_path):
     assert set(manifest["metadata"]["training"]) == {"stage1", "segmenter", "refiner"}
     bundle = load_bundle(tmp_path)
     assert bundle.stages == "HF-GAN + Refiner + segmenter"
-    images = read_case(data_dir / "Phantom-00033")
-    result = pipeline.synthesize({s: images[s] for s in (T1N, T1C, T2W)}, bundle, device="cpu")
-    assert result.targets[T2F].tumour_region_source.startswith("segmenter")
     # the cached stage-1 volumes are exactly what synthesize() makes at inference
     case_id = json.loads((tmp_path / "split.json").read_text())["validation"][0]
     images = read_case(data_dir / case_id)
-    result = pipeline.synthesize({s: images[s] for s in (T1C, T2W, T2F)}, load_bundle(tmp_path / "stage1.pt"),
-                                 device="cpu")
+    result = pipeline.synthesize({s: images[s] for s in (T1C, T2W, T2F)}, bundle, device="cpu")
     torch.set_num_threads(1)  # synthesize() took every core
+    assert result.targets[T1N].tumour_region_source.startswith("segmenter")
     cached_t1n = next((tmp_path / "cache" / "stage1").glob(f"*/{case_id}__t1n__t1c-t2w-t2f.npy"))
     brain = np.load(next((tmp_path / "cache").glob(f"prepared-{SIZE}/{case_id}/brain.npy")))
     stage1 = sitk.GetArrayFromImage(result.targets[T1N].stage1) / pipeline.SYNTHETIC_SCALE
     np.testing.assert_allclose(stage1[brain], np.load(cached_t1n)[brain], atol=1e-5)
     # a second stage-2 run with the same stage-1 checkpoint reuses every cached stage-1 volume
     cached = sorted(p.name for p in (tmp_path / "cache" / "stage1").rglob("*.npy"))
-    train_stage2(options)
+    rerun = train_stage2(dataclasses.replace(options, max_minutes=1e-4))  # one step, no validation
+    assert rerun.stopped_early and rerun.global_step == 1
     assert sorted(p.name for p in (tmp_path / "cache" / "stage1").rglob("*.npy")) == cached
-    cache_lines = [line for line in (tmp_path / "train-stage2.log").read_text().splitlines() if "stage-1 cache:" in line]
+    log_lines = (tmp_path / "train-stage2.log").read_text().splitlines()
+    cache_lines = [line for line in log_lines if "stage-1 cache:" in line]
     assert len(cache_lines) == 2 and cache_lines[-1].endswith(", 0 computed")
 
 

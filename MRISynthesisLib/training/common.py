@@ -60,6 +60,7 @@ class TrainOptions:
     accumulation: int = 1
     log_every: int = 10
     cpu_threads: Optional[int] = None
+    val_targets: Optional[tuple] = None
 
     def check(self) -> None:
         """Raise :class:`TrainingError` for option values no run can use."""
@@ -474,7 +475,7 @@ class EpochTrainer:
         self.scaler.scale(loss / self.options.accumulation).backward()
 
     def _optimizer_step(self) -> None:
-        for optimizer, scheduler in self.optimizers.values():
+        for optimizer, _ in self.optimizers.values():
             self.scaler.step(optimizer)
         self.scaler.update()
         for optimizer, scheduler in self.optimizers.values():
@@ -522,7 +523,9 @@ class EpochTrainer:
             else:
                 for module in self.modules.values():
                     module.eval()
+                validation_started = time.perf_counter()
                 row.update(validate())
+                row["val_s"] = time.perf_counter() - validation_started
             self.history.append(row)
             write_metrics(Path(options.run_dir), self.kind, self.history)
             self.save()
@@ -543,7 +546,23 @@ class EpochTrainer:
         if done % self.options.log_every == 0:
             per_step = (time.perf_counter() - started) / done
             parts = " ".join(f"{k} {v:.4f}" for k, v in mean_losses(recent).items())
-            self.log(f"epoch {self.epoch + 1} step {done}/{steps} ({per_step:.2f} s/step) {parts.replace('train_', '')}")
+            parts = parts.replace("train_", "")
+            self.log(f"epoch {self.epoch + 1} step {done}/{steps} ({per_step:.2f} s/step) {parts}")
+
+
+def is_headline(key: str) -> bool:
+    """``val_ssim``, ``val_dice``...: one validation number per epoch (not per target, not a time)."""
+    return key.startswith("val_") and key.count("_") == 1 and key != "val_s"
+
+
+def validation_targets(options: TrainOptions) -> tuple:
+    """The targets validated each epoch (all four unless ``val_targets`` narrows them)."""
+    from ..sequences import SEQUENCES, parse_sequence
+
+    if not options.val_targets:
+        return SEQUENCES
+    wanted = {parse_sequence(t) for t in options.val_targets}
+    return tuple(s for s in SEQUENCES if s in wanted)
 
 
 def summary_metrics(history: list) -> dict:
@@ -556,5 +575,5 @@ def summary_metrics(history: list) -> dict:
 
 
 def _summary(row: Mapping) -> str:
-    keys = [k for k in row if k.startswith("train_total") or (k.startswith("val_") and k.count("_") == 1)]
+    keys = [k for k in row if k == "train_total" or is_headline(k)]
     return ", ".join(f"{k} {row[k]:.4f}" for k in keys if isinstance(row[k], float)) + f" ({row['epoch_s']:.0f} s)"

@@ -29,7 +29,17 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from ..io import CaseFiles, atomic_path, find_case_files, is_image_file, read_case, read_case_label, resample_to, same_grid
+from ..io import (
+    CaseFiles,
+    atomic_path,
+    find_case_files,
+    is_image_file,
+    read_case,
+    read_case_label,
+    resample_to,
+    same_grid,
+    write_text,
+)
 from ..preprocessing import ZScore, fit_zscore, intensity_encoding_value, prior_intensity
 from ..sequences import SEQUENCES, Sequence
 from .common import LogCallback, TrainingError, file_sha256
@@ -126,8 +136,6 @@ def load_or_create_split(run_dir: Path, case_ids: SequenceT[str], val_cases: Opt
                 f"--val-cases {val_cases} ignored")
         return split
     split = split_cases(case_ids, val_cases, seed)
-    from ..io import write_text
-
     write_text(json.dumps(split.to_dict(), indent=2) + "\n", path)
     if log:
         log(f"case split: {len(split.train)} training, {len(split.validation)} validation -> {path}")
@@ -292,8 +300,6 @@ def _write_prepared(case: PreparedCase, folder: Path, fingerprint: list) -> None
         np.save(folder / f"raw-{sequence.value}.npy", np.asarray(case.raw[sequence], dtype=np.float32))
     meta = {"version": PREPARED_CACHE_VERSION, "case_id": case.case_id, "sources": fingerprint,
             "spacing": list(case.spacing), "intensity": {s.value: v for s, v in case.intensity.items()}}
-    from ..io import write_text
-
     write_text(json.dumps(meta, indent=2) + "\n", folder / "meta.json")
 
 

@@ -24,7 +24,8 @@ def ssim_map(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"ssim_map: expected [B, C, H, W] or [B, C, D, H, W], got {list(prediction.shape)}")
     small = [s for s in prediction.shape[2:] if s < SSIM_KERNEL]
     if small:
-        raise ValueError(f"ssim_map: images {list(prediction.shape[2:])} are smaller than the {SSIM_KERNEL}-voxel window")
+        raise ValueError(
+            f"ssim_map: images {list(prediction.shape[2:])} are smaller than the {SSIM_KERNEL}-voxel window")
     values, _ = compute_ssim_and_cs(prediction.float(), target.float(), spatial_dims,
                                     kernel_size=[SSIM_KERNEL] * spatial_dims,
                                     kernel_sigma=[SSIM_SIGMA] * spatial_dims, data_range=1.0)

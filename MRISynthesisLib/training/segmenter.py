@@ -280,6 +280,7 @@ def train_segmenter(options: SegmenterTrainingOptions, progress: Optional[Callab
     """Train (or resume) the tumour segmenter in ``options.run_dir`` and write ``segmenter.pt``."""
     options.check()
     budget = TimeBudget(options.max_minutes)  # counts case preparation too
+    cases = find_cases(options.data_dir)  # before anything is written
     run_dir = Path(options.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(run_dir / "train-segmenter.log", echo)
@@ -298,7 +299,6 @@ def train_segmenter(options: SegmenterTrainingOptions, progress: Optional[Callab
     model.to(device)
     log(f"segmenter on {device}: {config.to_dict()}, crops {crop}, model grid {image_size}")
 
-    cases = find_cases(options.data_dir)
     split = load_or_create_split(run_dir, [c.case_id for c in cases], options.val_cases, options.seed, log)
     store = PreparedCaseStore(run_dir, image_size, log)
     by_id = {c.case_id: c for c in cases}

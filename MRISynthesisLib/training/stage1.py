@@ -50,6 +50,7 @@ from .common import (
     summary_metrics,
     training_device,
     training_state_path,
+    validation_targets,
     write_run_bundle,
 )
 from .datasets import (
@@ -195,7 +196,7 @@ def make_step(trainer: EpochTrainer, generator: HFGANGenerator, discriminator: P
 # --------------------------------------------------------------------------- validation
 
 
-def validate_stage1(generator: HFGANGenerator, cases: list, device) -> dict:
+def validate_stage1(generator: HFGANGenerator, cases: list, device, targets: tuple = SEQUENCES) -> dict:
     """SSIM (whole brain and tumour) and PSNR per target, each synthesised from the other three.
 
     Whole volumes go through the inference code (``pipeline._run_stage1``, prior-mean
@@ -206,7 +207,7 @@ def validate_stage1(generator: HFGANGenerator, cases: list, device) -> dict:
     values: dict = {}
     for case in cases:
         tumour = np.asarray(case.label) > 0
-        for target in SEQUENCES:
+        for target in targets:
             sources = [s for s in SEQUENCES if s != target]
             synthetic = stage1_volume(generator, case, target, sources, device)
             result = metrics.image_metrics(np.asarray(case.raw[target]), synthetic, case.brain,
@@ -214,8 +215,8 @@ def validate_stage1(generator: HFGANGenerator, cases: list, device) -> dict:
             for key in ("ssim", "ssim_tumour", "psnr"):
                 values.setdefault(f"val_{key}_{target.value}", []).append(result[key])
     row = {key: float(np.nanmean(v)) if not np.all(np.isnan(v)) else float("nan") for key, v in values.items()}
-    row["val_ssim"] = float(np.mean([row[f"val_ssim_{s.value}"] for s in SEQUENCES]))
-    row["val_psnr"] = float(np.mean([row[f"val_psnr_{s.value}"] for s in SEQUENCES]))
+    row["val_ssim"] = float(np.mean([row[f"val_ssim_{s.value}"] for s in targets]))
+    row["val_psnr"] = float(np.mean([row[f"val_psnr_{s.value}"] for s in targets]))
     return row
 
 
@@ -227,18 +228,19 @@ def train_stage1(options: Stage1TrainingOptions, progress: Optional[Callable[[fl
     """Train (or resume) the stage-1 generator in ``options.run_dir`` and write the bundle's ``stage1.pt``."""
     options.check()
     budget = TimeBudget(options.max_minutes)  # counts case preparation too
+    cases = find_cases(options.data_dir)  # before anything is written
+    preset = None if options.resume else options.generator_config()
     run_dir = Path(options.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(run_dir / "train-stage1.log", echo)
     device = training_device(options)
     rng = seed_everything(options.seed)
     state = load_training_state(training_state_path(run_dir, "stage1"), "stage1") if options.resume else None
-    config = HFGANConfig.from_dict(state["config"]["generator"]) if state else options.generator_config()
+    config = HFGANConfig.from_dict(state["config"]["generator"]) if state else preset
     d_config = (DiscriminatorConfig.from_dict(state["config"]["discriminator"]) if state
                 else options.discriminator_for(config))
     log(f"stage 1 on {device}: generator {config.to_dict()}, discriminator {d_config.to_dict()}")
 
-    cases = find_cases(options.data_dir)
     split = load_or_create_split(run_dir, [c.case_id for c in cases], options.val_cases, options.seed, log)
     store = PreparedCaseStore(run_dir, config.image_size, log)
     by_id = {c.case_id: c for c in cases}
@@ -254,9 +256,9 @@ def train_stage1(options: Stage1TrainingOptions, progress: Optional[Callable[[fl
     log(f"{len(sampler.index)} training slices with >= {options.min_brain_area_mm2:g} mm^2 of brain; "
         f"{steps} steps of {options.batch_size} per epoch")
     g_opt = make_optimizer(generator.parameters(), options.learning_rate, options.weight_decay, total_updates,
-                           warmup, betas=(0.5, 0.999))
+                           warmup)
     d_opt = make_optimizer(discriminator.parameters(), options.learning_rate * options.discriminator_lr_ratio,
-                           options.weight_decay, total_updates, warmup, betas=(0.5, 0.999))
+                           options.weight_decay, total_updates, warmup)
     trainer = EpochTrainer("stage1", options, {"generator": generator, "discriminator": discriminator},
                            {"generator": g_opt, "discriminator": d_opt}, device, rng, log, progress,
                            config={"generator": config.to_dict(), "discriminator": d_config.to_dict(),
@@ -265,7 +267,8 @@ def train_stage1(options: Stage1TrainingOptions, progress: Optional[Callable[[fl
     if state:
         trainer.restore(state)
     step = make_step(trainer, generator, discriminator, options.loss_weights)
-    result = trainer.run(steps, sampler.epoch, step, lambda: validate_stage1(generator, val_cases, device))
+    targets = validation_targets(options)
+    result = trainer.run(steps, sampler.epoch, step, lambda: validate_stage1(generator, val_cases, device, targets))
     generator.eval()
     info = {"epochs": result.epochs_done, "steps": result.global_step, "config": options.config,
             "image_size": config.image_size, "train_cases": len(split.train),

@@ -30,6 +30,7 @@ from monai.losses import DiceLoss
 from .. import metrics
 from ..models.refiner import Refiner, RefinerConfig
 from ..models.segmenter import label_to_regions
+from ..preprocessing import fit_zscore
 from ..sequences import SEQUENCES
 from .common import (
     EpochTrainer,
@@ -45,6 +46,7 @@ from .common import (
     summary_metrics,
     training_device,
     training_state_path,
+    validation_targets,
     write_run_bundle,
 )
 from .datasets import (
@@ -110,7 +112,7 @@ def stage2_batch(cases: SequenceT[PreparedCase], cache: Stage1OutputCache, batch
         stage1 = cache.get(case, target, sources)
         box = crop_box(case.brain.shape, crop, random_centre(case, rng, tumour_fraction))
         brain = take_crop(case.brain, box, crop, fill=0).astype(bool)
-        stage1_zscore = _fit_stage1_zscore(stage1, case)
+        stage1_zscore = fit_zscore(stage1, case.brain)  # whole volume, as pipeline._run_stage2
         fields["stage1"].append(stage1_zscore.forward(take_crop(stage1, box, crop), brain)[None])
         fields["truth"].append(stage1_zscore.forward(take_crop(case.unit(target), box, crop), brain)[None])
         acquired = np.stack([case.zscored_crop(s, box, crop) for s in SEQUENCES])
@@ -125,12 +127,6 @@ def stage2_batch(cases: SequenceT[PreparedCase], cache: Stage1OutputCache, batch
     batch["target"] = SEQUENCES.index(target)
     batch["sources"] = [SEQUENCES.index(s) for s in sources]
     return batch
-
-
-def _fit_stage1_zscore(stage1: np.ndarray, case: PreparedCase):
-    from ..preprocessing import fit_zscore
-
-    return fit_zscore(stage1, case.brain)
 
 
 def stage2_batches(cases: SequenceT[PreparedCase], cache: Stage1OutputCache, batch_size: int, crop: tuple,
@@ -172,7 +168,7 @@ def batch_to_device(batch: dict, device) -> dict:
 
 
 def validate_stage2(refiner: Refiner, segmenter, cache: Stage1OutputCache, cases: SequenceT[PreparedCase],
-                    device) -> dict:
+                    device, targets: tuple = SEQUENCES) -> dict:
     """Whole-volume refinement of every target from the other three, with the pipeline code.
 
     Reports SSIM over the brain, tumour and healthy region and the segmenter's WT/TC/ET Dice on
@@ -187,7 +183,7 @@ def validate_stage2(refiner: Refiner, segmenter, cache: Stage1OutputCache, cases
     values: dict = {}
     for case in cases:
         tumour = np.asarray(case.label) > 0
-        for target in SEQUENCES:
+        for target in targets:
             sources = [s for s in SEQUENCES if s != target]
             stage1 = np.asarray(cache.get(case, target, sources))
             refined = _run_stage2(case, bundle, target, sources, stage1, device, None, None, None, [])
@@ -243,6 +239,7 @@ def train_stage2(options: Stage2TrainingOptions, progress: Optional[Callable[[fl
 
     options.check()
     budget = TimeBudget(options.max_minutes)  # counts case preparation too
+    cases = find_cases(options.data_dir)  # before anything is written
     run_dir = Path(options.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(run_dir / "train-stage2.log", echo)
@@ -259,7 +256,6 @@ def train_stage2(options: Stage2TrainingOptions, progress: Optional[Callable[[fl
     crop = crop_size_for(options.crop_size, config.downsample_factor)
     log(f"stage 2 on {device}: refiner {config.to_dict()}, crops {crop}, stage 1 {stage1_path}")
 
-    cases = find_cases(options.data_dir)
     split = load_or_create_split(run_dir, [c.case_id for c in cases], options.val_cases, options.seed, log)
     store = PreparedCaseStore(run_dir, generator.config.image_size, log)
     by_id = {c.case_id: c for c in cases}
@@ -289,7 +285,8 @@ def train_stage2(options: Stage2TrainingOptions, progress: Optional[Callable[[fl
         return record
 
     result = trainer.run(steps, stage2_batches(train_cases, cache, options.batch_size, crop, options.tumour_fraction),
-                         step, lambda: validate_stage2(refiner, segmenter, cache, val_cases, device))
+                         step, lambda: validate_stage2(refiner, segmenter, cache, val_cases, device,
+                                                          validation_targets(options)))
     log(f"stage-1 cache: {cache.hits} reused, {cache.misses} computed")
     refiner.eval()
     info = {"epochs": result.epochs_done, "steps": result.global_step, "crop_size": list(crop),
