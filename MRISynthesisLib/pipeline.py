@@ -238,7 +238,7 @@ def synthesize(
     stage1_unit: dict = {}
     for index, (target, sources) in enumerate(plan.items()):
         low, high = 0.05 + 0.8 * index / n_targets, 0.05 + 0.8 * (index + 1) / n_targets
-        value = _target_intensity(intensity, target)
+        value = _target_intensity(intensity, target, getattr(bundle.stage1, "intensity_priors", None))
         tick = time.perf_counter()
         stage1 = _run_stage1(prepared, bundle, target, sources, value, torch_device, stage1_options,
                              scaled(report, low, low + (high - low) * 0.5), cancel, messages)
@@ -291,16 +291,16 @@ def synthesize(
     )
 
 
-def _target_intensity(intensity, target: Sequence) -> float:
-    """The intensity-encoding value for ``target`` (prior mean unless asked otherwise)."""
+def _target_intensity(intensity, target: Sequence, priors=None) -> float:
+    """The intensity-encoding value for ``target`` (the model's prior mean unless asked otherwise)."""
     if isinstance(intensity, Mapping):
         intensity = intensity.get(target, intensity.get(target.value))
     if intensity is None or intensity == "mean":
-        return prior_intensity(target)
+        return prior_intensity(target, priors=priors)
     if isinstance(intensity, str):
         text = intensity.strip().lower().replace("σ", "sigma")
         if text.endswith("sigma"):
-            return prior_intensity(target, float(text[: -len("sigma")] or 1.0))
+            return prior_intensity(target, float(text[: -len("sigma")] or 1.0), priors)
         intensity = float(text)
     value = float(intensity)
     if not 0.0 <= value <= 1.0:

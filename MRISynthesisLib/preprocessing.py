@@ -107,10 +107,32 @@ def intensity_encoding_value(scaled: np.ndarray, mask: np.ndarray) -> float:
     return float(np.median(values))
 
 
-def prior_intensity(sequence: Sequence, k_sigma: float = 0.0) -> float:
-    """Inference intensity: prior mean of ``sequence`` plus ``k_sigma`` standard deviations."""
-    mean, std = INTENSITY_PRIORS[sequence]
+def prior_intensity(sequence: Sequence, k_sigma: float = 0.0,
+                    priors: Mapping[Sequence, tuple[float, float]] | None = None) -> float:
+    """Inference intensity: prior mean of ``sequence`` plus ``k_sigma`` standard deviations.
+
+    ``priors`` are the model's own (measured on its training data, stored in its checkpoint);
+    the default is the paper's BraTS table.
+    """
+    mean, std = (priors or INTENSITY_PRIORS)[sequence]
     return float(np.clip(mean + k_sigma * std, 0.0, 1.0))
+
+
+def estimate_intensity_priors(values: Iterable[Mapping[Sequence, float]]) -> dict[Sequence, tuple[float, float]]:
+    """Normal prior (mean, std) of each sequence's intensity-encoding value over training cases.
+
+    The paper precomputes this distribution on its training set; a model trained on other
+    data (another cohort, the phantoms) must carry its own, or inference conditions it on
+    an intensity level it never saw.
+    """
+    collected: dict[Sequence, list[float]] = {}
+    for case in values:
+        for sequence, value in case.items():
+            collected.setdefault(sequence, []).append(float(value))
+    priors = dict(INTENSITY_PRIORS)
+    for sequence, samples in collected.items():
+        priors[sequence] = (float(np.mean(samples)), float(np.std(samples)))
+    return priors
 
 
 # --------------------------------------------------------------------------- stage 2 z-score

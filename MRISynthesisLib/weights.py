@@ -53,7 +53,8 @@ def save_checkpoint(path: str | Path, kind: str, model: Any, provenance: Mapping
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "sequence_order": [s.value for s in _model_order(model)],
         "normalisation": dict(STAGE1_NORMALISATION),
-        "intensity_priors": {s.value: list(v) for s, v in INTENSITY_PRIORS.items()},
+        "intensity_priors": {s.value: list(v) for s, v in
+                             (getattr(model, "intensity_priors", None) or INTENSITY_PRIORS).items()},
         "provenance": _jsonable(dict(provenance or {})),
     }
     payload.update(_jsonable(dict(extra or {})))
@@ -116,6 +117,9 @@ def build_model(payload: Mapping[str, Any], path: str | Path) -> Any:
         else:
             raise CheckpointError(f"{path}: unknown checkpoint kind {kind!r}")
         model.load_state_dict(payload["state_dict"], strict=True)
+        if kind == "stage1" and payload.get("intensity_priors"):
+            model.intensity_priors = {Sequence(k): (float(v[0]), float(v[1]))
+                                      for k, v in payload["intensity_priors"].items()}
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError) as error:

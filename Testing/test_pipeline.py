@@ -236,3 +236,12 @@ def test_stage1_fast_path_equals_naive_path():
     last = run_stage1(generator, channels, [0, 1, 2], 3, 0.24, brain_slices, device,
                       Stage1Options(batch_size=2, channels_last=True))
     np.testing.assert_allclose(last, fast, atol=1e-4)
+
+
+def test_default_intensity_is_the_bundle_prior_mean(case):
+    generator = tiny_generator()
+    generator.intensity_priors = {**generator.intensity_priors, T1C: (0.61, 0.05)}
+    bundle = ModelBundle(name="priors", stage1=generator)
+    assert synthesize(_inputs(case), bundle, device="cpu").targets[T1C].intensity == pytest.approx(0.61)
+    sigma = synthesize(_inputs(case), bundle, device="cpu", intensity="-2sigma").targets[T1C].intensity
+    assert sigma == pytest.approx(0.51)

@@ -106,3 +106,18 @@ def test_wrong_kind_and_bad_manifest(tmp_path):
         weights.load_bundle(tmp_path / "x.pt")
     with pytest.raises(CheckpointError, match="no such model file, folder or catalogue bundle"):
         weights.load_bundle("no-such-bundle-name")
+
+
+def test_intensity_priors_travel_with_the_generator(tmp_path):
+    from MRISynthesisLib.preprocessing import INTENSITY_PRIORS
+    from MRISynthesisLib.sequences import Sequence
+
+    torch.manual_seed(6)
+    generator = HFGANGenerator(TINY)
+    assert generator.intensity_priors == INTENSITY_PRIORS  # the paper's BraTS table by default
+    measured = {**INTENSITY_PRIORS, Sequence.T1C: (0.4459, 0.1245)}
+    generator.intensity_priors = measured
+    path = weights.save_checkpoint(tmp_path / "g.pt", "stage1", generator)
+    loaded = weights.load_bundle(path).stage1
+    assert loaded.intensity_priors[Sequence.T1C] == pytest.approx((0.4459, 0.1245))
+    assert loaded.intensity_priors[Sequence.T2W] == pytest.approx(INTENSITY_PRIORS[Sequence.T2W])

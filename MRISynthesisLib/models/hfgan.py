@@ -504,6 +504,9 @@ class HFGANGenerator(nn.Module):
         self.encoder = HybridFusionEncoder(self.config)
         self.decoder = ConvDecoder(self.config)
         self.middle = ModalityInfuser(self.config)
+        #: Intensity-encoding prior per sequence (mean, std); training replaces the paper's
+        #: BraTS table with its own data's, and checkpoints store it.
+        self.intensity_priors: Dict[Sequence, Tuple[float, float]] = dict(INTENSITY_PRIORS)
 
     @property
     def modality_order(self) -> Tuple[Sequence, ...]:

@@ -509,7 +509,8 @@ def stage1_volume(generator, case: PreparedCase, target: Sequence, sources: Sequ
     from ..weights import ModelBundle
 
     bundle = ModelBundle(name="training", stage1=generator)
-    return _run_stage1(case, bundle, target, list(sources), prior_intensity(target), device, None, None, None, [])
+    intensity = prior_intensity(target, priors=generator.intensity_priors)
+    return _run_stage1(case, bundle, target, list(sources), intensity, device, None, None, None, [])
 
 
 class Stage1OutputCache:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from .. import metrics
 from ..models.discriminator import DiscriminatorConfig, PatchDiscriminator
 from ..models.hfgan import HFGANConfig, HFGANGenerator
+from ..preprocessing import estimate_intensity_priors
 from ..sequences import SEQUENCES
 from .common import (
     EpochTrainer,
@@ -248,6 +249,8 @@ def train_stage1(options: Stage1TrainingOptions, progress: Optional[Callable[[fl
     val_cases = store.get_all([by_id[i] for i in split.validation])
 
     generator = HFGANGenerator(config).to(device)
+    # Inference conditions on the prior of the training data's median intensities (paper 2.1).
+    generator.intensity_priors = estimate_intensity_priors(case.intensity for case in train_cases)
     discriminator = PatchDiscriminator(d_config).to(device)
     sampler = SliceSampler(train_cases, generator.modality_order, options.batch_size, options.min_brain_area_mm2)
     steps = options.steps_per_epoch or sampler.full_epoch_steps
