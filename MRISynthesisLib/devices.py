@@ -47,14 +47,25 @@ def available_cpu_cores() -> int:
     return max(1, cores)
 
 
+def requested_cpu_threads() -> Optional[int]:
+    """The thread count asked for with the ``OMP_NUM_THREADS`` environment variable, if valid."""
+    try:
+        value = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
 def configure_cpu_threads(threads: Optional[int] = None) -> int:
-    """Let torch use every available core and no more (or ``threads``); returns the thread count.
+    """Let torch use ``threads``, else ``OMP_NUM_THREADS``, else every available core; returns the count.
 
     More threads than cores only makes the threads wait for each other.
     """
     import torch
 
-    count = available_cpu_cores() if threads is None else int(threads)
+    if threads is None:
+        threads = requested_cpu_threads() or available_cpu_cores()
+    count = int(threads)
     if count < 1:
         raise DeviceError(f"CPU thread count must be at least 1, got {count}")
     if torch.get_num_threads() != count:

@@ -6,9 +6,8 @@ error they retry with half the batch, and once a single slice (window) does not 
 continue on the fallback device (the CPU) with a log line instead of crashing.
 
 The stage-1 fast path (the default :class:`Stage1Options`) batches slices, skips slices
-without brain, runs under ``torch.inference_mode``, uses channels-last tensors on the CPU
-(measured faster there, see ``benchmarks/``) and bf16/fp16 autocast on CUDA.
-:meth:`Stage1Options.naive` is the baseline the benchmarks compare against.
+without brain, runs under ``torch.inference_mode`` and, on CUDA, under bf16/fp16 autocast.
+:meth:`Stage1Options.naive` is the baseline the benchmarks compare against (``benchmarks/``).
 """
 from __future__ import annotations
 
@@ -24,19 +23,22 @@ from .progress import ProgressCallback
 
 LogCallback = Callable[[str], None]
 
-#: Stage-1 slices per batch on the CPU: measured best on 2 cores (benchmarks/run.py --sweep-batch).
-CPU_STAGE1_BATCH = 4
-#: Channels-last memory format for stage 1 on the CPU: measured faster (oneDNN needs no reorders).
-CPU_CHANNELS_LAST = True
+#: On the CPU a stage-1 batch is as large as possible while its largest activation (``dim`` feature
+#: maps of a whole slice, float32) stays within this size: glibc reuses freed blocks up to 32 MiB,
+#: larger ones come back as fresh pages faulted in on every batch, which was measured to cost
+#: more than batching gains (paper model: 2 slices per batch; demo model: the cap).
+CPU_BATCH_ACTIVATION_BYTES = 32 * 1024**2
+CPU_MAX_STAGE1_BATCH = 16
 #: Upper bounds for automatic batch sizes on CUDA.
 MAX_CUDA_STAGE1_BATCH = 64
 MAX_CUDA_WINDOW_BATCH = 4
 #: Share of the free GPU memory an automatic batch may plan to use (the rest is margin).
 CUDA_MEMORY_SHARE = 0.6
-#: Peak float32 activation memory of one stage-1 slice, in units of ``dim * image_size**2 * 4`` bytes
-#: (measured on the CPU for the paper and small configurations; autocast on CUDA needs less).
-STAGE1_ACTIVATION_FACTOR = 24.0
-#: Peak float32 activation memory of one refiner window, in units of ``channels * roi voxels * 4`` bytes.
+#: Peak float32 activation memory of one more stage-1 slice in a batch, in units of
+#: ``dim * image_size**2 * 4`` bytes: measured 7-9 on the CPU (paper and small models), with margin.
+STAGE1_ACTIVATION_FACTOR = 12.0
+#: Peak float32 activation memory of one refiner window, in units of ``channels * roi voxels * 4``
+#: bytes: measured 11.7 on the CPU (paper model, 128^3 window).
 REFINER_ACTIVATION_FACTOR = 12.0
 
 
@@ -139,17 +141,20 @@ def _is_compiler_error(error: BaseException) -> bool:
 class Stage1Options:
     """How stage 1 runs: the fast path by default; :meth:`naive` is the benchmark baseline.
 
-    ``batch_size``: slices per batch (``None``: :data:`CPU_STAGE1_BATCH` on the CPU, from
-    free memory on CUDA). ``channels_last``: ``None`` chooses per device (on for the CPU,
-    where it was measured faster). ``autocast``: bf16/fp16 on CUDA only; the CPU always
-    runs float32. ``compile``: ``torch.compile`` the generator (falls back to eager with a
-    log line when compilation fails).
+    ``batch_size``: slices per batch (``None``: :func:`cpu_batch_size` on the CPU, from
+    free memory on CUDA). ``channels_last``: off by default: on the CPU it is ~10 % faster
+    only because PyTorch's channels-last GroupNorm kernel computes the variance in one
+    pass, which loses precision on slices that are mostly constant background (errors up
+    to 1e-2 measured); with an exact GroupNorm it is slower. ``autocast``: bf16/fp16 on
+    CUDA only; the CPU always runs float32 (bf16 was measured slower on the CPU).
+    ``compile``: ``torch.compile`` the generator (falls back to eager with a log line when
+    compilation fails; compiling costs more than it saves for one case on a CPU).
     """
 
     batch_size: Optional[int] = None
     skip_empty_slices: bool = True
     inference_mode: bool = True
-    channels_last: Optional[bool] = None
+    channels_last: bool = False
     autocast: bool = True
     compile: bool = False
 
@@ -163,24 +168,24 @@ class Stage1Options:
         return cls(batch_size=1, skip_empty_slices=False, inference_mode=False, channels_last=False,
                    autocast=False, compile=False)
 
-    def uses_channels_last(self, device) -> bool:
-        """Whether channels-last applies on ``device`` (an explicit choice wins)."""
-        if self.channels_last is not None:
-            return bool(self.channels_last)
-        return device.type == "cpu" and CPU_CHANNELS_LAST
-
 
 def stage1_bytes_per_slice(config) -> float:
     """Estimated peak float32 activation bytes of one slice through an HF-GAN of ``config``."""
     return STAGE1_ACTIVATION_FACTOR * config.dim * config.image_size ** 2 * 4
 
 
+def cpu_batch_size(config) -> int:
+    """Stage-1 slices per batch on the CPU for an HF-GAN of ``config`` (see :data:`CPU_BATCH_ACTIVATION_BYTES`)."""
+    largest = config.dim * config.image_size ** 2 * 4
+    return int(max(1, min(CPU_MAX_STAGE1_BATCH, CPU_BATCH_ACTIVATION_BYTES // largest)))
+
+
 def auto_batch_size(device, generator) -> int:
-    """Slices per batch: :data:`CPU_STAGE1_BATCH` on the CPU, on CUDA what fits in the free memory."""
+    """Slices per batch: :func:`cpu_batch_size` on the CPU, on CUDA what fits in the free memory."""
     import torch
 
     if device.type != "cuda":
-        return CPU_STAGE1_BATCH
+        return cpu_batch_size(generator.config)
     free, _ = torch.cuda.mem_get_info(device)
     return batch_for_memory(free, stage1_bytes_per_slice(generator.config), MAX_CUDA_STAGE1_BATCH)
 
@@ -235,7 +240,7 @@ def run_stage1(
     fallback = default_fallback(device) if fallback_device is None else torch.device(fallback_device)
     backoff = MemoryBackoff("stage 1", "slices", device, options.batch_size or auto_batch_size(device, generator),
                             fallback, auto_batch_size(fallback, generator) if fallback is not None else 1, log)
-    channels_last = options.uses_channels_last(device)
+    channels_last = bool(options.channels_last)
     with _evaluating(generator, channels_last):
         model, placed = generator, None
         compile_model = options.compile
@@ -309,18 +314,28 @@ class Stage2Options:
     ``overlap``: 0.25 on the CPU (fewest windows), 0.5 on CUDA (smoother seams, cheap
     there). ``sw_batch_size``: windows per batch, 1 on the CPU (bounded memory: one
     window's activations at a time), on CUDA what fits in the free memory.
+    ``single_window_ratio``: a volume whose size, rounded up to the U-Net's multiple, has at
+    most this many times the voxels of ``roi_size`` is refined as one window (no seams,
+    and fewer voxels than two overlapping windows); 0 always slides ``roi_size`` windows.
+    ``slab``: the cross-attention steps run on slabs of this many slices (the same numbers,
+    a fraction of the memory, see :func:`slab_refiner`); 0 runs the refiner as it is.
     """
 
     roi_size: tuple[int, int, int] = (128, 128, 128)
     overlap: Optional[float] = None
     sw_batch_size: Optional[int] = None
     autocast: bool = True
+    single_window_ratio: float = 1.25
+    slab: int = 16
 
     def __post_init__(self) -> None:
         if self.overlap is not None and not 0.0 <= float(self.overlap) < 1.0:
             raise InferenceOptionsError(f"Stage2Options.overlap must be in [0, 1), got {self.overlap!r}")
         if self.sw_batch_size is not None and int(self.sw_batch_size) < 1:
             raise InferenceOptionsError(f"Stage2Options.sw_batch_size must be >= 1 or None, got {self.sw_batch_size!r}")
+        if self.slab < 0 or self.single_window_ratio < 0:
+            raise InferenceOptionsError(
+                f"Stage2Options.slab and single_window_ratio must be >= 0, got {self.slab!r}, {self.single_window_ratio!r}")
 
     def overlap_for(self, device) -> float:
         """The window overlap on ``device``."""
@@ -346,9 +361,51 @@ def auto_window_batch(device, refiner, roi: tuple) -> int:
 
 
 def refiner_roi(options: Stage2Options, shape: tuple, factor: int) -> tuple:
-    """Window size: at most ``options.roi_size``, no larger than the volume rounded up to ``factor``,
-    and at least ``2 * factor`` so the U-Net bottleneck keeps more than one voxel."""
-    return tuple(max(2 * factor, min(int(r), _round_up(int(s), factor))) for r, s in zip(options.roi_size, shape))
+    """Window size for a volume of ``shape``: the whole volume (rounded up to ``factor``) when it
+    is at most ``options.single_window_ratio`` ROIs, else at most ``options.roi_size`` and no
+    larger than the rounded-up volume; always at least ``2 * factor`` per side so the U-Net
+    bottleneck keeps more than one voxel (smaller volumes are zero-padded)."""
+    whole = tuple(max(2 * factor, _round_up(int(s), factor)) for s in shape)
+    if np.prod(whole, dtype=float) <= options.single_window_ratio * np.prod(options.roi_size, dtype=float):
+        return whole
+    return tuple(max(2 * factor, min(int(r), w)) for r, w in zip(options.roi_size, whole))
+
+
+def slab_refiner(refiner, slab: int):
+    """A module that computes exactly what ``refiner`` computes, with less memory.
+
+    Each cross-attention step (LayerNorm, Q/K/V, ``exp(-|Q-K|) * V``, 1x1x1 feed-forward)
+    acts on every voxel on its own, so it is run slab by slab along depth and written back
+    in place: its temporaries then cover ``slab`` slices instead of the whole window. For
+    the paper refiner on a 128^3 window this lowers the peak from ~12.5 to ~9 feature
+    volumes of 0.5 GiB. Encoders, decoder and head run as in :meth:`Refiner.forward_in_order`
+    (a test checks both give the same output).
+    """
+    from torch import nn
+
+    from .models.refiner import _pair_key, sequence_index
+    from .sequences import SEQUENCES
+
+    class SlabRefiner(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.refiner = refiner
+            self.config = refiner.config
+            self.train(refiner.training)  # refine_volume restores this flag on the refiner afterwards
+
+        def forward(self, stage1, inputs, target, order):
+            model, target_index = self.refiner, sequence_index(target)
+            features = model.encoders[SEQUENCES[target_index].value](stage1)
+            for source in (sequence_index(s) for s in order):
+                source_features = model.encoders[SEQUENCES[source].value](inputs[:, source:source + 1])
+                block = model.attention[_pair_key(target_index, source)]
+                for start in range(0, features.shape[2], slab):
+                    part = slice(start, start + slab)
+                    features[:, :, part] = block(features[:, :, part], source_features[:, :, part])
+                del source_features
+            return stage1 + model.head(model.decoder(features))
+
+    return SlabRefiner()
 
 
 def run_refiner(
@@ -390,12 +447,13 @@ def run_refiner(
         if progress:
             progress(fraction, "stage 2: refining")
 
+    model = slab_refiner(refiner, options.slab) if options.slab else refiner
     while True:
         check_cancel(cancel)
         try:
             refiner.to(backoff.device)
             with _autocast(backoff.device, options.autocast):
-                refined = refine_volume(refiner, stage1_t, inputs_t, target, available, roi_size=roi,
+                refined = refine_volume(model, stage1_t, inputs_t, target, available, roi_size=roi,
                                         overlap=overlap, sw_batch_size=backoff.batch, device=backoff.device,
                                         output_device="cpu", progress=window_progress)
             return refined[0, 0].float().numpy()

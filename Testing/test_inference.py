@@ -28,12 +28,23 @@ from MRISynthesisLib.inference import (
     refiner_roi,
     run_refiner,
     run_stage1,
+    slab_refiner,
 )
 from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANGenerator
 from MRISynthesisLib.models.refiner import Refiner, RefinerConfig, refine_volume
 
 CPU = torch.device("cpu")
 ROOMY = torch.device("cpu", 0)  # the fallback device of the simulated small device
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks gain nothing from threads, and on a shared machine threads waiting for each other
+    make them ten times slower; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def tiny_generator(seed: int = 0) -> HFGANGenerator:
@@ -54,12 +65,16 @@ def tiny_refiner(seed: int = 0) -> Refiner:
 
 
 def stage1_case(depth: int = 9, seed: int = 0):
-    """Channels [Z, 4, 32, 32] in [-1, 1] with an empty first and last slice, and the brain slices."""
+    """Channels [Z, 4, 32, 32] like real inputs: background -1, a brain disc that grows towards the middle
+    slices (the first and last slice have none), textured values inside; and the brain slices."""
     rng = np.random.default_rng(seed)
-    channels = rng.uniform(-1, 1, size=(depth, 4, 32, 32)).astype(np.float32)
-    brain = np.ones(depth, dtype=bool)
-    brain[[0, depth - 1]] = False
-    channels[~brain] = -1.0
+    channels = np.full((depth, 4, 32, 32), -1.0, dtype=np.float32)
+    yy, xx = np.mgrid[:32, :32]
+    radius = 13.0 * np.sin(np.pi * np.arange(depth) / (depth - 1))
+    for z in range(depth):
+        disc = (yy - 15.5) ** 2 + (xx - 16.5) ** 2 < radius[z] ** 2
+        channels[z][:, disc] = rng.uniform(-0.6, 1.0, size=(4, int(disc.sum())))
+    brain = channels.reshape(depth, -1).max(axis=1) > -1.0
     return channels, brain
 
 
@@ -88,32 +103,33 @@ class _SmallDevice:
             raise _oom(f"batch {batch}")
 
 
-class SmallDeviceGenerator(_SmallDevice, nn.Module):
-    """A real generator on a simulated small device that holds ``limit`` slices per batch."""
+class SmallDeviceGenerator(_SmallDevice, HFGANGenerator):
+    """A real tiny generator on a simulated small device that holds ``limit`` slices per batch."""
 
-    def __init__(self, inner: HFGANGenerator, limit: Optional[int]) -> None:
-        super().__init__()
-        self.inner = inner
-        self.config = inner.config
+    def __init__(self, limit: Optional[int], seed: int = 0) -> None:
+        super().__init__(tiny_generator(seed).config)
+        self.load_state_dict(tiny_generator(seed).state_dict())
+        self.eval()
         self._setup_limit(limit)
 
     def forward(self, x, available, target, intensity):
         self._check_memory(x.shape[0])
-        return self.inner(x, available, target, intensity)
+        return super().forward(x, available, target, intensity)
 
 
-class SmallDeviceRefiner(_SmallDevice, nn.Module):
-    """A real refiner on a simulated small device that holds ``limit`` windows per batch."""
+class SmallDeviceRefiner(_SmallDevice, Refiner):
+    """A real tiny refiner on a simulated small device that holds ``limit`` windows per batch.
 
-    def __init__(self, inner: Refiner, limit: Optional[int]) -> None:
-        super().__init__()
-        self.inner = inner
-        self.config = inner.config
+    The check sits in front of every encoder, so it fires on any path through the refiner.
+    """
+
+    def __init__(self, limit: Optional[int], seed: int = 0) -> None:
+        super().__init__(RefinerConfig(channels=4))
+        self.load_state_dict(tiny_refiner(seed).state_dict())
+        self.eval()
         self._setup_limit(limit)
-
-    def forward(self, stage1, inputs, target, available):
-        self._check_memory(stage1.shape[0])
-        return self.inner(stage1, inputs, target, available)
+        for encoder in self.encoders.values():
+            encoder.register_forward_pre_hook(lambda module, args: self._check_memory(args[0].shape[0]))
 
 
 class FailingGenerator(SmallDeviceGenerator):
@@ -136,8 +152,8 @@ def _run(generator, options, channels=None, brain=None, **kwargs):
 @pytest.mark.parametrize("options", [
     Stage1Options(),
     Stage1Options(batch_size=1),
-    Stage1Options(batch_size=3, channels_last=True),
-    Stage1Options(batch_size=5, channels_last=False),
+    Stage1Options(batch_size=3),
+    Stage1Options(batch_size=5, inference_mode=False),
     Stage1Options(batch_size=64),
 ])
 def test_stage1_fast_paths_equal_the_naive_path(options):
@@ -152,7 +168,7 @@ def test_stage1_fast_paths_equal_the_naive_path(options):
 
 
 def test_stage1_naive_path_runs_every_slice_alone_and_fast_path_batches():
-    generator = SmallDeviceGenerator(tiny_generator(), limit=None)
+    generator = SmallDeviceGenerator(limit=None)
     channels, brain = stage1_case(depth=9)
     _run(generator, Stage1Options.naive(), channels, brain)
     assert generator.batches == [1] * 9
@@ -197,7 +213,7 @@ def test_options_reject_impossible_values():
 
 
 def test_stage1_halves_the_batch_on_out_of_memory():
-    generator = SmallDeviceGenerator(tiny_generator(), limit=2)
+    generator = SmallDeviceGenerator(limit=2)
     channels, brain = stage1_case()
     expected = _run(tiny_generator(), Stage1Options.naive(), channels, brain)
     lines: list[str] = []
@@ -209,7 +225,7 @@ def test_stage1_halves_the_batch_on_out_of_memory():
 
 
 def test_stage1_falls_back_when_one_slice_does_not_fit():
-    generator = SmallDeviceGenerator(tiny_generator(), limit=0)
+    generator = SmallDeviceGenerator(limit=0)
     channels, brain = stage1_case()
     expected = _run(tiny_generator(), Stage1Options.naive(), channels, brain)
     lines: list[str] = []
@@ -221,7 +237,7 @@ def test_stage1_falls_back_when_one_slice_does_not_fit():
 
 
 def test_stage1_out_of_memory_with_nowhere_to_go_is_raised():
-    generator = SmallDeviceGenerator(tiny_generator(), limit=0)
+    generator = SmallDeviceGenerator(limit=0)
     lines: list[str] = []
     with pytest.raises(torch.cuda.OutOfMemoryError):
         _run(generator, Stage1Options(batch_size=2), log=lines.append)  # CPU: no fallback by default
@@ -230,7 +246,7 @@ def test_stage1_out_of_memory_with_nowhere_to_go_is_raised():
 
 
 def test_stage1_other_errors_are_not_retried():
-    generator = FailingGenerator(tiny_generator(), limit=None)
+    generator = FailingGenerator(limit=None)
     lines: list[str] = []
     with pytest.raises(ValueError, match="broken weights"):
         _run(generator, Stage1Options(batch_size=4), log=lines.append, fallback_device=ROOMY)
@@ -253,7 +269,7 @@ def test_refiner_backs_off_then_falls_back_and_matches_the_direct_run():
     options = Stage2Options(roi_size=(32, 32, 32), overlap=0.25, sw_batch_size=2)
     reference = refine_volume(tiny_refiner(), torch.from_numpy(stage1)[None, None], torch.from_numpy(inputs)[None],
                               1, [0, 2, 3], roi_size=(32, 32, 32), overlap=0.25, sw_batch_size=1)[0, 0].numpy()
-    refiner = SmallDeviceRefiner(tiny_refiner(), limit=0)
+    refiner = SmallDeviceRefiner(limit=0)
     lines: list[str] = []
     out = run_refiner(refiner, stage1, inputs, 1, [0, 2, 3], CPU, options, log=lines.append, fallback_device=ROOMY)
     np.testing.assert_allclose(out, reference, atol=1e-5, rtol=0)
@@ -268,7 +284,7 @@ def test_refiner_window_batch_halves_and_blends_the_same():
     lines: list[str] = []
     one = run_refiner(tiny_refiner(), stage1, inputs, 1, [0, 2, 3], CPU,
                       Stage2Options(roi_size=(32, 32, 32), sw_batch_size=1))
-    limited = SmallDeviceRefiner(tiny_refiner(), limit=1)
+    limited = SmallDeviceRefiner(limit=1)
     out = run_refiner(limited, stage1, inputs, 1, [0, 2, 3], CPU, Stage2Options(roi_size=(32, 32, 32),
                       sw_batch_size=4), log=lines.append)
     np.testing.assert_allclose(out, one, atol=1e-5, rtol=0)
@@ -277,8 +293,34 @@ def test_refiner_window_batch_halves_and_blends_the_same():
 
 def test_refiner_roi_fits_the_volume_and_the_unet():
     assert refiner_roi(Stage2Options(), (155, 240, 240), 16) == (128, 128, 128)
-    assert refiner_roi(Stage2Options(), (40, 20, 90), 16) == (48, 32, 96)
+    assert refiner_roi(Stage2Options(), (155, 120, 120), 16) == (160, 128, 128)  # one window, no seams
+    assert refiner_roi(Stage2Options(single_window_ratio=0), (155, 120, 120), 16) == (128, 128, 128)
+    assert refiner_roi(Stage2Options(roi_size=(32, 32, 32)), (40, 20, 90), 16) == (32, 32, 32)
     assert refiner_roi(Stage2Options(), (4, 4, 4), 16) == (32, 32, 32)
+
+
+@pytest.mark.parametrize("slab", [16, 5])
+def test_slab_refiner_computes_what_the_refiner_computes(slab):
+    refiner = tiny_refiner(2)
+    rng = np.random.default_rng(2)
+    stage1 = torch.from_numpy(rng.normal(size=(1, 1, 48, 32, 32)).astype(np.float32))
+    inputs = torch.from_numpy(rng.normal(size=(1, 4, 48, 32, 32)).astype(np.float32))
+    with torch.inference_mode():
+        expected = refiner(stage1, inputs, 3, [2, 0])
+        got = slab_refiner(refiner, slab)(stage1, inputs, 3, [0, 2])  # canonical order, as refine_volume gives
+    assert (expected - stage1).abs().max() > 0.05
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_refiner_runs_with_and_without_slabs_alike_and_restores_training_mode():
+    stage1, inputs = refiner_case(2)
+    refiner = tiny_refiner().train()
+    slabs = run_refiner(refiner, stage1, inputs, 1, [0, 2, 3], CPU, Stage2Options(roi_size=(32, 32, 32)))
+    assert refiner.training
+    whole = run_refiner(refiner.eval(), stage1, inputs, 1, [0, 2, 3], CPU, Stage2Options(roi_size=(32, 32, 32),
+                                                                                         slab=0))
+    assert not refiner.training
+    np.testing.assert_allclose(slabs, whole, atol=1e-5, rtol=0)
 
 
 # --------------------------------------------------------------------------- back-off policy and devices
