@@ -33,6 +33,8 @@ sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 TOLERANCE = 1e-4
 #: Stage-1 slices timed per mode for the paper configuration unless --full.
 PAPER_SUBSET = 24
+#: glibc settings that keep freed memory in the process instead of returning it (and faulting it back in).
+GLIBC_REUSE = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**36)}
 
 
 def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
@@ -53,6 +55,10 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="also time stage 1 with torch.compile")
     parser.add_argument("--sweep-batch", default="", help="also time the fast stage 1 at these batch sizes, e.g. 1,2,4,8")
     parser.add_argument("--no-stage2", action="store_true", help="skip the stage-2 tasks")
+    parser.add_argument("--glibc-reuse", action="store_true",
+                        help="also time stage 2 with glibc told to keep freed memory for reuse "
+                             f"({' '.join(f'{k}={v}' for k, v in {'MALLOC_MMAP_MAX_': '0', 'MALLOC_TRIM_THRESHOLD_': '2^36'}.items())}): "
+                             "Linux only, a process-wide setting for the mrisynth command, not the library")
     parser.add_argument("--repeat", type=int, default=2,
                         help="runs of each stage-1 and pipeline task, alternating the order of naive and fast; "
                              "the fastest run counts (default 2: a shared machine's load comes and goes)")
@@ -87,6 +93,9 @@ def plan_tasks(args: argparse.Namespace) -> list:
         if not args.no_stage2:
             windows = None if (config == "demo" or args.full) else 1
             tasks.append({"task": "stage2", "model": model, "name": f"{config}-stage2", "max_windows": windows})
+            if args.glibc_reuse:
+                tasks.append({"task": "stage2", "model": model, "name": f"{config}-stage2-glibc-reuse",
+                              "max_windows": windows, "env": GLIBC_REUSE})
         if config == "demo" or args.full:
             tasks.append({"task": "pipeline", "model": model, "name": f"{config}-pipeline"})
     return tasks
@@ -119,7 +128,7 @@ def run_one(spec: dict, folder: Path, threads: Optional[int]) -> dict:
     for stale in ("result.json", "stage1.npy", "stage1_slices.npy"):
         (folder / stale).unlink(missing_ok=True)
     (folder / "spec.json").write_text(json.dumps(spec, indent=2) + "\n")
-    env = dict(os.environ)
+    env = dict(os.environ, **spec.get("env", {}))
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH")]))
@@ -217,8 +226,12 @@ def summarise(results: dict, folder: Path) -> dict:
         pipeline = results.get(f"{config}-pipeline")
         if pipeline and "error" not in pipeline:
             summary[f"{config}_pipeline_s"] = pipeline["wall_s"]
+        reuse = results.get(f"{config}-stage2-glibc-reuse")
+        if reuse and "error" not in reuse and reuse["windows_run"]:
+            summary[f"{config}_stage2_glibc_case_s"] = reuse["wall_s"] / reuse["windows_run"] * reuse["windows_total"]
+            summary[f"{config}_stage2_glibc_peak_rss_mib"] = reuse["peak_rss_mib"]
         peaks = [r["peak_rss_mib"] for n, r in results.items()
-                 if n.startswith(config) and "error" not in r and "naive" not in n]
+                 if n.startswith(config) and "error" not in r and "naive" not in n and not r.get("env")]
         if peaks:
             summary[f"{config}_peak_rss_mib"] = max(peaks)
     if "paper_stage1" in summary and "paper_stage2_case_s" in summary:
@@ -260,6 +273,8 @@ def task_rows(results: dict) -> list:
             rate = r["windows_run"] / r["wall_s"]
             voxels = float(np.prod(r["roi"])) * r["windows_run"] / r["wall_s"] / 1e6
             notes = f"roi {'x'.join(map(str, r['roi']))}, overlap {r['overlap']:g}, volume {'x'.join(map(str, r['volume_shape']))}"
+            if r.get("env"):
+                notes += "; env " + " ".join(f"{k}={v}" for k, v in r["env"].items())
             if r["windows_run"] != r["windows_total"]:
                 notes += f"; 1 window timed, whole volume ~{r['wall_s'] / r['windows_run'] * r['windows_total']:.0f} s"
         else:
@@ -303,10 +318,15 @@ def summary_lines(summary: dict) -> list:
     for config in ("demo", "paper"):
         if f"{config}_stage2_case_s" in summary:
             lines.append(f"{config}: stage 2 whole volume {summary[f'{config}_stage2_case_s']:.1f} s")
+        if f"{config}_stage2_glibc_case_s" in summary:
+            lines.append(f"{config}: stage 2 whole volume with glibc keeping freed memory "
+                         f"{summary[f'{config}_stage2_glibc_case_s']:.1f} s, peak RSS "
+                         f"{summary[f'{config}_stage2_glibc_peak_rss_mib'] / 1024:.2f} GiB (not the default)")
         if f"{config}_pipeline_s" in summary:
             lines.append(f"{config}: whole pipeline {summary[f'{config}_pipeline_s']:.1f} s per case")
         if f"{config}_peak_rss_mib" in summary:
-            lines.append(f"{config}: peak resident memory of the fast tasks {summary[f'{config}_peak_rss_mib'] / 1024:.2f} GiB")
+            lines.append(f"{config}: peak resident memory of the default (fast) tasks "
+                         f"{summary[f'{config}_peak_rss_mib'] / 1024:.2f} GiB")
     if "paper_case_estimate_s" in summary:
         lines.append(f"paper: whole case estimate (fast stage 1 + stage 2) {summary['paper_case_estimate_s'] / 60:.1f} min")
     return lines

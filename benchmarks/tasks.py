@@ -281,6 +281,7 @@ def run_task(spec: dict, folder: Path) -> dict:
     task: Callable[..., dict] = TASKS[spec["task"]]
     result = task(spec, device, bundle, folder)
     result.update(task=spec["task"], name=spec["name"], config=spec["model"]["config"], device=str(device),
+                  env=spec.get("env", {}),
                   threads=threads, setup_s=setup_s, peak_rss_mib=peak_rss_mib(), peak_gpu_mib=_gpu_peak_mib(device))
     return result
 
