@@ -24,9 +24,10 @@ from .progress import ProgressCallback
 LogCallback = Callable[[str], None]
 
 #: On the CPU a stage-1 batch is as large as possible while its largest activation (``dim`` feature
-#: maps of a whole slice, float32) stays within this size: glibc reuses freed blocks up to 32 MiB,
-#: larger ones come back as fresh pages faulted in on every batch, which was measured to cost
-#: more than batching gains (paper model: 2 slices per batch; demo model: the cap).
+#: maps of a whole slice, float32) stays within this size. glibc serves blocks up to 32 MiB from
+#: memory it keeps; larger ones are fresh pages faulted in on every batch. Measured (paper model,
+#: CPU seconds per slice on one thread of a Xeon VM): batch 1: 1.04, 2: 0.94, 3: 0.92, 4: 1.06 with
+#: 100 k page faults per slice; demo model: 16 per batch was fastest. Gives 2 (paper), 16 (demo).
 CPU_BATCH_ACTIVATION_BYTES = 32 * 1024**2
 CPU_MAX_STAGE1_BATCH = 16
 #: Upper bounds for automatic batch sizes on CUDA.
@@ -38,7 +39,8 @@ CUDA_MEMORY_SHARE = 0.6
 #: ``dim * image_size**2 * 4`` bytes: measured 7-9 on the CPU (paper and small models), with margin.
 STAGE1_ACTIVATION_FACTOR = 12.0
 #: Peak float32 activation memory of one refiner window, in units of ``channels * roi voxels * 4``
-#: bytes: measured 11.7 on the CPU (paper model, 128^3 window).
+#: bytes: measured on the CPU (paper model, 128^3 window) 8.4 with slab-wise cross-attention (the
+#: default), 11.7 without.
 REFINER_ACTIVATION_FACTOR = 12.0
 
 
@@ -334,8 +336,8 @@ class Stage2Options:
         if self.sw_batch_size is not None and int(self.sw_batch_size) < 1:
             raise InferenceOptionsError(f"Stage2Options.sw_batch_size must be >= 1 or None, got {self.sw_batch_size!r}")
         if self.slab < 0 or self.single_window_ratio < 0:
-            raise InferenceOptionsError(
-                f"Stage2Options.slab and single_window_ratio must be >= 0, got {self.slab!r}, {self.single_window_ratio!r}")
+            raise InferenceOptionsError("Stage2Options.slab and single_window_ratio must be >= 0, "
+                                        f"got {self.slab!r} and {self.single_window_ratio!r}")
 
     def overlap_for(self, device) -> float:
         """The window overlap on ``device``."""

@@ -53,12 +53,12 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: every available core)")
     parser.add_argument("--seed", type=int, default=1, help="phantom case seed (default 1)")
     parser.add_argument("--compile", action="store_true", help="also time stage 1 with torch.compile")
-    parser.add_argument("--sweep-batch", default="", help="also time the fast stage 1 at these batch sizes, e.g. 1,2,4,8")
+    parser.add_argument("--sweep-batch", default="",
+                        help="also time the fast stage 1 at these batch sizes, e.g. 1,2,4,8")
     parser.add_argument("--no-stage2", action="store_true", help="skip the stage-2 tasks")
     parser.add_argument("--glibc-reuse", action="store_true",
                         help="also time stage 2 with glibc told to keep freed memory for reuse "
-                             f"({' '.join(f'{k}={v}' for k, v in {'MALLOC_MMAP_MAX_': '0', 'MALLOC_TRIM_THRESHOLD_': '2^36'}.items())}): "
-                             "Linux only, a process-wide setting for the mrisynth command, not the library")
+                             "(MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2^36; Linux, set for the whole process)")
     parser.add_argument("--repeat", type=int, default=2,
                         help="runs of each stage-1 and pipeline task, alternating the order of naive and fast; "
                              "the fastest run counts (default 2: a shared machine's load comes and goes)")
@@ -252,7 +252,7 @@ def task_rows(results: dict) -> list:
     rows = []
     for name, r in results.items():
         if "error" in r:
-            rows.append([r["config"], name, "-", "-", "-", "-", "-", "-", f"FAILED: {r['error']}"])
+            rows.append([r["config"], name, "-", "-", "-", "-", "-", "-", "-", f"FAILED: {r['error']}"])
             continue
         if r["task"] == "stage1":
             slices = r["slices_run"]
@@ -268,24 +268,27 @@ def task_rows(results: dict) -> list:
                 notes += "; " + " | ".join(r["log"])
             units, rate = f"{slices} sl", slices / r["wall_s"]
             voxels = slices * height * width / r["wall_s"] / 1e6
+            faults = r["minor_faults"] / slices
         elif r["task"] == "stage2":
             units = f"{r['windows_run']}/{r['windows_total']} win"
             rate = r["windows_run"] / r["wall_s"]
             voxels = float(np.prod(r["roi"])) * r["windows_run"] / r["wall_s"] / 1e6
-            notes = f"roi {'x'.join(map(str, r['roi']))}, overlap {r['overlap']:g}, volume {'x'.join(map(str, r['volume_shape']))}"
+            faults = r["minor_faults"] / max(1, r["windows_run"])
+            roi, volume = "x".join(map(str, r["roi"])), "x".join(map(str, r["volume_shape"]))
+            notes = f"roi {roi}, overlap {r['overlap']:g}, volume {volume}"
             if r.get("env"):
                 notes += "; env " + " ".join(f"{k}={v}" for k, v in r["env"].items())
             if r["windows_run"] != r["windows_total"]:
                 notes += f"; 1 window timed, whole volume ~{r['wall_s'] / r['windows_run'] * r['windows_total']:.0f} s"
         else:
             t = r["timings"]
-            units, rate, voxels = "1 case", 1.0 / r["wall_s"], None
+            units, rate, voxels, faults = "1 case", 1.0 / r["wall_s"], None, r["minor_faults"]
             notes = ", ".join(f"{k[:-2]} {v:.1f}" for k, v in t.items() if k != "total_s") + " s"
         if len(r.get("runs_wall_s", [])) > 1:
             notes += "; runs " + ", ".join(f"{t:.1f}" for t in r["runs_wall_s"]) + " s"
         gpu = _fmt(r.get("peak_gpu_mib"), 0)
         rows.append([r["config"], name, units, _fmt(r["wall_s"]), _fmt(rate, 2), _fmt(voxels, 2),
-                     _fmt(r["peak_rss_mib"] / 1024.0, 2), gpu, notes])
+                     _fmt(r["peak_rss_mib"] / 1024.0, 2), gpu, f"{faults / 1000:.0f}", notes])
     return rows
 
 
@@ -307,9 +310,10 @@ def summary_lines(summary: dict) -> list:
         how = " (extrapolated from the subset)" if entry["extrapolated"] else ""
         check = entry["check"] or {}
         verdict = "OK" if check.get("within_tolerance") else "FAILED"
-        lines.append(f"{config}: stage 1 whole case naive {entry['naive_case_s']:.1f} s, fast {entry['fast_case_s']:.1f} s"
-                     f" -> {entry['speedup']:.2f}x{how}; max |fast - naive| {check.get('max_abs_diff', float('nan')):.2e}"
-                     f" over {check.get('slices_compared', 0)} slices (tolerance {TOLERANCE:g}: {verdict})")
+        lines.append(f"{config}: stage 1 whole case naive {entry['naive_case_s']:.1f} s, "
+                     f"fast {entry['fast_case_s']:.1f} s -> {entry['speedup']:.2f}x{how}; "
+                     f"max |fast - naive| {check.get('max_abs_diff', float('nan')):.2e} "
+                     f"over {check.get('slices_compared', 0)} slices (tolerance {TOLERANCE:g}: {verdict})")
         if "channels_last_speedup" in entry:
             cl_check = entry.get("channels_last_check") or {}
             lines.append(f"{config}: channels-last (not the default) vs the fast path, per slice: "
@@ -328,7 +332,8 @@ def summary_lines(summary: dict) -> list:
             lines.append(f"{config}: peak resident memory of the default (fast) tasks "
                          f"{summary[f'{config}_peak_rss_mib'] / 1024:.2f} GiB")
     if "paper_case_estimate_s" in summary:
-        lines.append(f"paper: whole case estimate (fast stage 1 + stage 2) {summary['paper_case_estimate_s'] / 60:.1f} min")
+        minutes = summary["paper_case_estimate_s"] / 60
+        lines.append(f"paper: whole case estimate (fast stage 1 + stage 2) {minutes:.1f} min")
     return lines
 
 
@@ -367,7 +372,8 @@ def main(argv: Optional[list] = None) -> int:
     threads = args.threads or None
     case_dir = prepare_case(out / "case", args.seed)
     tasks = plan_tasks(args)
-    gpu_line = f"GPU: {info['gpu']}" if info["cuda"] else "GPU: none (no CUDA GPU here: GPU rows and GPU memory not measured)"
+    gpu_line = (f"GPU: {info['gpu']}" if info["cuda"]
+                else "GPU: none (no CUDA GPU here: GPU rows and GPU memory not measured)")
     print(f"CPU: {info['processor']}, {info['cores']} cores; torch {info['torch']}; {gpu_line}", flush=True)
     runs: dict = {}
     started = datetime.datetime.now().isoformat(timespec="seconds")
@@ -379,19 +385,22 @@ def main(argv: Optional[list] = None) -> int:
         print(f"  {'FAILED: ' + result['error'] if 'error' in result else _fmt(result['wall_s']) + ' s'}", flush=True)
     results = {name: merge_runs(found) for name, found in runs.items()}
     summary = summarise(results, out / "tasks")
-    header = ["config", "task", "ran", "wall s", "per s", "Mvox/s", "peak RSS GiB", "peak GPU MiB", "notes"]
+    header = ["config", "task", "ran", "wall s", "per s", "Mvox/s", "peak RSS GiB", "peak GPU MiB", "kfaults/unit",
+              "notes"]
     table = format_table(header, task_rows(results))
     loads = [r.get(k) for found in runs.values() for r in found for k in ("load_before", "load_after")]
     loads = [x for x in loads if x is not None]
     load_line = (f"load average (1 min) during the run: {min(loads):.2f} - {max(loads):.2f} on {info['cores']} cores"
                  if loads else "load average: unknown")
     text = "\n".join([
-        f"MRISynthesis benchmark, {started}; case {case_dir.name} (240 x 240 x 155, 1 mm), T1c missing; device {device}",
+        f"MRISynthesis benchmark, {started}; case {case_dir.name} (240 x 240 x 155, 1 mm), T1c missing; "
+        f"device {device}",
         f"CPU: {info['processor']}, {info['cores']} cores, {threads or info['cores']} threads; torch {info['torch']}",
         gpu_line, load_line, "", table, "", *summary_lines(summary),
         f"Times: fastest of {max(1, args.repeat)} runs (stage 1, pipeline; naive and fast alternate), stage 2 one run. "
         "'per s': slices/s (stage 1), windows/s (stage 2), cases/s (pipeline); peak RSS: highest of the runs; "
-        "the naive runs are left out of the peak-memory summary.",
+        "the naive runs are left out of the peak-memory summary; kfaults/unit: thousands of minor page faults "
+        "(fresh memory pages) per slice, window or case.",
     ])
     print("\n" + text)
     report = {"started": started, "machine": info, "device": device, "threads": threads or info["cores"],
