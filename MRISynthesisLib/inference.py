@@ -334,7 +334,8 @@ class Stage2Options:
         if self.overlap is not None and not 0.0 <= float(self.overlap) < 1.0:
             raise InferenceOptionsError(f"Stage2Options.overlap must be in [0, 1), got {self.overlap!r}")
         if self.sw_batch_size is not None and int(self.sw_batch_size) < 1:
-            raise InferenceOptionsError(f"Stage2Options.sw_batch_size must be >= 1 or None, got {self.sw_batch_size!r}")
+            raise InferenceOptionsError(
+                f"Stage2Options.sw_batch_size must be >= 1 or None, got {self.sw_batch_size!r}")
         if self.slab < 0 or self.single_window_ratio < 0:
             raise InferenceOptionsError("Stage2Options.slab and single_window_ratio must be >= 0, "
                                         f"got {self.slab!r} and {self.single_window_ratio!r}")
@@ -403,7 +404,10 @@ def slab_refiner(refiner, slab: int):
                 block = model.attention[_pair_key(target_index, source)]
                 for start in range(0, features.shape[2], slab):
                     part = slice(start, start + slab)
-                    features[:, :, part] = block(features[:, :, part], source_features[:, :, part])
+                    refined = block(features[:, :, part], source_features[:, :, part])
+                    if refined.dtype != features.dtype:  # autocast may change it: follow, as the refiner would
+                        features = features.to(refined.dtype)
+                    features[:, :, part] = refined
                 del source_features
             return stage1 + model.head(model.decoder(features))
 
