@@ -14,7 +14,6 @@ from typing import Optional
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from MRISynthesisLib import devices
 from MRISynthesisLib.devices import DeviceError, cgroup_cpu_limit, is_out_of_memory, resolve_device

@@ -18,7 +18,7 @@ from MRISynthesisLib.models.segmenter import SegmenterConfig, build_segmenter
 from MRISynthesisLib.phantom import generate_case
 from MRISynthesisLib.pipeline import SYNTHETIC_SCALE, synthesize
 from MRISynthesisLib.preprocessing import brain_mask
-from MRISynthesisLib.sequences import SEQUENCES, Sequence
+from MRISynthesisLib.sequences import SEQUENCES
 from MRISynthesisLib.weights import ModelBundle
 
 T1N, T1C, T2W, T2F = SEQUENCES

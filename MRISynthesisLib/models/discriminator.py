@@ -16,10 +16,11 @@ That last kernel depends on the slice size, so the discriminator is built for on
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import torch
 from torch import nn
+
+from .config import ConfigDict
 
 NUM_SEQUENCES = 4
 _KERNEL = 4
@@ -36,7 +37,7 @@ def _conv_out(size: int, stride: int) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class DiscriminatorConfig:
+class DiscriminatorConfig(ConfigDict):
     """Hyper-parameters of :class:`PatchDiscriminator`."""
 
     base_channels: int = 64
@@ -85,20 +86,6 @@ class DiscriminatorConfig:
         """Side of the real/fake logit map."""
         return _conv_out(self.feature_map_size, 1)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict, for checkpoints and JSON."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DiscriminatorConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(
-                f"DiscriminatorConfig.from_dict: unknown keys {unknown}; expected some of {sorted(names)}"
-            )
-        return cls(**data)
 
 
 class PatchDiscriminator(nn.Module):

@@ -25,7 +25,7 @@ import dataclasses
 import math
 import re
 import zlib
-from typing import Any, Dict, List, Mapping, Optional, Sequence as SequenceType, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence as SequenceType, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,7 @@ from torch import nn
 
 from ..preprocessing import INTENSITY_PRIORS  # re-exported: the prior table lives with the normalisation
 from ..sequences import Sequence, parse_sequence
+from .config import ConfigDict
 
 __all__ = [
     "INTENSITY_PRIORS",
@@ -96,12 +97,15 @@ def inference_intensity(
 
 
 @dataclasses.dataclass(frozen=True)
-class HFGANConfig:
+class HFGANConfig(ConfigDict):
     """Sizes of an HF-GAN generator.
 
     ``image_size`` is the only slice size the model accepts (the position embeddings are
     learned per bottleneck pixel); it must be a multiple of ``2 ** (len(dim_mults) - 1)``.
     """
+
+    tuple_fields = ("dim_mults", "modality_order")
+    config_error = HFGANError
 
     dim: int = 64
     dim_mults: Tuple[int, ...] = (1, 2, 4, 8, 10)
@@ -170,25 +174,6 @@ class HFGANConfig:
         """A ~2 M parameter model that trains on a CPU; any multiple of 8 works as size."""
         return cls(dim=16, dim_mults=(1, 2, 4, 8), n_layers=2, n_heads=4, image_size=image_size)
 
-    def to_dict(self) -> Dict[str, Any]:
-        """JSON-ready dict (for checkpoints)."""
-        data = dataclasses.asdict(self)
-        data["dim_mults"] = list(self.dim_mults)
-        data["modality_order"] = list(self.modality_order)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "HFGANConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise HFGANError(f"HFGANConfig.from_dict: unknown key {unknown[0]!r}")
-        values = dict(data)
-        for key in ("dim_mults", "modality_order"):
-            if key in values:
-                values[key] = tuple(values[key])
-        return cls(**values)
 
 
 # --------------------------------------------------------------------------- CNN parts

@@ -44,6 +44,7 @@ from monai.networks.blocks import Convolution
 from monai.networks.nets import BasicUNet
 from torch import nn
 
+from MRISynthesisLib.models.config import ConfigDict
 from MRISynthesisLib.sequences import SEQUENCES, Sequence
 
 #: A sequence given as its canonical index (0..3) or as a :class:`Sequence`.
@@ -60,7 +61,7 @@ class RefinerInputError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class RefinerConfig:
+class RefinerConfig(ConfigDict):
     """Hyper-parameters of :class:`Refiner`.
 
     ``channels`` is the width of every encoder level and of the Q/K/V and output features
@@ -101,25 +102,6 @@ class RefinerConfig:
         """Every spatial size given to :class:`Refiner` must be a multiple of this."""
         return 2 ** _UNET_DOWNSAMPLINGS
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict, for checkpoints and JSON."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RefinerConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        return cls(**_known_fields(cls, data))
-
-
-def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    """Check that ``data`` only has fields of dataclass ``cls``, and return it as a dict."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(
-            f"{cls.__name__}.from_dict: unknown keys {unknown}; expected some of {sorted(names)}"
-        )
-    return dict(data)
 
 
 def sequence_index(value: SequenceLike) -> int:

@@ -12,7 +12,7 @@ The region helpers work on numpy arrays and torch tensors alike.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence as SequenceT, Union
+from typing import Sequence as SequenceT, Union
 
 import numpy as np
 import torch
@@ -20,6 +20,8 @@ from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 from monai.networks.nets import SegResNet
 from torch import nn
+
+from .config import ConfigDict
 
 #: Output channels, in order.
 REGIONS: tuple[str, ...] = ("WT", "TC", "ET")
@@ -34,8 +36,10 @@ class SegmenterInputError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class SegmenterConfig:
+class SegmenterConfig(ConfigDict):
     """Hyper-parameters of the SegResNet segmenter (4 inputs, 3 region outputs)."""
+
+    tuple_fields = ("blocks_down", "blocks_up")
 
     init_filters: int = 16
     blocks_down: tuple[int, ...] = (1, 2, 2, 4)
@@ -73,23 +77,6 @@ class SegmenterConfig:
         """Every spatial size given to the network must be a multiple of this."""
         return 2 ** (len(self.blocks_down) - 1)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (lists for the block tuples), for checkpoints and JSON."""
-        data = dataclasses.asdict(self)
-        data["blocks_down"] = list(self.blocks_down)
-        data["blocks_up"] = list(self.blocks_up)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SegmenterConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(
-                f"SegmenterConfig.from_dict: unknown keys {unknown}; expected some of {sorted(names)}"
-            )
-        return cls(**data)
 
 
 def build_segmenter(config: Union[SegmenterConfig, None] = None) -> SegResNet:
