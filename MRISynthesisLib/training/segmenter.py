@@ -29,19 +29,13 @@ from ..models.segmenter import REGIONS, SegmenterConfig, build_segmenter, label_
 from ..sequences import SEQUENCES, parse_sequence
 from .common import (
     EpochTrainer,
-    RunLog,
-    TimeBudget,
     TrainingError,
     TrainingResult,
     TrainOptions,
     autocast_context,
     load_run_model,
-    load_training_state,
     make_optimizer,
-    seed_everything,
     summary_metrics,
-    training_device,
-    training_state_path,
     write_run_bundle,
 )
 from .datasets import (
@@ -49,11 +43,11 @@ from .datasets import (
     PreparedCaseStore,
     crop_box,
     crop_size_for,
-    find_cases,
     load_or_create_split,
     random_centre,
     take_crop,
 )
+from .start import start_run
 
 MODEL_PRESETS = ("small", "paper")
 _STATE_KEYS = ("state_dict", "model", "network", "net", "model_state_dict", "segmenter")
@@ -278,15 +272,7 @@ def run_image_size(run_dir: Path, requested: Optional[int]) -> int:
 def train_segmenter(options: SegmenterTrainingOptions, progress: Optional[Callable[[float, str], None]] = None,
                     echo: Optional[Callable[[str], None]] = None) -> TrainingResult:
     """Train (or resume) the tumour segmenter in ``options.run_dir`` and write ``segmenter.pt``."""
-    options.check()
-    budget = TimeBudget(options.max_minutes)  # counts case preparation too
-    cases = find_cases(options.data_dir)  # before anything is written
-    run_dir = Path(options.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = RunLog(run_dir / "train-segmenter.log", echo)
-    device = training_device(options)
-    rng = seed_everything(options.seed)
-    state = load_training_state(training_state_path(run_dir, "segmenter"), "segmenter") if options.resume else None
+    budget, cases, run_dir, log, device, rng, state = start_run(options, "segmenter", echo)
     image_size = int(state["config"]["image_size"]) if state else run_image_size(run_dir, options.image_size)
     if options.init is not None and not state:
         model = load_segmenter_weights(options.init, options.input_order, options.output_order)

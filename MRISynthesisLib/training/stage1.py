@@ -24,7 +24,6 @@ and the prior-mean intensity.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Callable, Mapping, Optional
 
 import numpy as np
@@ -38,19 +37,13 @@ from ..preprocessing import estimate_intensity_priors
 from ..sequences import SEQUENCES
 from .common import (
     EpochTrainer,
-    RunLog,
-    TimeBudget,
     TrainingError,
     TrainingResult,
     TrainOptions,
     autocast_context,
     frozen,
-    load_training_state,
     make_optimizer,
-    seed_everything,
     summary_metrics,
-    training_device,
-    training_state_path,
     validation_targets,
     write_run_bundle,
 )
@@ -59,11 +52,11 @@ from .datasets import (
     PreparedCaseStore,
     SliceSampler,
     Stage1Batch,
-    find_cases,
     load_or_create_split,
     stage1_volume,
 )
 from .losses import adversarial_loss, feature_similarity_loss, ssim_loss, to_unit
+from .start import start_run
 
 MODEL_PRESETS = ("small", "paper")
 
@@ -227,16 +220,8 @@ def validate_stage1(generator: HFGANGenerator, cases: list, device, targets: tup
 def train_stage1(options: Stage1TrainingOptions, progress: Optional[Callable[[float, str], None]] = None,
                  echo: Optional[Callable[[str], None]] = None) -> TrainingResult:
     """Train (or resume) the stage-1 generator in ``options.run_dir`` and write the bundle's ``stage1.pt``."""
-    options.check()
-    budget = TimeBudget(options.max_minutes)  # counts case preparation too
-    cases = find_cases(options.data_dir)  # before anything is written
-    preset = None if options.resume else options.generator_config()
-    run_dir = Path(options.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = RunLog(run_dir / "train-stage1.log", echo)
-    device = training_device(options)
-    rng = seed_everything(options.seed)
-    state = load_training_state(training_state_path(run_dir, "stage1"), "stage1") if options.resume else None
+    preset = None if options.resume else options.generator_config()  # a bad preset fails before any write
+    budget, cases, run_dir, log, device, rng, state = start_run(options, "stage1", echo)
     config = HFGANConfig.from_dict(state["config"]["generator"]) if state else preset
     d_config = (DiscriminatorConfig.from_dict(state["config"]["discriminator"]) if state
                 else options.discriminator_for(config))

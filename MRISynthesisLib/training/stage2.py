@@ -34,18 +34,12 @@ from ..preprocessing import fit_zscore
 from ..sequences import SEQUENCES
 from .common import (
     EpochTrainer,
-    RunLog,
-    TimeBudget,
     TrainingError,
     TrainingResult,
     TrainOptions,
     autocast_context,
-    load_training_state,
     make_optimizer,
-    seed_everything,
     summary_metrics,
-    training_device,
-    training_state_path,
     validation_targets,
     write_run_bundle,
 )
@@ -56,13 +50,13 @@ from .datasets import (
     all_patterns,
     crop_box,
     crop_size_for,
-    find_cases,
     load_or_create_split,
     random_centre,
     take_crop,
 )
 from .losses import scale_by_target, ssim_loss
 from .segmenter import load_segmenter_weights, region_dice, segment_regions
+from .start import start_run
 
 MODEL_PRESETS = ("small", "paper")
 
@@ -237,15 +231,7 @@ def train_stage2(options: Stage2TrainingOptions, progress: Optional[Callable[[fl
     """Train (or resume) the Refiner in ``options.run_dir``; writes ``refiner.pt`` (and the segmenter used)."""
     from ..weights import load_bundle_file
 
-    options.check()
-    budget = TimeBudget(options.max_minutes)  # counts case preparation too
-    cases = find_cases(options.data_dir)  # before anything is written
-    run_dir = Path(options.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = RunLog(run_dir / "train-stage2.log", echo)
-    device = training_device(options)
-    rng = seed_everything(options.seed)
-    state = load_training_state(training_state_path(run_dir, "stage2"), "stage2") if options.resume else None
+    budget, cases, run_dir, log, device, rng, state = start_run(options, "stage2", echo)
     stage1_path = _stage1_path(options)
     generator = load_bundle_file(stage1_path).stage1.to(device).eval()
     segmenter = _load_segmenter(options).to(device).eval()
