@@ -56,34 +56,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _parse_inputs(case_dir, pairs: list) -> tuple:
     """``(case_id, {Sequence: path})`` from a case folder and/or ``SEQ=PATH`` pairs."""
-    from .io import find_case_files
-    from .sequences import UnknownSequenceError, parse_sequence
+    from .io import find_case_files, sequence_paths, strip_image_extension
 
-    files: dict = {}
-    case_id = None
-    if case_dir is not None:
-        found = find_case_files(case_dir)
-        files.update(found.sequences)
-        case_id = found.case_id
+    found = find_case_files(case_dir) if case_dir is not None else None
+    named = []
     for pair in pairs:
         if "=" not in pair:
             raise UsageError(f"--input {pair!r}: expected SEQ=PATH, e.g. t1n=scan.nii.gz")
-        name, path = pair.split("=", 1)
-        try:
-            sequence = parse_sequence(name)
-        except UnknownSequenceError as error:
-            raise UsageError(f"--input {pair!r}: {error}") from error
-        if sequence in files:
-            raise UsageError(f"--input {pair!r}: {sequence.display_name} is given twice")
-        files[sequence] = Path(path)
+        named.append(tuple(pair.split("=", 1)))
+    files = sequence_paths(named, found.sequences if found else None)
     if not files:
         raise UsageError("give a case folder or at least one --input SEQ=PATH")
-    if case_id is None:
-        from .io import strip_image_extension
-
-        first = next(iter(files.values()))
-        case_id = strip_image_extension(first.name).rsplit("-", 1)[0] or "case"
-    return case_id, files
+    if found is not None:
+        return found.case_id, files
+    first = next(iter(files.values()))
+    return strip_image_extension(first.name).rsplit("-", 1)[0] or "case", files
 
 
 def _load(files: dict) -> dict:

@@ -280,18 +280,27 @@ def read_case_label(folder: str | Path) -> sitk.Image | None:
     return label
 
 
-def read_inputs(paths: Mapping[str | Sequence, str | Path]) -> dict[Sequence, sitk.Image]:
-    """Read images given as ``{sequence name: path}`` (as on the command line)."""
-    images: dict[Sequence, sitk.Image] = {}
-    for name, path in paths.items():
+def sequence_paths(named: Iterable[tuple[str | Sequence, str | Path]],
+                   known: Mapping[Sequence, Path] | None = None) -> dict[Sequence, Path]:
+    """``{Sequence: Path}`` from (sequence name, path) pairs, e.g. the command line's ``SEQ=PATH``.
+
+    ``known`` holds files found already (a case folder's); every sequence may come only once.
+    """
+    files: dict[Sequence, Path] = dict(known or {})
+    for name, path in named:
         try:
             sequence = parse_sequence(name)
         except UnknownSequenceError as error:
             raise InputError(f"{path}: {error}") from error
-        if sequence in images:
-            raise InputError(f"{path}: two files for {sequence.display_name}")
-        images[sequence] = read_image(path)
-    return images
+        if sequence in files:
+            raise InputError(f"{path}: two files for {sequence.display_name} (also {files[sequence]})")
+        files[sequence] = Path(path)
+    return files
+
+
+def read_inputs(paths: Mapping[str | Sequence, str | Path]) -> dict[Sequence, sitk.Image]:
+    """Read images given as ``{sequence name: path}`` (as on the command line)."""
+    return {sequence: read_image(path) for sequence, path in sequence_paths(paths.items()).items()}
 
 
 def _order(item: tuple[Sequence, object]) -> int:

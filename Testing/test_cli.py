@@ -124,6 +124,11 @@ def test_errors_are_one_line_exit_2_and_write_nothing(tmp_path, bundle_dir, case
         (["synthesize", str(case_dir), "-o", str(out), "--model", str(bundle_dir)], "nothing is missing"),
         (["synthesize", str(case_dir), "-o", str(out), "--model", str(tmp_path / "none")], "no such model"),
         (["validate", str(tmp_path), "-o", str(out), "--model", str(bundle_dir)], "validation needs all four sequences"),
+        (["synthesize", str(case_dir), "--input", f"T1={broken}", "-o", str(out), "--model", str(bundle_dir)],
+         "two files for T1"),
+        (["synthesize", "--input", f"t2w={broken}", "--input", f"T2={broken}", "-o", str(out),
+          "--model", str(bundle_dir)], "two files for T2"),
+        (["synthesize", "--input", str(broken), "-o", str(out), "--model", str(bundle_dir)], "expected SEQ=PATH"),
     ]
     for argv, fragment in cases:
         assert main(argv) == 2
