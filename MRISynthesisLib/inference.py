@@ -320,7 +320,7 @@ class Stage2Options:
     most this many times the voxels of ``roi_size`` is refined as one window (no seams,
     and fewer voxels than two overlapping windows); 0 always slides ``roi_size`` windows.
     ``slab``: the cross-attention steps run on slabs of this many slices (the same numbers,
-    a fraction of the memory, see :func:`slab_refiner`); 0 runs the refiner as it is.
+    a fraction of the memory, see :attr:`Refiner.attention_slab`); 0 runs them at once.
     """
 
     roi_size: tuple[int, int, int] = (128, 128, 128)
@@ -374,46 +374,6 @@ def refiner_roi(options: Stage2Options, shape: tuple, factor: int) -> tuple:
     return tuple(max(2 * factor, min(int(r), w)) for r, w in zip(options.roi_size, whole))
 
 
-def slab_refiner(refiner, slab: int):
-    """A module that computes exactly what ``refiner`` computes, with less memory.
-
-    Each cross-attention step (LayerNorm, Q/K/V, ``exp(-|Q-K|) * V``, 1x1x1 feed-forward)
-    acts on every voxel on its own, so it is run slab by slab along depth and written back
-    in place: its temporaries then cover ``slab`` slices instead of the whole window. For
-    the paper refiner on a 128^3 window this lowers the peak from ~12.5 to ~9 feature
-    volumes of 0.5 GiB. Encoders, decoder and head run as in :meth:`Refiner.forward_in_order`
-    (a test checks both give the same output).
-    """
-    from torch import nn
-
-    from .models.refiner import _pair_key, sequence_index
-    from .sequences import SEQUENCES
-
-    class SlabRefiner(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.refiner = refiner
-            self.config = refiner.config
-            self.train(refiner.training)  # refine_volume restores this flag on the refiner afterwards
-
-        def forward(self, stage1, inputs, target, order):
-            model, target_index = self.refiner, sequence_index(target)
-            features = model.encoders[SEQUENCES[target_index].value](stage1)
-            for source in (sequence_index(s) for s in order):
-                source_features = model.encoders[SEQUENCES[source].value](inputs[:, source:source + 1])
-                block = model.attention[_pair_key(target_index, source)]
-                for start in range(0, features.shape[2], slab):
-                    part = slice(start, start + slab)
-                    refined = block(features[:, :, part], source_features[:, :, part])
-                    if refined.dtype != features.dtype:  # autocast may change it: follow, as the refiner would
-                        features = features.to(refined.dtype)
-                    features[:, :, part] = refined
-                del source_features
-            return stage1 + model.head(model.decoder(features))
-
-    return SlabRefiner()
-
-
 def run_refiner(
     refiner,
     stage1: np.ndarray,
@@ -453,20 +413,24 @@ def run_refiner(
         if progress:
             progress(fraction, "stage 2: refining")
 
-    model = slab_refiner(refiner, options.slab) if options.slab else refiner
-    while True:
-        check_cancel(cancel)
-        try:
-            refiner.to(backoff.device)
-            with _autocast(backoff.device, options.autocast):
-                refined = refine_volume(model, stage1_t, inputs_t, target, available, roi_size=roi,
-                                        overlap=overlap, sw_batch_size=backoff.batch, device=backoff.device,
-                                        output_device="cpu", progress=window_progress)
-            return refined[0, 0].float().numpy()
-        except Exception as error:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
-            if not backoff.can_recover(error):
-                raise
-        backoff.back_off()  # outside the except block: the failed windows' tensors are free now
+    slab_before = refiner.attention_slab
+    refiner.attention_slab = options.slab
+    try:
+        while True:
+            check_cancel(cancel)
+            try:
+                refiner.to(backoff.device)
+                with _autocast(backoff.device, options.autocast):
+                    refined = refine_volume(refiner, stage1_t, inputs_t, target, available, roi_size=roi,
+                                            overlap=overlap, sw_batch_size=backoff.batch, device=backoff.device,
+                                            output_device="cpu", progress=window_progress)
+                return refined[0, 0].float().numpy()
+            except Exception as error:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+                if not backoff.can_recover(error):
+                    raise
+            backoff.back_off()  # outside the except block: the failed windows' tensors are free now
+    finally:
+        refiner.attention_slab = slab_before
 
 
 def _round_up(value: int, factor: int) -> int:

@@ -27,7 +27,6 @@ from MRISynthesisLib.inference import (
     refiner_roi,
     run_refiner,
     run_stage1,
-    slab_refiner,
 )
 from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANGenerator
 from MRISynthesisLib.models.refiner import Refiner, RefinerConfig, refine_volume
@@ -299,16 +298,23 @@ def test_refiner_roi_fits_the_volume_and_the_unet():
 
 
 @pytest.mark.parametrize("slab", [16, 5])
-def test_slab_refiner_computes_what_the_refiner_computes(slab):
+def test_slab_wise_cross_attention_computes_what_the_whole_step_computes(slab):
     refiner = tiny_refiner(2)
     rng = np.random.default_rng(2)
     stage1 = torch.from_numpy(rng.normal(size=(1, 1, 48, 32, 32)).astype(np.float32))
     inputs = torch.from_numpy(rng.normal(size=(1, 4, 48, 32, 32)).astype(np.float32))
     with torch.inference_mode():
         expected = refiner(stage1, inputs, 3, [2, 0])
-        got = slab_refiner(refiner, slab)(stage1, inputs, 3, [0, 2])  # canonical order, as refine_volume gives
+        refiner.attention_slab = slab
+        got = refiner(stage1, inputs, 3, [0, 2])
     assert (expected - stage1).abs().max() > 0.05
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    # With gradients (training) the steps run whole, so autograd sees no in-place writes.
+    stage1.requires_grad_(True)
+    trained = refiner(stage1, inputs, 3, [0, 2])
+    trained.sum().backward()
+    assert stage1.grad is not None and torch.isfinite(stage1.grad).all()
+    torch.testing.assert_close(trained.detach(), expected, atol=1e-5, rtol=0)
 
 
 def test_refiner_runs_with_and_without_slabs_alike_and_restores_training_mode():
@@ -318,7 +324,7 @@ def test_refiner_runs_with_and_without_slabs_alike_and_restores_training_mode():
     assert refiner.training
     whole = run_refiner(refiner.eval(), stage1, inputs, 1, [0, 2, 3], CPU, Stage2Options(roi_size=(32, 32, 32),
                                                                                          slab=0))
-    assert not refiner.training
+    assert not refiner.training and refiner.attention_slab == 0
     np.testing.assert_allclose(slabs, whole, atol=1e-5, rtol=0)
 
 
@@ -371,12 +377,15 @@ def test_unknown_device_is_a_one_line_error():
         resolve_device("tpu")
 
 
-def test_cpu_threads_follow_the_available_cores():
+def test_cpu_threads_follow_the_available_cores_unless_omp_num_threads_says(monkeypatch):
     before = torch.get_num_threads()
     try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
         torch.set_num_threads(1)
         assert resolve_device("cpu").type == "cpu"
         assert torch.get_num_threads() == devices.available_cpu_cores()
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert resolve_device("cpu").type == "cpu" and torch.get_num_threads() == 1
         assert devices.configure_cpu_threads(1) == 1 and torch.get_num_threads() == 1
         with pytest.raises(DeviceError, match="at least 1"):
             devices.configure_cpu_threads(0)
