@@ -132,12 +132,12 @@ def segment_label(segmenter, volumes: np.ndarray, brain: np.ndarray, device) -> 
     import torch
 
     from .models.segmenter import predict_region_probabilities, regions_to_label
-    from .pipeline import _segmenter_roi, brain_box
+    from .pipeline import brain_box, segmenter_roi
 
     box = brain_box(brain, margin=4)
     cropped = np.ascontiguousarray(volumes[(slice(None),) + box])
     probabilities = predict_region_probabilities(
-        segmenter, torch.from_numpy(cropped)[None], roi_size=_segmenter_roi(cropped.shape[1:]), device=device,
+        segmenter, torch.from_numpy(cropped)[None], roi_size=segmenter_roi(cropped.shape[1:]), device=device,
         output_device="cpu")
     label = np.zeros(brain.shape, dtype=np.uint8)
     label[box] = regions_to_label(probabilities[0].numpy())
@@ -168,10 +168,10 @@ class _Segmentation:
 
     def predict(self, synthetic: Mapping) -> sitk.Image:
         """Label image of the completed set with ``{target: image on the case grid}`` replaced."""
-        from .pipeline import _completed_set
+        from .pipeline import completed_set
 
         finals = {target: self.prepared.grid.to_model(image) for target, image in synthetic.items()}
-        volumes = _completed_set(self.prepared, finals)
+        volumes = completed_set(self.prepared, finals)
         label = segment_label(self.segmenter, volumes, self.prepared.brain, self.device)
         return _label_on_input_grid(label, self.prepared)
 

@@ -240,15 +240,15 @@ def synthesize(
         low, high = 0.05 + 0.8 * index / n_targets, 0.05 + 0.8 * (index + 1) / n_targets
         value = _target_intensity(intensity, target, getattr(bundle.stage1, "intensity_priors", None))
         tick = time.perf_counter()
-        stage1 = _run_stage1(prepared, bundle, target, sources, value, torch_device, stage1_options,
-                             scaled(report, low, low + (high - low) * 0.5), cancel, messages)
+        stage1 = stage1_on_model_grid(prepared, bundle, target, sources, value, torch_device, stage1_options,
+                                      scaled(report, low, low + (high - low) * 0.5), cancel, messages)
         timings[f"stage1_{target.value}_s"] = time.perf_counter() - tick
         stage1_unit[target] = stage1
         final = stage1
         if bundle.refiner is not None:
             tick = time.perf_counter()
-            final = _run_stage2(prepared, bundle, target, sources, stage1, torch_device, stage2_options,
-                                scaled(report, low + (high - low) * 0.5, high), cancel, messages)
+            final = refine_on_model_grid(prepared, bundle, target, sources, stage1, torch_device, stage2_options,
+                                         scaled(report, low + (high - low) * 0.5, high), cancel, messages)
             timings[f"stage2_{target.value}_s"] = time.perf_counter() - tick
         finals_unit[target] = final
         results[target] = dict(sources=sources, intensity=value)
@@ -308,8 +308,12 @@ def _target_intensity(intensity, target: Sequence, priors=None) -> float:
     return value
 
 
-def _run_stage1(prepared: PreparedInputs, bundle, target: Sequence, sources: list, intensity: float, device,
-                options, progress, cancel, messages: list) -> np.ndarray:
+def stage1_on_model_grid(prepared: PreparedInputs, bundle, target: Sequence, sources: list, intensity: float,
+                         device, options, progress, cancel, messages: list) -> np.ndarray:
+    """Stage 1 of ``target`` from ``sources`` on the model grid, in unit-range intensities (brain only).
+
+    Public so that training (the stage-2 cache) and evaluation run exactly the inference code.
+    """
     generator = bundle.stage1
     channels, available = _generator_channels(prepared, generator, sources)
     brain_slices = prepared.brain.reshape(prepared.brain.shape[0], -1).any(axis=1)
@@ -318,8 +322,9 @@ def _run_stage1(prepared: PreparedInputs, bundle, target: Sequence, sources: lis
     return _unit_from_stage1(stage1, prepared.brain)
 
 
-def _run_stage2(prepared: PreparedInputs, bundle, target: Sequence, sources: list, stage1: np.ndarray, device,
-                options, progress, cancel, messages: list) -> np.ndarray:
+def refine_on_model_grid(prepared: PreparedInputs, bundle, target: Sequence, sources: list, stage1: np.ndarray,
+                         device, options, progress, cancel, messages: list) -> np.ndarray:
+    """The Refiner on a stage-1 volume (model grid): z-scored in, refined around the brain, scaled back."""
     brain = prepared.brain
     inputs = np.zeros((4,) + brain.shape, dtype=np.float32)
     for sequence in sources:
@@ -353,7 +358,7 @@ def _tumour_regions(prepared: PreparedInputs, bundle, finals: dict, stage1: dict
     brain = prepared.brain
     regions = {}
     if bundle.segmenter is not None:
-        completed = _completed_set(prepared, finals)
+        completed = completed_set(prepared, finals)
         box = brain_box(brain, margin=4)
         whole_tumour = np.zeros(brain.shape, dtype=bool)
         whole_tumour[box] = segment_whole_tumour(bundle.segmenter, completed[(slice(None),) + box], brain[box],
@@ -369,7 +374,7 @@ def _tumour_regions(prepared: PreparedInputs, bundle, finals: dict, stage1: dict
     return regions
 
 
-def _completed_set(prepared: PreparedInputs, finals: dict) -> np.ndarray:
+def completed_set(prepared: PreparedInputs, finals: dict) -> np.ndarray:
     """[4, Z, H, W] z-scored: acquired volumes where present, synthetic ones for the targets."""
     brain = prepared.brain
     volumes = np.zeros((4,) + brain.shape, dtype=np.float32)
@@ -391,12 +396,13 @@ def segment_whole_tumour(segmenter, volumes: np.ndarray, brain: np.ndarray, devi
     from .models.segmenter import predict_region_probabilities
 
     probabilities = predict_region_probabilities(
-        segmenter, torch.from_numpy(volumes)[None], roi_size=_segmenter_roi(volumes.shape[1:]),
+        segmenter, torch.from_numpy(volumes)[None], roi_size=segmenter_roi(volumes.shape[1:]),
         device=device, output_device="cpu")
     return (probabilities[0, 0].numpy() > 0.5) & brain
 
 
-def _segmenter_roi(shape: tuple) -> tuple:
+def segmenter_roi(shape: tuple) -> tuple:
+    """Sliding-window size of the segmenter for a volume: its size rounded up to 8, at most 128."""
     return tuple(min(128, ((s + 7) // 8) * 8) for s in shape)
 
 

@@ -191,14 +191,14 @@ class PreparedCase:
         return np.where(self.brain, np.clip((scaled + 1.0) / 2.0, 0.0, 1.0), 0.0).astype(np.float32)
 
     def zscore(self, sequence: Sequence) -> ZScore:
-        """The sequence's z-score over the brain, fitted as ``pipeline._run_stage2`` does (memoised)."""
+        """The sequence's z-score over the brain, fitted as ``pipeline.refine_on_model_grid`` does (memoised)."""
         key = f"zscore-{sequence.value}"
         if key not in self._memo:
             self._memo[key] = fit_zscore(self.raw[sequence], self.brain)
         return self._memo[key]
 
     def zscored(self, sequence: Sequence) -> np.ndarray:
-        """The raw sequence z-scored over the brain, exactly as ``pipeline._run_stage2`` does."""
+        """The raw sequence z-scored over the brain, exactly as ``pipeline.refine_on_model_grid`` does."""
         return self.zscore(sequence).forward(self.raw[sequence], self.brain)
 
     def zscored_crop(self, sequence: Sequence, box: tuple, size: SequenceT[int]) -> np.ndarray:
@@ -502,15 +502,15 @@ def take_crop(array: np.ndarray, box: tuple, size: SequenceT[int], fill: float =
 def stage1_volume(generator, case: PreparedCase, target: Sequence, sources: SequenceT[Sequence], device) -> np.ndarray:
     """Stage-1 output of ``target`` from ``sources`` on [0, 1], exactly as the pipeline makes it.
 
-    Calls ``pipeline._run_stage1`` (the inference code: slice batches, empty slices skipped,
+    Calls ``pipeline.stage1_on_model_grid`` (the inference code: slice batches, empty slices skipped,
     prior-mean intensity encoding), so stage 2 trains on what it will see at inference.
     """
-    from ..pipeline import _run_stage1
+    from ..pipeline import stage1_on_model_grid
     from ..weights import ModelBundle
 
     bundle = ModelBundle(name="training", stage1=generator)
     intensity = prior_intensity(target, priors=generator.intensity_priors)
-    return _run_stage1(case, bundle, target, list(sources), intensity, device, None, None, None, [])
+    return stage1_on_model_grid(case, bundle, target, list(sources), intensity, device, None, None, None, [])
 
 
 class Stage1OutputCache:

@@ -215,13 +215,6 @@ def dice_bce_loss() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
 # --------------------------------------------------------------------------- validation
 
 
-def segmenter_roi(shape: SequenceT[int]) -> tuple:
-    """The pipeline's sliding-window size for a volume (multiples of 8, at most 128)."""
-    from ..pipeline import _segmenter_roi
-
-    return _segmenter_roi(tuple(shape))
-
-
 def region_dice(probabilities: np.ndarray, label: np.ndarray, prefix: str = "val_dice") -> dict:
     """Dice per region (WT, TC, ET) of thresholded probabilities [3, Z, H, W] against a label map."""
     truth = label_to_regions(np.asarray(label))
@@ -230,7 +223,7 @@ def region_dice(probabilities: np.ndarray, label: np.ndarray, prefix: str = "val
 
 def segment_regions(model, volumes: np.ndarray, brain: np.ndarray, device) -> np.ndarray:
     """WT/TC/ET probabilities [3, Z, H, W] of z-scored volumes [4, Z, H, W], inside the brain box as the pipeline."""
-    from ..pipeline import brain_box
+    from ..pipeline import brain_box, segmenter_roi
 
     box = (slice(None),) + brain_box(brain, margin=4)
     inside = np.ascontiguousarray(volumes[box])

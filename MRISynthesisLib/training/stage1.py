@@ -193,7 +193,7 @@ def make_step(trainer: EpochTrainer, generator: HFGANGenerator, discriminator: P
 def validate_stage1(generator: HFGANGenerator, cases: list, device, targets: tuple = SEQUENCES) -> dict:
     """SSIM (whole brain and tumour) and PSNR per target, each synthesised from the other three.
 
-    Whole volumes go through the inference code (``pipeline._run_stage1``, prior-mean
+    Whole volumes go through the inference code (``pipeline.stage1_on_model_grid``, prior-mean
     intensity) and are compared with the acquired volume on the model grid.
     """
     if not cases:

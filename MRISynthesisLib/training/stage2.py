@@ -6,7 +6,7 @@
   inputs, and random crops (half centred on tumour) of training cases.
 * The refiner's input is the stage-1 output of that target from those inputs, made once per
   (case, target, inputs) with the inference code and cached under the stage-1 checkpoint's
-  SHA-256; it and the inputs are z-scored over the brain exactly as ``pipeline._run_stage2``.
+  SHA-256; it and the inputs are z-scored over the brain exactly as ``pipeline.refine_on_model_grid``.
 * ``L_ssim``: 3D SSIM between the refined crop and the real target, both in the stage-1
   volume's z-score units (so the pipeline's inverse z-score maps the ideal output onto the
   real target), scaled to [0, 1] by the real crop's range, averaged over the brain.
@@ -106,7 +106,7 @@ def stage2_batch(cases: SequenceT[PreparedCase], cache: Stage1OutputCache, batch
         stage1 = cache.get(case, target, sources)
         box = crop_box(case.brain.shape, crop, random_centre(case, rng, tumour_fraction))
         brain = take_crop(case.brain, box, crop, fill=0).astype(bool)
-        stage1_zscore = fit_zscore(stage1, case.brain)  # whole volume, as pipeline._run_stage2
+        stage1_zscore = fit_zscore(stage1, case.brain)  # whole volume, as pipeline.refine_on_model_grid
         fields["stage1"].append(stage1_zscore.forward(take_crop(stage1, box, crop), brain)[None])
         fields["truth"].append(stage1_zscore.forward(take_crop(case.unit(target), box, crop), brain)[None])
         acquired = np.stack([case.zscored_crop(s, box, crop) for s in SEQUENCES])
@@ -168,7 +168,7 @@ def validate_stage2(refiner: Refiner, segmenter, cache: Stage1OutputCache, cases
     Reports SSIM over the brain, tumour and healthy region and the segmenter's WT/TC/ET Dice on
     the completed set, for the refined (``val_*``) and the stage-1 (``val_stage1_*``) volumes.
     """
-    from ..pipeline import _completed_set, _run_stage2
+    from ..pipeline import completed_set, refine_on_model_grid
     from ..weights import ModelBundle
 
     if not cases:
@@ -180,13 +180,13 @@ def validate_stage2(refiner: Refiner, segmenter, cache: Stage1OutputCache, cases
         for target in targets:
             sources = [s for s in SEQUENCES if s != target]
             stage1 = np.asarray(cache.get(case, target, sources))
-            refined = _run_stage2(case, bundle, target, sources, stage1, device, None, None, None, [])
+            refined = refine_on_model_grid(case, bundle, target, sources, stage1, device, None, None, None, [])
             for prefix, volume in (("val", refined), ("val_stage1", stage1)):
                 result = metrics.image_metrics(np.asarray(case.raw[target]), volume, case.brain,
                                                tumour if tumour.any() else None)
                 for key in ("ssim", "ssim_tumour", "ssim_healthy"):
                     values.setdefault(f"{prefix}_{key}", []).append(result[key])
-                probabilities = segment_regions(segmenter, _completed_set(case, {target: volume}), case.brain,
+                probabilities = segment_regions(segmenter, completed_set(case, {target: volume}), case.brain,
                                                 device)
                 for key, value in region_dice(probabilities, case.label, f"{prefix}_dice").items():
                     values.setdefault(key, []).append(value)
