@@ -959,11 +959,14 @@ def _sample_parameters(rng: np.random.Generator, seed: int, case_id: str, grid: 
 
 
 def generate_case(seed: int, small: bool = False, case_id: Optional[str] = None,
-                  tumour: bool = True) -> PhantomCase:
+                  tumour: bool = True, noise: bool = True, bias: bool = True) -> PhantomCase:
     """Generate one phantom case; the same ``seed`` (and options) gives bit-identical arrays.
 
     ``small=True`` gives 96 x 96 x 64 voxels of 2.5 mm instead of the 240 x 240 x 155 BraTS
     grid at 1 mm. ``tumour=False`` gives a healthy brain with an all-zero label map.
+    ``noise=False`` / ``bias=False`` leave out the Rician noise / the bias field of the very
+    same case (every random draw is still made): the ideal images a synthesis could at best
+    produce, for measuring what similarity is reachable at all.
     """
     seed = _check_seed(seed)
     case_id = case_id if case_id is not None else case_id_for_seed(seed)
@@ -973,6 +976,9 @@ def generate_case(seed: int, small: bool = False, case_id: Optional[str] = None,
     grid = phantom_grid(small)
     crop = _crop(bool(small))
     params = _sample_parameters(rng, seed, case_id, grid)
+    for acquisition in params["acquisition"].values():
+        acquisition["noise_fraction"] *= float(noise)
+        acquisition["bias_std"] *= float(bias)
     tumour_params = _sample_tumour(rng, params["deformation"]) if tumour else None
 
     coords = _template_coordinates(rng, grid, crop, params["deformation"], tumour_params)

@@ -325,3 +325,34 @@ def test_template_loads_without_network():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------------------
+# Ideal images (no noise, no bias field) of the very same case
+# ---------------------------------------------------------------------------------------
+
+
+def test_noise_free_and_bias_free_images_are_the_same_case_without_that_acquisition_effect(case):
+    noise_free = phantom.generate_case(3, small=True, noise=False)
+    ideal = phantom.generate_case(3, small=True, noise=False, bias=False)
+    np.testing.assert_array_equal(_array(noise_free.label), _array(case.label))
+    np.testing.assert_array_equal(_array(ideal.tissues["wm"]), _array(case.tissues["wm"]))
+    brain = _array(case.tissues["brain"]) > 0
+    white = (_array(case.tissues["wm"]) > 0.9) & brain
+    for seq in SEQUENCES:
+        acquisition = case.parameters["acquisition"][seq.value]
+        acquired, clean, flat = (_array(c.images[seq]) for c in (case, noise_free, ideal))
+        # What noise=False removes is the Rician noise: in white matter (SNR >> 1) its spread is
+        # the sampled fraction of the white-matter level.
+        residual = (acquired - clean)[white]
+        expected_sigma = acquisition["noise_fraction"] * np.median(clean[white])
+        assert np.std(residual) == pytest.approx(expected_sigma, rel=0.25), seq
+        assert abs(np.mean(residual)) < 0.2 * expected_sigma, seq
+        # What bias=False removes is a smooth multiplicative field of the sampled strength.
+        log_field = np.zeros(brain.shape)
+        log_field[brain] = np.log(clean[brain] / flat[brain])
+        inside = brain[:, :, 1:] & brain[:, :, :-1]
+        step = np.diff(log_field, axis=2)[inside]  # neighbour to neighbour along x
+        assert 0.1 * acquisition["bias_std"] < np.std(log_field[brain]) < 1.5 * acquisition["bias_std"], seq
+        assert np.std(step) < 0.1 * np.std(log_field[brain]), seq
+        assert np.all(clean[~brain] == 0) and np.all(flat[~brain] == 0)
