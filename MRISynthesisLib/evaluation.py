@@ -154,12 +154,10 @@ def _label_on_input_grid(label: np.ndarray, prepared) -> sitk.Image:
 
 
 class _Segmentation:
-    """The bundle's segmenter on completed sets of one case, scored against its label map."""
+    """The bundle's segmenter on completed sets of one case (model grid), scored against its label map."""
 
-    def __init__(self, images: Mapping, bundle, truth: sitk.Image, device) -> None:
-        from .pipeline import prepare_inputs
-
-        self.prepared = prepare_inputs(images, [], bundle.stage1)
+    def __init__(self, prepared, bundle, truth: sitk.Image, device) -> None:
+        self.prepared = prepared
         self.segmenter = bundle.segmenter
         self.device = device
         self.truth = sitk.GetArrayFromImage(truth)
@@ -167,11 +165,10 @@ class _Segmentation:
         self.spacing = tuple(truth.GetSpacing()[::-1])
 
     def predict(self, synthetic: Mapping) -> sitk.Image:
-        """Label image of the completed set with ``{target: image on the case grid}`` replaced."""
+        """Label image (case grid) of the completed set with ``{target: model-grid volume}`` put in."""
         from .pipeline import completed_set
 
-        finals = {target: self.prepared.grid.to_model(image) for target, image in synthetic.items()}
-        volumes = completed_set(self.prepared, finals)
+        volumes = completed_set(self.prepared, dict(synthetic))
         label = segment_label(self.segmenter, volumes, self.prepared.brain, self.device)
         return _label_on_input_grid(label, self.prepared)
 
@@ -207,7 +204,7 @@ def evaluate_case(files: CaseFiles, bundle, device: str = "auto", targets: Optio
     wanted = [s for s in SEQUENCES if targets is None or s in {parse_sequence(t) for t in targets}]
     has_segmenter = bundle.segmenter is not None
     result = synthesize(images, bundle, targets=wanted, device=device, tumour_maps=False,
-                        ground_truth=images, label=label,
+                        ground_truth=images, label=label, keep_model_grid=has_segmenter,
                         progress=scaled(report, 0.0, 0.7 if has_segmenter else 0.95))
     stages = ("stage1", "final") if bundle.refiner is not None else ("stage1",)
     rows = []
@@ -218,13 +215,14 @@ def evaluate_case(files: CaseFiles, bundle, device: str = "auto", targets: Optio
                          **{k: values[stage].get(k) for k in IMAGE_COLUMNS}})
     predictions = {}
     if has_segmenter:
-        segmentation = _Segmentation(images, bundle, label, resolve_device(device))
+        model_grid = result.model_grid
+        segmentation = _Segmentation(model_grid.prepared, bundle, label, resolve_device(device))
         by_key = {(row["target"], row["stage"]): row for row in rows}
         jobs = [(sequence, stage) for sequence in result.targets for stage in stages]
         for index, (sequence, stage) in enumerate(jobs):
             report(0.7 + 0.25 * index / (len(jobs) + 1), f"segmenting {sequence.value} ({stage})")
-            image = result.targets[sequence].stage1 if stage == "stage1" else result.targets[sequence].synthetic
-            predicted = segmentation.predict({sequence: image})
+            volume = (model_grid.stage1 if stage == "stage1" else model_grid.final)[sequence]
+            predicted = segmentation.predict({sequence: volume})
             by_key[(sequence.value, stage)].update(segmentation.score(predicted))
             predictions[_segmentation_file(files.case_id, sequence, stage)] = predicted
         report(0.95, "segmenting the acquired sequences (reference)")

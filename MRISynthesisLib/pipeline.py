@@ -57,6 +57,18 @@ class TargetResult:
 
 
 @dataclasses.dataclass
+class ModelGridVolumes:
+    """The prepared inputs and each target's stage-1 and final volume on the model grid (unit range).
+
+    Kept only on request (evaluation segments them where they were made, without resampling).
+    """
+
+    prepared: "PreparedInputs"
+    stage1: dict
+    final: dict
+
+
+@dataclasses.dataclass
 class SynthesisResult:
     """The targets, and how they were made (inputs, model, device, timings, log lines)."""
 
@@ -67,6 +79,7 @@ class SynthesisResult:
     timings: dict
     messages: list
     reference: Optional[Sequence] = None
+    model_grid: Optional[ModelGridVolumes] = None
 
 
 @dataclasses.dataclass
@@ -202,6 +215,7 @@ def synthesize(
     intensity: Union[str, float, Mapping, None] = None,
     stage1_options: Optional[Stage1Options] = None,
     stage2_options: Optional[Stage2Options] = None,
+    keep_model_grid: bool = False,
 ) -> SynthesisResult:
     """Synthesise ``targets`` (default: every missing sequence) from the acquired ``images``.
 
@@ -211,7 +225,8 @@ def synthesize(
     mapping. ``ground_truth`` (acquired versions of targets, for validation) adds error maps
     and metrics; ``label`` (BraTS label map) then defines the tumour region for the metrics.
     ``progress(fraction, message)`` is called often; setting ``cancel`` raises
-    :class:`Cancelled` within about a second and returns nothing.
+    :class:`Cancelled` within about a second and returns nothing. ``keep_model_grid`` keeps the
+    model-grid volumes in ``result.model_grid`` (memory; for evaluation).
     """
     from .devices import resolve_device
     from .weights import load_bundle
@@ -288,6 +303,7 @@ def synthesize(
         targets=output, inputs=[s for s in SEQUENCES if s in source_images], model_name=bundle.name,
         device=str(torch_device), timings=timings, messages=messages,
         reference=next(iter(sorted(source_images, key=SEQUENCES.index))),
+        model_grid=ModelGridVolumes(prepared, stage1_unit, finals_unit) if keep_model_grid else None,
     )
 
 

@@ -93,6 +93,20 @@ def test_synthesises_every_missing_sequence_on_the_input_grid(case, bundle):
     assert set(result.timings) >= {"prepare_s", "stage1_t1c_s", "stage2_t1c_s", "total_s"}
 
 
+def test_model_grid_volumes_are_kept_only_on_request_and_are_what_was_mapped_back(case, bundle):
+    inputs = _inputs(case)
+    assert synthesize(inputs, bundle, device="cpu", tumour_maps=False).model_grid is None
+    result = synthesize(inputs, bundle, device="cpu", tumour_maps=False, keep_model_grid=True)
+    kept = result.model_grid
+    assert set(kept.stage1) == set(kept.final) == {T1C}
+    assert kept.final[T1C].shape == kept.prepared.brain.shape
+    for volume, image in ((kept.final[T1C], result.targets[T1C].synthetic),
+                          (kept.stage1[T1C], result.targets[T1C].stage1)):
+        mapped = kept.prepared.to_input_grid(volume * SYNTHETIC_SCALE)
+        np.testing.assert_allclose(sitk.GetArrayFromImage(mapped), sitk.GetArrayFromImage(image), atol=1e-3)
+    assert np.abs(kept.final[T1C] - kept.stage1[T1C]).max() > 0  # the perturbed refiner acted
+
+
 def test_each_target_comes_from_acquired_sequences_only(case, bundle):
     inputs = _inputs(case, missing=(T1C, T2F))
     result = synthesize(inputs, bundle, device="cpu")
