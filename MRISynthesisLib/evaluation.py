@@ -96,11 +96,9 @@ def find_evaluation_cases(data_dir: str | Path, limit: Optional[int] = None) -> 
     cases = []
     for folder in folders[:limit]:
         files = find_case_files(folder)
-        missing = [s.display_name for s in SEQUENCES if s not in files.sequences]
-        if missing:
-            raise EvaluationError(f"{folder}: evaluation needs all four sequences; missing {', '.join(missing)}")
-        if files.label is None:
-            raise EvaluationError(f"{folder}: no label map (*-seg file); evaluation needs one")
+        reason = files.incomplete_reason("evaluation")
+        if reason:
+            raise EvaluationError(reason)
         cases.append(files)
     return cases
 

@@ -189,6 +189,15 @@ class CaseFiles:
     sequences: dict[Sequence, Path]
     label: Path | None = None
 
+    def incomplete_reason(self, purpose: str) -> str | None:
+        """Why the case cannot serve ``purpose`` (training, evaluation: all four sequences and a label map)."""
+        missing = [s.display_name for s in SEQUENCES if s not in self.sequences]
+        if missing:
+            return f"{self.folder}: {purpose} needs all four sequences; missing {', '.join(missing)}"
+        if self.label is None:
+            return f"{self.folder}: no label map (*-seg file); {purpose} needs one"
+        return None
+
 
 def _case_entries(folder: Path) -> list[Path]:
     """Image files and DICOM sub-folders of a case folder, sorted by name."""

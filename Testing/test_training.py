@@ -148,7 +148,7 @@ def test_incomplete_case_is_an_error_naming_the_folder(data_dir, tmp_path):
     for sequence, path in source.sequences.items():
         if sequence != T2F:
             shutil.copy(path, folder / path.name)
-    with pytest.raises(TrainingError, match=r"Phantom-00031.*lacks t2f"):
+    with pytest.raises(TrainingError, match=r"Phantom-00031: training needs all four sequences; missing T2-FLAIR"):
         find_cases(tmp_path / "data")
 
 

@@ -69,11 +69,9 @@ def find_cases(data_dir: str | Path) -> list:
         if not any(is_image_file(entry) for entry in folder.iterdir() if entry.is_file()):
             continue  # not a case folder (notes, outputs, ...)
         files = find_case_files(folder)
-        missing = [s.value for s in SEQUENCES if s not in files.sequences]
-        if missing:
-            raise TrainingError(f"{folder}: training case lacks {', '.join(missing)}")
-        if files.label is None:
-            raise TrainingError(f"{folder}: training case has no label map (*-seg)")
+        reason = files.incomplete_reason("training")
+        if reason:
+            raise TrainingError(reason)
         cases.append(files)
     if not cases:
         raise TrainingError(f"{data_dir}: no case folders (one sub-folder per case, BraTS names)")
