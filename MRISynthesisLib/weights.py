@@ -133,7 +133,7 @@ def load_reference_generator(payload: Mapping[str, Any], path: str | Path) -> An
     """An HF-GAN generator from a state dict in the public reference layout (optionally nested)."""
     from .models.hfgan import HFGANGenerator
 
-    state = _find_state_dict(payload)
+    state = find_state_dict(payload)
     if state is None:
         raise CheckpointError(f"{path}: neither an MRISynthesis checkpoint nor an HF-GAN state dict")
     try:
@@ -144,16 +144,21 @@ def load_reference_generator(payload: Mapping[str, Any], path: str | Path) -> An
     return model
 
 
-def _find_state_dict(payload: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The generator state dict inside a training checkpoint (``G``, ``generator``, ``state_dict`` ...)."""
+#: Where training code usually keeps the generator's tensors inside a checkpoint.
+GENERATOR_STATE_KEYS = ("generator", "G", "netG", "gen", "model", "state_dict", "model_state_dict")
+
+
+def find_state_dict(payload: Mapping[str, Any], keys: tuple[str, ...] = GENERATOR_STATE_KEYS
+                    ) -> Mapping[str, Any] | None:
+    """The tensor dict inside a checkpoint: the payload itself, or found under ``keys`` (depth first)."""
     import torch
 
     if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
         return payload
-    for key in ("generator", "G", "netG", "gen", "model", "state_dict", "model_state_dict"):
+    for key in keys:
         value = payload.get(key)
         if isinstance(value, Mapping):
-            found = _find_state_dict(value)
+            found = find_state_dict(value, keys)
             if found is not None:
                 return found
     return None

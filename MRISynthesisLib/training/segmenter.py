@@ -56,19 +56,6 @@ _STATE_KEYS = ("state_dict", "model", "network", "net", "model_state_dict", "seg
 # --------------------------------------------------------------------------- loading weights
 
 
-def _nested_state_dict(payload: Mapping) -> Optional[Mapping]:
-    """The tensor dict inside a checkpoint (top level or under a usual key)."""
-    if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
-        return payload
-    for key in _STATE_KEYS:
-        value = payload.get(key)
-        if isinstance(value, Mapping):
-            found = _nested_state_dict(value)
-            if found is not None:
-                return found
-    return None
-
-
 def _strip_prefix(state: Mapping) -> dict:
     state = dict(state)
     for prefix in ("module.", "_orig_mod.", "model.", "network."):
@@ -131,7 +118,7 @@ def load_segmenter_weights(path: str | Path, input_order: Optional[SequenceT[str
     A state dict that does not fit ``build_segmenter`` raises :class:`TrainingError` naming
     the file and the first mismatch.
     """
-    from ..weights import build_model, is_project_checkpoint, read_checkpoint
+    from ..weights import build_model, find_state_dict, is_project_checkpoint, read_checkpoint
 
     path = Path(path)
     if path.is_dir():
@@ -147,7 +134,7 @@ def load_segmenter_weights(path: str | Path, input_order: Optional[SequenceT[str
         if input_order is None and output_order is None:
             return build_model(payload, path)
         payload = {"state_dict": payload["state_dict"]}
-    state = _nested_state_dict(payload)
+    state = find_state_dict(payload, _STATE_KEYS)
     if state is None:
         raise TrainingError(f"{path}: no segmenter state dict in the file")
     state = _permute_channels(_strip_prefix(state), input_order, output_order, path)
