@@ -35,6 +35,18 @@ def test_demo_seed_comes_from_the_bundle_and_warns_inside_the_training_range():
     assert demo.demo_seed(bundle, 100) == (100, [])
 
 
+def test_demo_says_when_the_model_grid_is_coarser_than_the_case():
+    from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANGenerator
+
+    small_case = phantom.generate_case(2, small=True).images[Sequence.T1C]  # 2.5 mm
+    full_grid = sitk.Image([240, 240, 155], sitk.sitkFloat32)  # 1 mm, the BraTS grid
+    at_2_5_mm = HFGANGenerator(HFGANConfig.small(image_size=96))
+    assert demo.resolution_note(at_2_5_mm, small_case) is None
+    note = demo.resolution_note(at_2_5_mm, full_grid)
+    assert "2.5 mm grid" in note and "1 mm voxels" in note and "\n" not in note
+    assert demo.resolution_note(HFGANGenerator(HFGANConfig.small(image_size=240)), full_grid) is None
+
+
 def test_format_table_rounds_and_marks_missing_values():
     values = {"ssim": 0.91234, "ssim_tumour": math.nan, "ssim_healthy": 0.5,
               "psnr": 23.456, "psnr_tumour": 19.0, "psnr_healthy": math.inf}

@@ -8,8 +8,8 @@ def test_demo_bundle_is_the_default_and_loads_completely():
     assert weights.default_bundle_name() == "demo"
     bundle = weights.load_bundle()
     assert bundle.name == "demo" and bundle.stages == "HF-GAN + Refiner + segmenter"
-    assert bundle.stage1.config.image_size == 120  # 2 mm over the 240 mm field of view
     meta = bundle.metadata
+    assert bundle.stage1.config.image_size == meta["image_size"]  # the grid the model card states
     train_first, train_last = meta["training_seeds"]
     assert not train_first <= meta["demo_seed"] <= train_last, "the demo case must be unseen"
     eval_first, eval_last = meta["evaluation_seeds"]
