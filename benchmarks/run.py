@@ -42,8 +42,8 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", type=Path, default=Path("out/bench"), help="results folder")
     parser.add_argument("--demo-model", default=None,
-                        help="demo bundle (folder or checkpoint); default: HFGANConfig.small(image_size=120) + "
-                             "RefinerConfig.small() with random weights")
+                        help="demo bundle (folder or checkpoint); default: random weights of HFGANConfig.small at "
+                             "the packaged demo model's slice size and RefinerConfig.small()")
     parser.add_argument("--configs", default="demo,paper", help="comma-separated: demo, paper (default both)")
     parser.add_argument("--full", action="store_true",
                         help="paper config: every slice and every window, and the whole pipeline (slow on a CPU)")

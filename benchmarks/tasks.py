@@ -65,6 +65,16 @@ class Meter:
 # --------------------------------------------------------------------------- models and inputs
 
 
+def demo_image_size() -> int:
+    """Slice size of the packaged demo model (its manifest's metadata), so random weights match its cost."""
+    import json
+
+    from MRISynthesisLib.weights import CATALOGUE_DIR
+
+    manifest = json.loads((CATALOGUE_DIR / "demo" / "bundle.json").read_text())
+    return int(manifest.get("metadata", {}).get("image_size", 96))
+
+
 def build_bundle(spec: dict):
     """The bundle of ``spec["model"]``: a saved bundle folder, or random weights of a named config."""
     import torch
@@ -79,7 +89,7 @@ def build_bundle(spec: dict):
     if model["config"] == "paper":
         stage1_config, refiner_config = HFGANConfig.paper(), RefinerConfig.paper()
     else:
-        stage1_config = HFGANConfig.small(image_size=int(model.get("image_size", 120)))
+        stage1_config = HFGANConfig.small(image_size=int(model.get("image_size") or demo_image_size()))
         refiner_config = RefinerConfig.small()
     with torch.device("meta"):
         generator = HFGANGenerator(stage1_config)
