@@ -69,6 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--image-size", type=int, default=None,
                         help="slice size of the model grid (240 mm field of view): 240 = 1 mm (default), "
                              "120 = 2 mm for a CPU demo; a multiple of the generator's downsampling")
+    parser.add_argument("--input-patterns", choices=("hfgan", "missing-one"), default="hfgan",
+                        help="inputs per training sample: 'hfgan' (default, as HF-GAN: one input half the time, "
+                             "else two or three) or 'missing-one' (always the other three, the BraSyn task)")
     parser.set_defaults(handler=run_train_stage1)
 
     parser = commands.add_parser("segmenter", help="the SegResNet tumour segmenter (WT/TC/ET)",
@@ -148,7 +151,8 @@ def run_train_stage1(args: argparse.Namespace) -> int:
     """``train stage1``."""
     from .training.stage1 import Stage1TrainingOptions, train_stage1
 
-    options = Stage1TrainingOptions(image_size=args.image_size, **_common_options(args))
+    options = Stage1TrainingOptions(image_size=args.image_size, input_patterns=args.input_patterns,
+                                    **_common_options(args))
     return _run(train_stage1, options, "train stage1")
 
 

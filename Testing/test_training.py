@@ -195,6 +195,20 @@ def test_missing_patterns_have_one_to_three_inputs_and_never_the_target():
     assert 0.45 < singles / 4000 < 0.55
 
 
+def test_missing_one_patterns_give_the_other_three_and_unknown_schemes_are_refused(prepared):
+    rng = np.random.default_rng(0)
+    for target in SEQUENCES:
+        assert sample_pattern(rng, target, "missing-one") == tuple(s for s in SEQUENCES if s != target)
+    with pytest.raises(TrainingError, match="input patterns must be one of hfgan, missing-one"):
+        sample_pattern(rng, SEQUENCES[0], "two")
+    sampler = SliceSampler(prepared, _tiny_generator().modality_order, batch_size=6, patterns="missing-one")
+    batch = next(sampler.epoch(1, rng))
+    assert batch.available.sum(axis=1).tolist() == [3] * 6
+    assert not batch.available[np.arange(6), batch.target].any()
+    with pytest.raises(TrainingError, match="--input-patterns must be one of"):
+        Stage1TrainingOptions(input_patterns="two").check()
+
+
 def test_stage1_batches_hold_real_slices_targets_and_cycle_inputs(prepared):
     order = _tiny_generator().modality_order
     sampler = SliceSampler(prepared, order, batch_size=6)

@@ -336,13 +336,23 @@ def _multi_patterns(target: Sequence) -> list:
     return [c for size in (2, 3) for c in combinations(others, size)]
 
 
-def sample_pattern(rng: np.random.Generator, target: Sequence, single_fraction: float = 0.5) -> tuple:
+#: Input-pattern schemes of stage-1 training: ``hfgan`` as HF-GAN trains (one to three inputs);
+#: ``missing-one`` always the other three (the BraSyn task: exactly one sequence missing).
+INPUT_PATTERNS = ("hfgan", "missing-one")
+
+
+def sample_pattern(rng: np.random.Generator, target: Sequence, scheme: str = "hfgan",
+                   single_fraction: float = 0.5) -> tuple:
     """Random available inputs for ``target``: one to three other sequences, in canonical order.
 
-    As in HF-GAN training, half the samples have a single input and half two or three
-    (each of the three pairs and the triple equally likely).
+    ``hfgan`` (HF-GAN training): half the samples have a single input and half two or three
+    (each of the three pairs and the triple equally likely). ``missing-one``: the other three.
     """
     others = [s for s in SEQUENCES if s != target]
+    if scheme == "missing-one":
+        return tuple(others)
+    if scheme != "hfgan":
+        raise TrainingError(f"input patterns must be one of {', '.join(INPUT_PATTERNS)}, got {scheme!r}")
     if rng.random() < single_fraction:
         return (others[int(rng.integers(len(others)))],)
     patterns = _multi_patterns(target)
@@ -379,8 +389,8 @@ class Stage1Batch:
 
 
 def make_stage1_batch(cases: SequenceT[PreparedCase], items: SequenceT[tuple], order: SequenceT[Sequence],
-                      rng: np.random.Generator) -> Stage1Batch:
-    """Build a batch from ``(case index, slice index)`` items with random targets and patterns."""
+                      rng: np.random.Generator, patterns: str = "hfgan") -> Stage1Batch:
+    """Build a batch from ``(case index, slice index)`` items with random targets and ``patterns`` inputs."""
     order = list(order)
     size = len(items)
     first = cases[items[0][0]]
@@ -397,7 +407,7 @@ def make_stage1_batch(cases: SequenceT[PreparedCase], items: SequenceT[tuple], o
         for channel, sequence in enumerate(order):
             images[b, channel] = case.scaled[sequence][z]
         target = SEQUENCES[int(rng.integers(len(SEQUENCES)))]
-        sources = sample_pattern(rng, target)
+        sources = sample_pattern(rng, target, patterns)
         if len(sources) > 1:  # re-synthesise one input from the others plus the synthetic target
             redo = sources[int(rng.integers(len(sources)))]
             cycle_sources = [s for s in SEQUENCES if s != redo]
@@ -423,10 +433,11 @@ class SliceSampler:
     """
 
     def __init__(self, cases: SequenceT[PreparedCase], order: SequenceT[Sequence], batch_size: int,
-                 area_mm2: float = MIN_BRAIN_AREA_MM2) -> None:
+                 area_mm2: float = MIN_BRAIN_AREA_MM2, patterns: str = "hfgan") -> None:
         self.cases = list(cases)
         self.order = tuple(order)
         self.batch_size = int(batch_size)
+        self.patterns = patterns
         self.index = [(ci, int(z)) for ci, case in enumerate(self.cases)
                       for z in eligible_slices(case.brain, case.pixel_area_mm2, area_mm2)]
         if not self.index:
@@ -444,7 +455,7 @@ class SliceSampler:
                                 for _ in range(int(math.ceil(needed / len(self.index))))])[:needed]
         for step in range(steps):
             chosen = [self.index[i] for i in order[step * self.batch_size:(step + 1) * self.batch_size]]
-            yield make_stage1_batch(self.cases, chosen, self.order, rng)
+            yield make_stage1_batch(self.cases, chosen, self.order, rng, self.patterns)
 
 
 # --------------------------------------------------------------------------- 3D crops

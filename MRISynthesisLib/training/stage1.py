@@ -48,6 +48,7 @@ from .common import (
     write_run_bundle,
 )
 from .datasets import (
+    INPUT_PATTERNS,
     MIN_BRAIN_AREA_MM2,
     PreparedCaseStore,
     SliceSampler,
@@ -85,6 +86,14 @@ class Stage1TrainingOptions(TrainOptions):
     loss_weights: Stage1LossWeights = dataclasses.field(default_factory=Stage1LossWeights)
     discriminator_lr_ratio: float = 0.1
     min_brain_area_mm2: float = MIN_BRAIN_AREA_MM2
+    input_patterns: str = "hfgan"
+
+    def check(self) -> None:
+        """The common checks, and a known input-pattern scheme."""
+        super().check()
+        if self.input_patterns not in INPUT_PATTERNS:
+            raise TrainingError(f"--input-patterns must be one of {', '.join(INPUT_PATTERNS)}, "
+                                f"got {self.input_patterns!r}")
 
     def generator_config(self) -> HFGANConfig:
         """The generator to build: ``model_config`` or the ``config`` preset at ``image_size``."""
@@ -237,7 +246,8 @@ def train_stage1(options: Stage1TrainingOptions, progress: Optional[Callable[[fl
     # Inference conditions on the prior of the training data's median intensities (paper 2.1).
     generator.intensity_priors = estimate_intensity_priors(case.intensity for case in train_cases)
     discriminator = PatchDiscriminator(d_config).to(device)
-    sampler = SliceSampler(train_cases, generator.modality_order, options.batch_size, options.min_brain_area_mm2)
+    sampler = SliceSampler(train_cases, generator.modality_order, options.batch_size, options.min_brain_area_mm2,
+                           options.input_patterns)
     steps = options.steps_per_epoch or sampler.full_epoch_steps
     total_updates = max(1, options.epochs * steps // options.accumulation)
     warmup = min(options.warmup_steps, total_updates // 10)
@@ -259,7 +269,7 @@ def train_stage1(options: Stage1TrainingOptions, progress: Optional[Callable[[fl
     result = trainer.run(steps, sampler.epoch, step, lambda: validate_stage1(generator, val_cases, device, targets))
     generator.eval()
     info = {"epochs": result.epochs_done, "steps": result.global_step, "config": options.config,
-            "image_size": config.image_size, "train_cases": len(split.train),
+            "image_size": config.image_size, "input_patterns": options.input_patterns, "train_cases": len(split.train),
             "last_metrics": summary_metrics(result.history)}
     result.bundle = write_run_bundle(run_dir, "stage1", generator.cpu(), info, log)
     if (run_dir / "refiner.pt").is_file():
