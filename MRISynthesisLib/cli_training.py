@@ -47,6 +47,12 @@ def _common(parser: argparse.ArgumentParser, command: str) -> None:
                         help="CPU threads for torch (default: every core; fewer can be faster on a shared machine)")
 
 
+def _input_patterns(parser: argparse.ArgumentParser, hfgan: str) -> None:
+    parser.add_argument("--input-patterns", choices=("hfgan", "missing-one"), default="hfgan",
+                        help=f"inputs per training sample: {hfgan} or 'missing-one' (always the other three, "
+                             "the BraSyn task)")
+
+
 def _crop(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop-size", type=int, nargs="+", default=[128], metavar="N",
                         help="random crop size, one or three values: multiples of 16 for stage 2, of 8 for the "
@@ -69,9 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--image-size", type=int, default=None,
                         help="slice size of the model grid (240 mm field of view): 240 = 1 mm (default), "
                              "120 = 2 mm for a CPU demo; a multiple of the generator's downsampling")
-    parser.add_argument("--input-patterns", choices=("hfgan", "missing-one"), default="hfgan",
-                        help="inputs per training sample: 'hfgan' (default, as HF-GAN: one input half the time, "
-                             "else two or three) or 'missing-one' (always the other three, the BraSyn task)")
+    _input_patterns(parser, "'hfgan' (default, as HF-GAN: one input half the time, else two or three)")
     parser.set_defaults(handler=run_train_stage1)
 
     parser = commands.add_parser("segmenter", help="the SegResNet tumour segmenter (WT/TC/ET)",
@@ -95,6 +99,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _channel_orders(parser, "segmenter-")
     parser.add_argument("--ssim-weight", type=float, default=1.0, help="lambda_1 of the SSIM loss (default 1)")
     parser.add_argument("--dice-weight", type=float, default=1.0, help="lambda_2 of the Dice loss (default 1)")
+    _input_patterns(parser, "'hfgan' (default: any of the seven input sets)")
     parser.set_defaults(handler=run_train_stage2)
 
 
@@ -174,5 +179,5 @@ def run_train_stage2(args: argparse.Namespace) -> int:
                                     segmenter_input_order=_split(args.segmenter_inputs),
                                     segmenter_output_order=_split(args.segmenter_outputs),
                                     ssim_weight=args.ssim_weight, dice_weight=args.dice_weight,
-                                    **_common_options(args))
+                                    input_patterns=args.input_patterns, **_common_options(args))
     return _run(train_stage2, options, "train stage2")

@@ -23,6 +23,7 @@ from MRISynthesisLib.training.datasets import (
     SliceSampler,
     Stage1OutputCache,
     all_patterns,
+    input_sets,
     eligible_slices,
     find_cases,
     load_or_create_split,
@@ -275,6 +276,19 @@ def test_segmenter_loss_falls_on_a_fixed_batch(prepared):
         losses.append(float(loss.detach()))
     first, last = _mean_first_last(losses)
     assert last < 0.95 * first
+
+
+def test_stage2_missing_one_batches_use_the_other_three_inputs(prepared, tmp_path):
+    generator = _tiny_generator()
+    checkpoint = save_checkpoint(tmp_path / "stage1.pt", "stage1", generator)
+    cache = Stage1OutputCache(tmp_path / "cache", checkpoint, generator.eval(), CPU)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        batch = stage2_batch(prepared[:2], cache, 1, (16, 32, 32), rng, patterns="missing-one")
+        assert sorted(batch["sources"]) == [i for i in range(4) if i != batch["target"]]
+    assert input_sets(SEQUENCES[1], "hfgan") == all_patterns(SEQUENCES[1])
+    with pytest.raises(TrainingError, match="--input-patterns must be one of"):
+        Stage2TrainingOptions(input_patterns="any").check()
 
 
 def test_stage2_loss_falls_on_a_fixed_batch(prepared, tmp_path):

@@ -349,10 +349,9 @@ def sample_pattern(rng: np.random.Generator, target: Sequence, scheme: str = "hf
     (each of the three pairs and the triple equally likely). ``missing-one``: the other three.
     """
     others = [s for s in SEQUENCES if s != target]
+    check_input_patterns(scheme)
     if scheme == "missing-one":
         return tuple(others)
-    if scheme != "hfgan":
-        raise TrainingError(f"input patterns must be one of {', '.join(INPUT_PATTERNS)}, got {scheme!r}")
     if rng.random() < single_fraction:
         return (others[int(rng.integers(len(others)))],)
     patterns = _multi_patterns(target)
@@ -363,6 +362,19 @@ def all_patterns(target: Sequence) -> list:
     """The seven non-empty input sets for ``target`` (canonical order)."""
     others = [s for s in SEQUENCES if s != target]
     return [c for size in (1, 2, 3) for c in combinations(others, size)]
+
+
+def input_sets(target: Sequence, scheme: str = "hfgan") -> list:
+    """The input sets a scheme trains ``target`` from: all seven (``hfgan``) or the other three."""
+    check_input_patterns(scheme)
+    patterns = all_patterns(target)
+    return patterns if scheme == "hfgan" else patterns[-1:]
+
+
+def check_input_patterns(scheme: str, option: str = "input patterns") -> None:
+    """Raise :class:`TrainingError` unless ``scheme`` is one of :data:`INPUT_PATTERNS`."""
+    if scheme not in INPUT_PATTERNS:
+        raise TrainingError(f"{option} must be one of {', '.join(INPUT_PATTERNS)}, got {scheme!r}")
 
 
 @dataclasses.dataclass

@@ -48,11 +48,11 @@ from .common import (
     write_run_bundle,
 )
 from .datasets import (
-    INPUT_PATTERNS,
     MIN_BRAIN_AREA_MM2,
     PreparedCaseStore,
     SliceSampler,
     Stage1Batch,
+    check_input_patterns,
     load_or_create_split,
     stage1_volume,
 )
@@ -91,9 +91,7 @@ class Stage1TrainingOptions(TrainOptions):
     def check(self) -> None:
         """The common checks, and a known input-pattern scheme."""
         super().check()
-        if self.input_patterns not in INPUT_PATTERNS:
-            raise TrainingError(f"--input-patterns must be one of {', '.join(INPUT_PATTERNS)}, "
-                                f"got {self.input_patterns!r}")
+        check_input_patterns(self.input_patterns, "--input-patterns")
 
     def generator_config(self) -> HFGANConfig:
         """The generator to build: ``model_config`` or the ``config`` preset at ``image_size``."""

@@ -47,9 +47,10 @@ from .datasets import (
     PreparedCase,
     PreparedCaseStore,
     Stage1OutputCache,
-    all_patterns,
+    check_input_patterns,
     crop_box,
     crop_size_for,
+    input_sets,
     load_or_create_split,
     random_centre,
     take_crop,
@@ -75,6 +76,12 @@ class Stage2TrainingOptions(TrainOptions):
     ssim_weight: float = 1.0
     dice_weight: float = 1.0
     tumour_fraction: float = 0.5
+    input_patterns: str = "hfgan"
+
+    def check(self) -> None:
+        """The common checks, and a known input-pattern scheme."""
+        super().check()
+        check_input_patterns(self.input_patterns, "--input-patterns")
 
     def model_config(self) -> RefinerConfig:
         """``refiner_config`` or the ``config`` preset."""
@@ -89,7 +96,7 @@ class Stage2TrainingOptions(TrainOptions):
 
 
 def stage2_batch(cases: SequenceT[PreparedCase], cache: Stage1OutputCache, batch_size: int, crop: tuple,
-                 rng: np.random.Generator, tumour_fraction: float = 0.5) -> dict:
+                 rng: np.random.Generator, tumour_fraction: float = 0.5, patterns: str = "hfgan") -> dict:
     """One batch: a random target and input set shared by ``batch_size`` random crops.
 
     Returns numpy arrays: ``stage1`` [B,1,...] and ``truth`` [B,1,...] in the stage-1 volume's
@@ -98,8 +105,8 @@ def stage2_batch(cases: SequenceT[PreparedCase], cache: Stage1OutputCache, batch
     [B,3,...], ``brain`` [B,1,...]; and ``target``/``sources`` as canonical indices.
     """
     target = SEQUENCES[int(rng.integers(len(SEQUENCES)))]
-    patterns = all_patterns(target)
-    sources = patterns[int(rng.integers(len(patterns)))]
+    choices = input_sets(target, patterns)
+    sources = choices[int(rng.integers(len(choices)))]
     fields: dict = {k: [] for k in ("stage1", "truth", "inputs", "acquired", "regions", "brain")}
     for _ in range(batch_size):
         case = cases[int(rng.integers(len(cases)))]
@@ -124,12 +131,12 @@ def stage2_batch(cases: SequenceT[PreparedCase], cache: Stage1OutputCache, batch
 
 
 def stage2_batches(cases: SequenceT[PreparedCase], cache: Stage1OutputCache, batch_size: int, crop: tuple,
-                   tumour_fraction: float):
+                   tumour_fraction: float, patterns: str = "hfgan"):
     """``batches(steps, rng)`` for the epoch loop."""
 
     def epoch(steps: int, rng: np.random.Generator) -> Iterator[dict]:
         for _ in range(steps):
-            yield stage2_batch(cases, cache, batch_size, crop, rng, tumour_fraction)
+            yield stage2_batch(cases, cache, batch_size, crop, rng, tumour_fraction, patterns)
 
     return epoch
 
@@ -270,12 +277,14 @@ def train_stage2(options: Stage2TrainingOptions, progress: Optional[Callable[[fl
         record["total"] = float(total.detach())
         return record
 
-    result = trainer.run(steps, stage2_batches(train_cases, cache, options.batch_size, crop, options.tumour_fraction),
+    result = trainer.run(steps, stage2_batches(train_cases, cache, options.batch_size, crop, options.tumour_fraction,
+                                              options.input_patterns),
                          step, lambda: validate_stage2(refiner, segmenter, cache, val_cases, device,
                                                           validation_targets(options)))
     log(f"stage-1 cache: {cache.hits} reused, {cache.misses} computed")
     refiner.eval()
     info = {"epochs": result.epochs_done, "steps": result.global_step, "crop_size": list(crop),
+            "input_patterns": options.input_patterns,
             "stage1_sha256": cache.key, "last_metrics": summary_metrics(result.history)}
     _adopt_stage1(run_dir, stage1_path, cache.key, log)
     if options.segmenter:  # the bundle carries the segmenter the refiner was trained with
