@@ -85,6 +85,29 @@ class TrainOptions:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
 
 
+#: Input-pattern schemes of the synthesis stages: ``hfgan`` as HF-GAN trains (one to three inputs);
+#: ``missing-one`` always the other three (the BraSyn task: exactly one sequence missing).
+INPUT_PATTERNS = ("hfgan", "missing-one")
+
+
+def check_input_patterns(scheme: str, option: str = "input patterns") -> None:
+    """Raise :class:`TrainingError` unless ``scheme`` is one of :data:`INPUT_PATTERNS`."""
+    if scheme not in INPUT_PATTERNS:
+        raise TrainingError(f"{option} must be one of {', '.join(INPUT_PATTERNS)}, got {scheme!r}")
+
+
+@dataclasses.dataclass
+class SynthesisTrainOptions(TrainOptions):
+    """Options shared by the two synthesis stages, which draw the inputs of each sample."""
+
+    input_patterns: str = "hfgan"
+
+    def check(self) -> None:
+        """The common checks, and a known input-pattern scheme."""
+        super().check()
+        check_input_patterns(self.input_patterns, "--input-patterns")
+
+
 # --------------------------------------------------------------------------- log and metrics
 
 

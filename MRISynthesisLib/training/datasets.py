@@ -42,7 +42,7 @@ from ..io import (
 )
 from ..preprocessing import ZScore, fit_zscore, intensity_encoding_value, prior_intensity
 from ..sequences import SEQUENCES, Sequence
-from .common import LogCallback, TrainingError, file_sha256
+from .common import LogCallback, TrainingError, check_input_patterns, file_sha256
 
 #: Slices with less brain than this are not used for stage-1 training (paper: 2000 pixels at 1 mm).
 MIN_BRAIN_AREA_MM2 = 2000.0
@@ -336,11 +336,6 @@ def _multi_patterns(target: Sequence) -> list:
     return [c for size in (2, 3) for c in combinations(others, size)]
 
 
-#: Input-pattern schemes of stage-1 training: ``hfgan`` as HF-GAN trains (one to three inputs);
-#: ``missing-one`` always the other three (the BraSyn task: exactly one sequence missing).
-INPUT_PATTERNS = ("hfgan", "missing-one")
-
-
 def sample_pattern(rng: np.random.Generator, target: Sequence, scheme: str = "hfgan",
                    single_fraction: float = 0.5) -> tuple:
     """Random available inputs for ``target``: one to three other sequences, in canonical order.
@@ -369,12 +364,6 @@ def input_sets(target: Sequence, scheme: str = "hfgan") -> list:
     check_input_patterns(scheme)
     patterns = all_patterns(target)
     return patterns if scheme == "hfgan" else patterns[-1:]
-
-
-def check_input_patterns(scheme: str, option: str = "input patterns") -> None:
-    """Raise :class:`TrainingError` unless ``scheme`` is one of :data:`INPUT_PATTERNS`."""
-    if scheme not in INPUT_PATTERNS:
-        raise TrainingError(f"{option} must be one of {', '.join(INPUT_PATTERNS)}, got {scheme!r}")
 
 
 @dataclasses.dataclass

@@ -37,9 +37,9 @@ from ..preprocessing import estimate_intensity_priors
 from ..sequences import SEQUENCES
 from .common import (
     EpochTrainer,
+    SynthesisTrainOptions,
     TrainingError,
     TrainingResult,
-    TrainOptions,
     autocast_context,
     frozen,
     make_optimizer,
@@ -52,7 +52,6 @@ from .datasets import (
     PreparedCaseStore,
     SliceSampler,
     Stage1Batch,
-    check_input_patterns,
     load_or_create_split,
     stage1_volume,
 )
@@ -76,7 +75,7 @@ class Stage1LossWeights:
 
 
 @dataclasses.dataclass
-class Stage1TrainingOptions(TrainOptions):
+class Stage1TrainingOptions(SynthesisTrainOptions):
     """``mrisynth train stage1`` options: model preset and size, loss weights, the slice filter."""
 
     config: str = "small"
@@ -86,12 +85,6 @@ class Stage1TrainingOptions(TrainOptions):
     loss_weights: Stage1LossWeights = dataclasses.field(default_factory=Stage1LossWeights)
     discriminator_lr_ratio: float = 0.1
     min_brain_area_mm2: float = MIN_BRAIN_AREA_MM2
-    input_patterns: str = "hfgan"
-
-    def check(self) -> None:
-        """The common checks, and a known input-pattern scheme."""
-        super().check()
-        check_input_patterns(self.input_patterns, "--input-patterns")
 
     def generator_config(self) -> HFGANConfig:
         """The generator to build: ``model_config`` or the ``config`` preset at ``image_size``."""

@@ -34,9 +34,9 @@ from ..preprocessing import fit_zscore
 from ..sequences import SEQUENCES
 from .common import (
     EpochTrainer,
+    SynthesisTrainOptions,
     TrainingError,
     TrainingResult,
-    TrainOptions,
     autocast_context,
     make_optimizer,
     summary_metrics,
@@ -47,7 +47,6 @@ from .datasets import (
     PreparedCase,
     PreparedCaseStore,
     Stage1OutputCache,
-    check_input_patterns,
     crop_box,
     crop_size_for,
     input_sets,
@@ -63,7 +62,7 @@ MODEL_PRESETS = ("small", "paper")
 
 
 @dataclasses.dataclass
-class Stage2TrainingOptions(TrainOptions):
+class Stage2TrainingOptions(SynthesisTrainOptions):
     """``mrisynth train stage2`` options."""
 
     config: str = "small"
@@ -76,12 +75,6 @@ class Stage2TrainingOptions(TrainOptions):
     ssim_weight: float = 1.0
     dice_weight: float = 1.0
     tumour_fraction: float = 0.5
-    input_patterns: str = "hfgan"
-
-    def check(self) -> None:
-        """The common checks, and a known input-pattern scheme."""
-        super().check()
-        check_input_patterns(self.input_patterns, "--input-patterns")
 
     def model_config(self) -> RefinerConfig:
         """``refiner_config`` or the ``config`` preset."""
