@@ -87,7 +87,6 @@ class DiscriminatorConfig(ConfigDict):
         return _conv_out(self.feature_map_size, 1)
 
 
-
 class PatchDiscriminator(nn.Module):
     """Slice [B,1,H,W] -> (patch logits [B,1,P,P], sequence logits [B,num_classes])."""
 

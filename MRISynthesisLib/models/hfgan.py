@@ -175,7 +175,6 @@ class HFGANConfig(ConfigDict):
         return cls(dim=16, dim_mults=(1, 2, 4, 8), n_layers=2, n_heads=4, image_size=image_size)
 
 
-
 # --------------------------------------------------------------------------- CNN parts
 
 

@@ -103,7 +103,6 @@ class RefinerConfig(ConfigDict):
         return 2 ** _UNET_DOWNSAMPLINGS
 
 
-
 def sequence_index(value: SequenceLike) -> int:
     """Canonical index (0..3) of a sequence given as an index or a :class:`Sequence`."""
     if isinstance(value, Sequence):

@@ -78,7 +78,6 @@ class SegmenterConfig(ConfigDict):
         return 2 ** (len(self.blocks_down) - 1)
 
 
-
 def build_segmenter(config: Union[SegmenterConfig, None] = None) -> SegResNet:
     """A new SegResNet: 4 z-scored inputs in canonical order -> 3 region logits (WT, TC, ET)."""
     config = config or SegmenterConfig.paper()
