@@ -43,6 +43,9 @@ def _common(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--log-every", type=int, default=10, help="log the losses every N steps (default 10)")
     parser.add_argument("--val-targets", default=None, metavar="SEQS",
                         help="targets validated each epoch, e.g. t1c,t2f (default all four; stage 1 and 2)")
+    parser.add_argument("--keep", choices=("best", "last"), default="best",
+                        help="weights the bundle holds: the epoch with the best validation score (default) or "
+                             "the last epoch's")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: every core; fewer can be faster on a shared machine)")
 
@@ -125,7 +128,7 @@ def _common_options(args: argparse.Namespace) -> dict:
                    batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch, device=args.device,
                    seed=args.seed, resume=args.resume, val_cases=args.val_cases, max_minutes=args.max_minutes,
                    warmup_steps=args.warmup_steps, accumulation=args.accumulation, log_every=args.log_every,
-                   cpu_threads=args.threads, val_targets=_split(args.val_targets))
+                   cpu_threads=args.threads, val_targets=_split(args.val_targets), keep=args.keep)
     if args.lr is not None:
         options["learning_rate"] = args.lr
     return options

@@ -17,7 +17,14 @@ from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANGenerator
 from MRISynthesisLib.models.refiner import Refiner, RefinerConfig
 from MRISynthesisLib.models.segmenter import REGIONS, SegmenterConfig, build_segmenter
 from MRISynthesisLib.sequences import SEQUENCES, Sequence
-from MRISynthesisLib.training.common import TrainingError, load_training_state, training_state_path
+from MRISynthesisLib.training.common import (
+    EpochTrainer,
+    TrainingError,
+    TrainOptions,
+    best_weights_path,
+    load_training_state,
+    training_state_path,
+)
 from MRISynthesisLib.training.datasets import (
     PreparedCaseStore,
     SliceSampler,
@@ -414,6 +421,69 @@ def test_time_budget_stops_after_the_step_and_still_writes_checkpoint_and_bundle
     assert "time budget" in (tmp_path / "train-stage1.log").read_text()
 
 
+def _linear_trainer(run_dir, scores: list, keep: str = "best", epochs: int = 3):
+    """A real trainer fitting a linear layer, whose validation reports ``scores`` epoch by epoch.
+
+    Returns the trainer, its module and the weights it had at each validation (to compare with
+    what :meth:`EpochTrainer.select_weights` puts back).
+    """
+    torch.manual_seed(0)
+    module = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    options = TrainOptions(run_dir=run_dir, epochs=epochs, device="cpu", keep=keep)
+    trainer = EpochTrainer("toy", options, {"net": module}, {"net": (optimizer, schedule)}, CPU,
+                           np.random.default_rng(0), lambda message: None, select_by=("val_score",))
+    inputs, targets = torch.randn(8, 3), torch.randn(8, 1)
+    seen: list = []
+
+    def batches(steps, rng):
+        return iter(range(steps))
+
+    def step(_):
+        loss = torch.nn.functional.mse_loss(module(inputs), targets)
+        trainer.backward(loss)
+        return {"total": float(loss.detach())}
+
+    def validate():
+        seen.append({k: v.clone() for k, v in module.state_dict().items()})
+        score = scores[len(seen) - 1]
+        return {} if score is None else {"val_score": score}
+
+    return trainer, module, seen, (batches, step, validate)
+
+
+@pytest.mark.parametrize("scores, best_epoch", [([0.2, 0.9, 0.5], 2), ([0.2, float("nan"), 0.5], 3),
+                                                 ([None, 0.4, None], 2)])
+def test_the_best_validated_epoch_is_kept_and_put_back(tmp_path, scores, best_epoch):
+    trainer, module, seen, loop = _linear_trainer(tmp_path, scores)
+    trainer.run(2, *loop)
+    went_on = not torch.equal(seen[best_epoch - 1]["weight"], module.weight.detach())
+    assert went_on == (best_epoch < 3)  # the modules moved on after every epoch but the last
+    chosen = trainer.select_weights()
+    assert chosen == {"keep": "best", "epoch": best_epoch, "selected_by": "val_score",
+                      "score": scores[best_epoch - 1]}
+    for name, value in module.state_dict().items():
+        assert torch.equal(value, seen[best_epoch - 1][name])
+    state = load_training_state(training_state_path(tmp_path, "toy"), "toy")
+    assert state["best"] == {"epoch": best_epoch, "score": scores[best_epoch - 1]}  # survives a resume
+
+
+def test_keep_last_and_runs_without_validation_keep_the_last_weights(tmp_path):
+    trainer, module, seen, loop = _linear_trainer(tmp_path / "last", [0.9, 0.1, 0.2], keep="last")
+    trainer.run(2, *loop)
+    last = {k: v.clone() for k, v in module.state_dict().items()}
+    assert trainer.select_weights() == {"keep": "last", "epoch": 3}
+    assert all(torch.equal(v, last[k]) for k, v in module.state_dict().items())
+
+    trainer, module, seen, loop = _linear_trainer(tmp_path / "none", [None, None], epochs=2)
+    trainer.run(2, *loop)
+    assert trainer.select_weights() == {"keep": "last", "epoch": 2}
+    assert not best_weights_path(tmp_path / "none", "toy").exists()
+    with pytest.raises(TrainingError, match="--keep"):
+        TrainOptions(keep="first").check()
+
+
 @pytest.mark.slow
 def test_stage1_trains_resumes_and_its_bundle_synthesises(data_dir, tmp_path):
     first = train_stage1(_stage1_options(data_dir, tmp_path))
@@ -423,7 +493,10 @@ def test_stage1_trains_resumes_and_its_bundle_synthesises(data_dir, tmp_path):
     assert {f"val_ssim_{s.value}" for s in SEQUENCES} <= set(row)
     after_one = {k: v.clone() for k, v in load_bundle(tmp_path).stage1.state_dict().items()}
 
-    resumed = train_stage1(_stage1_options(data_dir, tmp_path, epochs=2, resume=True))
+    kept = json.loads((tmp_path / "bundle.json").read_text())["metadata"]["training"]["stage1"]["kept"]
+    assert kept == {"keep": "best", "epoch": 1, "selected_by": "val_ssim", "score": row["val_ssim"]}
+
+    resumed = train_stage1(_stage1_options(data_dir, tmp_path, epochs=2, resume=True, keep="last"))
     assert resumed.epochs_done == 2 and resumed.global_step == 4
     assert [r["epoch"] for r in resumed.history] == [1, 2] and resumed.history[0] == first.history[0]
     state = load_training_state(training_state_path(tmp_path, "stage1"), "stage1")
@@ -431,6 +504,11 @@ def test_stage1_trains_resumes_and_its_bundle_synthesises(data_dir, tmp_path):
     assert max(adam_steps) == 4.0  # the optimiser continued (a restart would count 2)
     bundle = load_bundle(tmp_path)
     assert any(not torch.equal(bundle.stage1.state_dict()[k], v) for k, v in after_one.items())
+    best = load_training_state(best_weights_path(tmp_path, "stage1"), "stage1")  # still tracked under --keep last
+    scores = [r["val_ssim"] for r in resumed.history]
+    assert best["epoch"] == 1 + int(np.argmax(scores)) and best["score"] == max(scores)
+    assert json.loads((tmp_path / "bundle.json").read_text())["metadata"]["training"]["stage1"]["kept"] == {
+        "keep": "last", "epoch": 2}
     csv_lines = (tmp_path / "stage1-metrics.csv").read_text().splitlines()
     assert len(csv_lines) == 3 and "val_ssim" in csv_lines[0]
     assert "resumed stage1" in (tmp_path / "train-stage1.log").read_text()

@@ -39,6 +39,9 @@ class TrainingError(ValueError):
 
 # --------------------------------------------------------------------------- common options
 
+#: Which weights a run's bundle holds: those of the epoch that validated ``best``, or the ``last``.
+KEEP_CHOICES = ("best", "last")
+
 
 @dataclasses.dataclass
 class TrainOptions:
@@ -61,6 +64,7 @@ class TrainOptions:
     log_every: int = 10
     cpu_threads: Optional[int] = None
     val_targets: Optional[tuple] = None
+    keep: str = "best"
 
     def check(self) -> None:
         """Raise :class:`TrainingError` for option values no run can use."""
@@ -79,6 +83,8 @@ class TrainOptions:
             raise TrainingError(f"--threads must be at least 1, got {self.cpu_threads}")
         if not self.learning_rate > 0:
             raise TrainingError(f"learning rate must be positive, got {self.learning_rate}")
+        if self.keep not in KEEP_CHOICES:
+            raise TrainingError(f"--keep must be one of {', '.join(KEEP_CHOICES)}, got {self.keep!r}")
 
     def to_dict(self) -> dict:
         """JSON-ready dict (paths as strings)."""
@@ -293,6 +299,11 @@ def training_state_path(run_dir: Path, name: str) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"{name}-last.pt"
 
 
+def best_weights_path(run_dir: Path, name: str) -> Path:
+    """Where the weights of command ``name``'s best-validated epoch live."""
+    return Path(run_dir) / CHECKPOINT_DIR / f"{name}-best.pt"
+
+
 def save_training_state(path: Path, state: Mapping) -> Path:
     """Write a resumable training state atomically (a crash mid-write keeps the previous one)."""
     import torch
@@ -441,7 +452,8 @@ class EpochTrainer:
 
     def __init__(self, kind: str, options: TrainOptions, modules: Mapping, optimizers: Mapping, device,
                  rng: np.random.Generator, log: LogCallback, progress: Optional[ProgressFn] = None,
-                 config: Optional[Mapping] = None, budget: Optional[TimeBudget] = None) -> None:
+                 config: Optional[Mapping] = None, budget: Optional[TimeBudget] = None,
+                 select_by: tuple = ()) -> None:
         self.kind = kind
         self.options = options
         self.modules = dict(modules)
@@ -457,6 +469,9 @@ class EpochTrainer:
         self.history: list = []
         self.budget = budget or TimeBudget(options.max_minutes)
         self.checkpoint_path = training_state_path(options.run_dir, kind)
+        self.select_by = tuple(select_by)
+        self.best_path = best_weights_path(options.run_dir, kind)
+        self.best: Optional[dict] = None  # {"epoch", "score"} of the best-validated epoch so far
 
     # ----------------------------------------------------------------- state
 
@@ -470,6 +485,7 @@ class EpochTrainer:
             "scaler": self.scaler.state_dict(), "rng": rng_state(self.rng),
             "history": json.loads(json.dumps(self.history, default=_json_number)),
             "config": json.loads(json.dumps(self.config, default=str)),
+            "best": dict(self.best) if self.best else None,
         }
 
     def save(self) -> Path:
@@ -488,6 +504,7 @@ class EpochTrainer:
         self.epoch = int(state["epoch"])
         self.global_step = int(state["global_step"])
         self.history = list(state["history"])
+        self.best = dict(state["best"]) if state.get("best") else None
         self.log(f"resumed {self.kind} from {self.checkpoint_path} after epoch {self.epoch} "
                  f"(step {self.global_step})")
 
@@ -551,10 +568,54 @@ class EpochTrainer:
                 row["val_s"] = time.perf_counter() - validation_started
             self.history.append(row)
             write_metrics(Path(options.run_dir), self.kind, self.history)
+            self._keep_if_best(row)
             self.save()
             self.log(f"epoch {self.epoch}/{options.epochs}: " + _summary(row))
         return TrainingResult(run_dir=Path(options.run_dir), epochs_done=self.epoch, global_step=self.global_step,
                               history=self.history, stopped_early=stopped, checkpoint=self.checkpoint_path)
+
+    # ----------------------------------------------------------------- best epoch
+
+    @property
+    def selection_name(self) -> str:
+        """The validation score that picks the best epoch, as logged (``val_ssim + val_dice``)."""
+        return " + ".join(self.select_by)
+
+    def _keep_if_best(self, row: Mapping) -> None:
+        """Save the modules' weights when this epoch's validation score beats every earlier one."""
+        score = selection_score(row, self.select_by)
+        if score is None or (self.best is not None and score <= self.best["score"]):
+            return
+        self.best = {"epoch": self.epoch, "score": score}
+        weights = {k: {n: t.detach().cpu() for n, t in m.state_dict().items()} for k, m in self.modules.items()}
+        save_training_state(self.best_path, {"kind": self.kind, "epoch": self.epoch, "score": score,
+                                             "modules": weights})
+        self.log(f"epoch {self.epoch} is the best so far by {self.selection_name} ({score:.4f})")
+
+    def select_weights(self) -> dict:
+        """Put the weights the bundle should hold into the modules (``options.keep``); say which.
+
+        ``best`` reloads the best-validated epoch's weights (the last ones when no epoch was
+        validated); ``last`` keeps the weights as training left them.
+        """
+        last = {"keep": "last", "epoch": self.epoch}
+        if self.options.keep != "best":
+            return last
+        if self.best is None:
+            self.log(f"{self.kind}: no epoch was validated, so the bundle holds the last weights")
+            return last
+        chosen = {"keep": "best", "epoch": int(self.best["epoch"]), "selected_by": self.selection_name,
+                  "score": float(self.best["score"])}
+        if chosen["epoch"] != self.epoch:
+            state = load_training_state(self.best_path, self.kind)
+            if int(state["epoch"]) != chosen["epoch"]:
+                raise TrainingError(f"{self.best_path}: holds epoch {state['epoch']}, but the run's best is epoch "
+                                    f"{chosen['epoch']}; train again with --keep last or without --resume")
+            for name, module in self.modules.items():
+                module.load_state_dict(state["modules"][name])
+        self.log(f"{self.kind}: the bundle holds epoch {chosen['epoch']} of {self.epoch}, the best by "
+                 f"{self.selection_name} ({chosen['score']:.4f})")
+        return chosen
 
     def _learning_rate(self) -> float:
         optimizer = next(iter(self.optimizers.values()))[0]
@@ -588,13 +649,32 @@ def validation_targets(options: TrainOptions) -> tuple:
     return tuple(s for s in SEQUENCES if s in wanted)
 
 
-def summary_metrics(history: list) -> dict:
-    """The last epoch's headline numbers (for ``bundle.json``)."""
-    if not history:
+def selection_score(row: Mapping, keys: tuple) -> Optional[float]:
+    """Sum of ``keys`` in a history row (higher is better), or None when one is missing or not finite."""
+    if not keys:
+        return None
+    values = [row.get(key) for key in keys]
+    if any(not isinstance(v, (int, float)) or not math.isfinite(v) for v in values):
+        return None
+    return float(sum(values))
+
+
+def summary_metrics(history: list, epoch: Optional[int] = None) -> dict:
+    """Headline numbers of epoch ``epoch`` (default the last) for ``bundle.json``."""
+    rows = [row for row in history if epoch is None or int(row.get("epoch", -1)) == int(epoch)]
+    if not rows:
         return {}
-    last = history[-1]
     keep = ("epoch", "global_step", "train_total")
-    return {k: v for k, v in last.items() if k in keep or k.startswith("val_")}
+    return {k: v for k, v in rows[-1].items() if k in keep or k.startswith("val_")}
+
+
+def bundle_training_info(result: TrainingResult, selected: Mapping) -> dict:
+    """What ``bundle.json`` records of a run: epochs and steps done, and which epoch's weights it holds."""
+    info = {"epochs": result.epochs_done, "steps": result.global_step, "kept": dict(selected),
+            "last_metrics": summary_metrics(result.history)}
+    if selected.get("epoch") != result.epochs_done:
+        info["kept_metrics"] = summary_metrics(result.history, selected.get("epoch"))
+    return info
 
 
 def _summary(row: Mapping) -> str:

@@ -33,9 +33,9 @@ from .common import (
     TrainingResult,
     TrainOptions,
     autocast_context,
+    bundle_training_info,
     load_run_model,
     make_optimizer,
-    summary_metrics,
     write_run_bundle,
 )
 from .datasets import (
@@ -277,7 +277,8 @@ def train_segmenter(options: SegmenterTrainingOptions, progress: Optional[Callab
                                min(options.warmup_steps, total_updates // 10))
     trainer = EpochTrainer("segmenter", options, {"segmenter": model}, {"segmenter": optimizer}, device, rng, log,
                            progress, config={"segmenter": config.to_dict(), "image_size": image_size,
-                                             "crop_size": list(crop), "options": options.to_dict()}, budget=budget)
+                                             "crop_size": list(crop), "options": options.to_dict()}, budget=budget,
+                           select_by=("val_dice",))
     if state:
         trainer.restore(state)
     loss_fn = dice_bce_loss()
@@ -293,9 +294,8 @@ def train_segmenter(options: SegmenterTrainingOptions, progress: Optional[Callab
 
     result = trainer.run(steps, segmenter_batches(train_cases, options.batch_size, crop, options.tumour_fraction),
                          step, lambda: validate_segmenter(model, val_cases, device))
+    info = bundle_training_info(result, trainer.select_weights())
     model.eval()
-    info = {"epochs": result.epochs_done, "steps": result.global_step, "image_size": image_size,
-            "crop_size": list(crop), "init": str(options.init) if options.init else None,
-            "last_metrics": summary_metrics(result.history)}
+    info.update({"image_size": image_size, "crop_size": list(crop), "init": str(options.init) if options.init else None})
     result.bundle = write_run_bundle(run_dir, "segmenter", model.cpu(), info, log)
     return result

@@ -41,9 +41,9 @@ from .common import (
     TrainingError,
     TrainingResult,
     autocast_context,
+    bundle_training_info,
     frozen,
     make_optimizer,
-    summary_metrics,
     validation_targets,
     write_run_bundle,
 )
@@ -252,16 +252,16 @@ def train_stage1(options: Stage1TrainingOptions, progress: Optional[Callable[[fl
                            {"generator": g_opt, "discriminator": d_opt}, device, rng, log, progress,
                            config={"generator": config.to_dict(), "discriminator": d_config.to_dict(),
                                    "loss_weights": dataclasses.asdict(options.loss_weights),
-                                   "options": options.to_dict()}, budget=budget)
+                                   "options": options.to_dict()}, budget=budget, select_by=("val_ssim",))
     if state:
         trainer.restore(state)
     step = make_step(trainer, generator, discriminator, options.loss_weights)
     targets = validation_targets(options)
     result = trainer.run(steps, sampler.epoch, step, lambda: validate_stage1(generator, val_cases, device, targets))
+    info = bundle_training_info(result, trainer.select_weights())
     generator.eval()
-    info = {"epochs": result.epochs_done, "steps": result.global_step, "config": options.config,
-            "image_size": config.image_size, "input_patterns": options.input_patterns, "train_cases": len(split.train),
-            "last_metrics": summary_metrics(result.history)}
+    info.update({"config": options.config, "image_size": config.image_size, "input_patterns": options.input_patterns,
+                 "train_cases": len(split.train)})
     result.bundle = write_run_bundle(run_dir, "stage1", generator.cpu(), info, log)
     if (run_dir / "refiner.pt").is_file():
         log("note: refiner.pt was trained on an earlier stage-1 model; run 'mrisynth train stage2' again")

@@ -38,8 +38,8 @@ from .common import (
     TrainingError,
     TrainingResult,
     autocast_context,
+    bundle_training_info,
     make_optimizer,
-    summary_metrics,
     validation_targets,
     write_run_bundle,
 )
@@ -255,7 +255,8 @@ def train_stage2(options: Stage2TrainingOptions, progress: Optional[Callable[[fl
                                min(options.warmup_steps, total_updates // 10))
     trainer = EpochTrainer("stage2", options, {"refiner": refiner}, {"refiner": optimizer}, device, rng, log,
                            progress, config={"refiner": config.to_dict(), "crop_size": list(crop),
-                                             "stage1_sha256": cache.key, "options": options.to_dict()}, budget=budget)
+                                             "stage1_sha256": cache.key, "options": options.to_dict()}, budget=budget,
+                           select_by=("val_ssim", "val_dice"))
     if state:
         trainer.restore(state)
     dice_loss = DiceLoss(sigmoid=True)
@@ -275,10 +276,9 @@ def train_stage2(options: Stage2TrainingOptions, progress: Optional[Callable[[fl
                          step, lambda: validate_stage2(refiner, segmenter, cache, val_cases, device,
                                                           validation_targets(options)))
     log(f"stage-1 cache: {cache.hits} reused, {cache.misses} computed")
+    info = bundle_training_info(result, trainer.select_weights())
     refiner.eval()
-    info = {"epochs": result.epochs_done, "steps": result.global_step, "crop_size": list(crop),
-            "input_patterns": options.input_patterns,
-            "stage1_sha256": cache.key, "last_metrics": summary_metrics(result.history)}
+    info.update({"crop_size": list(crop), "input_patterns": options.input_patterns, "stage1_sha256": cache.key})
     _adopt_stage1(run_dir, stage1_path, cache.key, log)
     if options.segmenter:  # the bundle carries the segmenter the refiner was trained with
         write_run_bundle(run_dir, "segmenter", segmenter.cpu(), {"source": str(options.segmenter)}, log)
