@@ -75,7 +75,8 @@ def _stage_metrics(acquired: np.ndarray, synthetic: np.ndarray, brain: np.ndarra
     """SSIM (from the pipeline) and PSNR whole/tumour/healthy of one stage."""
     from .evaluation import region_psnr
 
-    values = {key: computed.get(key, math.nan) for key in ("ssim", "ssim_tumour", "ssim_healthy", "psnr")}
+    values = {key: computed.get(key, math.nan)
+              for key in ("ssim", "ssim_tumour", "ssim_healthy", "ssim_volume", "psnr")}
     values.update(region_psnr(acquired, synthetic, brain, tumour))
     return values
 
@@ -197,12 +198,14 @@ def _cell(value: float, digits: int) -> str:
 
 
 def format_table(metrics: dict) -> str:
-    """Plain-text table: SSIM and PSNR (whole, tumour, healthy) for stage 1 and the final result."""
-    lines = [f"{'':<9}{'SSIM':^27}  {'PSNR (dB)':^27}",
-             f"{'':<9}{'whole':>9}{'tumour':>9}{'healthy':>9}  {'whole':>9}{'tumour':>9}{'healthy':>9}"]
+    """Plain-text table for stage 1 and the final result: SSIM over the brain (whole, tumour, healthy)
+    and over the whole volume (the paper's way), and PSNR (whole, tumour, healthy)."""
+    lines = [f"{'':<9}{'SSIM':^36}  {'PSNR (dB)':^27}",
+             f"{'':<9}{'whole':>9}{'tumour':>9}{'healthy':>9}{'volume':>9}  {'whole':>9}{'tumour':>9}{'healthy':>9}"]
     for stage, name in (("stage1", "stage 1"), ("final", "final")):
         values = metrics[stage]
-        ssim = "".join(f"{_cell(values[k], 4):>9}" for k in ("ssim", "ssim_tumour", "ssim_healthy"))
+        ssim = "".join(f"{_cell(values.get(k, math.nan), 4):>9}"
+                       for k in ("ssim", "ssim_tumour", "ssim_healthy", "ssim_volume"))
         psnr = "".join(f"{_cell(values[k], 2):>9}" for k in ("psnr", "psnr_tumour", "psnr_healthy"))
         lines.append(f"{name:<9}{ssim}  {psnr}")
     return "\n".join(lines) + "\n"

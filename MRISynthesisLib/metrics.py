@@ -29,6 +29,8 @@ __all__ = [
     "mae",
     "mse",
     "normalise_for_metrics",
+    "normalise_whole_volume",
+    "volume_ssim",
     "image_metrics",
     "brats_regions",
     "dice",
@@ -330,6 +332,36 @@ def normalise_for_metrics(
     return normalised
 
 
+def normalise_whole_volume(volume: np.ndarray, percentiles: Tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
+    """Map ``volume`` to [0, 1] by its own percentiles over every voxel, background included (float32).
+
+    The scaling BraSyn's evaluation uses: the low percentile is kept at or above 0 (so the
+    background of a skull-stripped volume stays 0), values are clipped to [low, high] and
+    scaled linearly. A constant volume maps to all zeros.
+    """
+    data = _as_float_volume("volume", volume)
+    low_pct, high_pct = (float(p) for p in percentiles)
+    if not 0.0 <= low_pct < high_pct <= 100.0:
+        raise MetricsError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
+    low, high = np.percentile(data, [low_pct, high_pct])
+    low = max(float(low), 0.0)
+    if not high > low:
+        return np.zeros(data.shape, dtype=np.float32)
+    return ((np.clip(data, low, high) - low) / (high - low)).astype(np.float32)
+
+
+def volume_ssim(reference: np.ndarray, test: np.ndarray) -> float:
+    """SSIM over the whole volume, background included, each image scaled by :func:`normalise_whole_volume`.
+
+    The kind of number the two-stage paper reports as "SSIM-Whole" (Table 1, scored as BraSyn
+    does: whole volume, whole-volume percentile scaling), with this module's Gaussian-window
+    SSIM. It is far more lenient than the brain-only ``ssim`` of :func:`image_metrics`: the
+    background, most of a BraTS volume, scores 1.
+    """
+    reference_volume, test_volume, _ = _image_pair(reference, test, None)
+    return ssim(normalise_whole_volume(reference_volume), normalise_whole_volume(test_volume), data_range=1.0)
+
+
 def image_metrics(
     reference: np.ndarray,
     test: np.ndarray,
@@ -343,7 +375,8 @@ def image_metrics(
 
     - ``ssim``: SSIM map averaged over the brain mask;
     - ``ssim_tumour``: averaged over tumour & brain; ``ssim_healthy``: over brain minus tumour;
-    - ``psnr``, ``nmse``, ``mae``: over the brain mask.
+    - ``psnr``, ``nmse``, ``mae``: over the brain mask;
+    - ``ssim_volume``: :func:`volume_ssim`, the paper's whole-volume SSIM (background included).
 
     Region metrics are NaN when the region is empty (no tumour mask, an empty one, or a
     tumour covering the whole brain).
@@ -369,6 +402,7 @@ def image_metrics(
         "psnr": psnr(reference_01, test_01, brain, data_range=1.0),
         "nmse": nmse(reference_01, test_01, brain),
         "mae": mae(reference_01, test_01, brain),
+        "ssim_volume": volume_ssim(reference_volume, test_volume),
     }
 
 

@@ -661,7 +661,7 @@ def show_result(scene: Any, nodes: ResultNodes, sequence: Sequence | None = None
 #: Column titles of known metric keys; unknown keys keep their own name.
 METRIC_TITLES: dict[str, str] = {
     "ssim": "SSIM", "ssim_tumour": "SSIM tumour", "ssim_healthy": "SSIM healthy",
-    "psnr": "PSNR (dB)", "nmse": "NMSE", "mae": "MAE",
+    "psnr": "PSNR (dB)", "nmse": "NMSE", "mae": "MAE", "ssim_volume": "SSIM volume",
 }
 
 

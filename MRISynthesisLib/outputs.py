@@ -31,7 +31,7 @@ ROLES: tuple[tuple[str, str, str], ...] = (
     ("error_map", "-error-map", "error_map"),
 )
 
-METRIC_COLUMNS = ("ssim", "ssim_tumour", "ssim_healthy", "psnr", "nmse", "mae")
+METRIC_COLUMNS = ("ssim", "ssim_tumour", "ssim_healthy", "psnr", "nmse", "mae", "ssim_volume")
 
 
 @contextlib.contextmanager

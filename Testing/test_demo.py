@@ -48,12 +48,13 @@ def test_demo_says_when_the_model_grid_is_coarser_than_the_case():
 
 
 def test_format_table_rounds_and_marks_missing_values():
-    values = {"ssim": 0.91234, "ssim_tumour": math.nan, "ssim_healthy": 0.5,
+    values = {"ssim": 0.91234, "ssim_tumour": math.nan, "ssim_healthy": 0.5, "ssim_volume": 0.97,
               "psnr": 23.456, "psnr_tumour": 19.0, "psnr_healthy": math.inf}
     text = demo.format_table({"stage1": values, "final": dict(values, ssim=0.8)})
     lines = text.splitlines()
     assert "SSIM" in lines[0] and "PSNR (dB)" in lines[0]
-    assert lines[2].split() == ["stage", "1", "0.9123", "n/a", "0.5000", "23.46", "19.00", "n/a"]
+    assert lines[1].split() == ["whole", "tumour", "healthy", "volume", "whole", "tumour", "healthy"]
+    assert lines[2].split() == ["stage", "1", "0.9123", "n/a", "0.5000", "0.9700", "23.46", "19.00", "n/a"]
     assert lines[3].split()[:2] == ["final", "0.8000"]
 
 
@@ -172,7 +173,7 @@ def test_demo_prints_metrics_equal_to_metrics_py_on_the_written_files(demo_run):
         values = metrics.image_metrics(truth, synthetic, brain, tumour)
         a, b = metrics.normalise_for_metrics(truth, brain), metrics.normalise_for_metrics(synthetic, brain)
         psnr = [metrics.psnr(a, b, region, data_range=1.0) for region in (brain, tumour, brain & ~tumour)]
-        expected = ([f"{values[k]:.4f}" for k in ("ssim", "ssim_tumour", "ssim_healthy")]
+        expected = ([f"{values[k]:.4f}" for k in ("ssim", "ssim_tumour", "ssim_healthy", "ssim_volume")]
                     + [f"{v:.2f}" for v in psnr])
         row = next(line for line in lines if line.startswith(stage))
         assert row[len(stage):].split() == expected

@@ -31,7 +31,7 @@ from MRISynthesisLib.sequences import SEQUENCES, Sequence
 from MRISynthesisLib.weights import load_bundle, save_bundle
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-IMAGE_KEYS = ("ssim", "ssim_tumour", "ssim_healthy", "psnr", "nmse", "mae")
+IMAGE_KEYS = ("ssim", "ssim_tumour", "ssim_healthy", "psnr", "nmse", "mae", "ssim_volume")
 SEG_KEYS = ("dice_WT", "dice_TC", "dice_ET", "hd95_WT", "hd95_TC", "hd95_ET")
 
 
@@ -147,6 +147,10 @@ def test_summary_tables_follow_the_papers_layout_with_mean_and_std():
                 for c in ("C0", "C1", "C2")]
     assert table1[3].rstrip(" |").endswith(_cell(per_case))
     assert table1[3].startswith("| + Refiner |")
+
+    volume = _table_lines(text, "Compare this one with the paper's Table 1.")
+    assert volume[0] == table1[0] and volume[2] != table1[2]
+    assert _cell(r["ssim_volume"] for r in rows if r["stage"] == "final" and r["target"] == "t2w") in volume[3]
 
     tumour = _table_lines(text, "SSIM-Tumour region")
     healthy = _table_lines(text, "SSIM-Healthy region")

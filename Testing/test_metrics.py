@@ -237,7 +237,7 @@ def test_normalise_for_metrics_constant_and_bad_input():
 def test_image_metrics_keys_and_consistency(brain_pair):
     reference, test, brain, tumour = brain_pair
     scores = metrics.image_metrics(reference, test, brain, tumour)
-    assert set(scores) == {"ssim", "ssim_tumour", "ssim_healthy", "psnr", "nmse", "mae"}
+    assert set(scores) == {"ssim", "ssim_tumour", "ssim_healthy", "psnr", "nmse", "mae", "ssim_volume"}
     assert all(isinstance(value, float) for value in scores.values())
 
     reference_01 = metrics.normalise_for_metrics(reference, brain)
@@ -250,6 +250,29 @@ def test_image_metrics_keys_and_consistency(brain_pair):
     assert scores["psnr"] == pytest.approx(metrics.psnr(reference_01, test_01, mask=brain, data_range=1.0))
     assert scores["nmse"] == pytest.approx(metrics.nmse(reference_01, test_01, mask=brain))
     assert scores["mae"] == pytest.approx(metrics.mae(reference_01, test_01, mask=brain))
+    assert scores["ssim_volume"] == pytest.approx(metrics.volume_ssim(reference, test))
+
+
+def test_whole_volume_scaling_uses_every_voxel_and_keeps_the_floor_at_zero(brain_pair):
+    reference, _, brain, _ = brain_pair
+    scaled = metrics.normalise_whole_volume(reference)
+    assert scaled.dtype == np.float32 and scaled.min() == 0.0 and scaled.max() == 1.0
+    assert np.all(scaled[~brain] == 0.0)  # background: the 0.5th percentile of a mostly empty volume
+    high = np.percentile(reference, 99.5)  # over every voxel, not only the brain
+    inside = reference < high
+    np.testing.assert_allclose(scaled[inside], (reference[inside] / high).astype(np.float32), rtol=1e-5)
+    shifted = metrics.normalise_whole_volume(reference - 100.0)  # negative low percentile: floor stays at 0
+    assert shifted.min() == 0.0 and np.all(shifted[reference <= 100.0] == 0.0)
+    assert not metrics.normalise_whole_volume(np.full((8, 8, 8), 5.0)).any()
+
+
+def test_volume_ssim_is_skimage_ssim_of_the_whole_volume_and_more_lenient_than_brain_ssim(brain_pair):
+    reference, test, brain, tumour = brain_pair
+    expected = _skimage_ssim(metrics.normalise_whole_volume(reference), metrics.normalise_whole_volume(test))
+    assert metrics.volume_ssim(reference, test) == pytest.approx(expected, abs=1e-6)
+    # the background (most of the volume) scores 1, so the whole-volume number is higher
+    assert metrics.volume_ssim(reference, test) > metrics.image_metrics(reference, test, brain, tumour)["ssim"] + 0.02
+    assert metrics.volume_ssim(reference, 2.0 * reference) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_image_metrics_ignores_global_intensity_scale(brain_pair):
