@@ -125,6 +125,14 @@ def model_card(manifest: dict, run: Path, evaluation: str, ceiling: str) -> str:
 
     meta = manifest.get("metadata", {})
     size = int(meta.get("image_size", IMAGE_SIZE))
+    validation = json.loads((run / "split.json").read_text())["validation"]
+    kept = []
+    for kind, record in meta.get("training", {}).items():
+        choice = record.get("kept", {})
+        how = (f"epoch {choice['epoch']} of {record.get('epochs')}, best {choice['selected_by']} "
+               f"{choice['score']:.4f}" if choice.get("keep") == "best" else
+               f"its last epoch, {record.get('epochs')}")
+        kept.append(f"{kind}: {how}")
     sizes = []
     for kind, name in manifest["files"].items():
         payload = torch.load(run / name, map_location="cpu", weights_only=True)
@@ -147,8 +155,9 @@ trained on real BraTS-format data (`mrisynth train ...`).
   such as the one `mrisynth demo` shows, are resampled to this grid and back, which blurs them.
 - **Training data**: {TRAIN_CASES} small MR-physics phantom cases (`mrisynth phantom --small`,
   96 x 96 x 64 voxels of 2.5 mm; seeds {meta.get('training_seeds')}): ICBM152 2009a anatomy with
-  random tumours, tissue and protocol jitter, bias field, Rician noise and deformation. One case
-  is held out for validation.
+  random tumours, tissue and protocol jitter, bias field, Rician noise and deformation.
+  {len(validation)} of them ({', '.join(validation)}) are held out for validation after every epoch,
+  and each network keeps its best-validated epoch ({'; '.join(kept)}).
 - **Evaluation data**: {EVAL_CASES} held-out small phantom cases (seeds {meta.get('evaluation_seeds')});
   the demo case uses seed {meta.get('demo_seed')}, which is in neither set.
 - **Command**: `{meta.get('command', 'python scripts/train_demo_model.py')}` on a 2-core CPU
