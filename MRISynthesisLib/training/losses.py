@@ -1,9 +1,11 @@
 """Loss terms of the two stages: SSIM (2D/3D, optionally over a region), feature similarity, GAN terms.
 
-SSIM uses MONAI's differentiable ``compute_ssim_and_cs`` with Wang et al.'s 11-voxel
-Gaussian window (sigma 1.5) on images scaled to [0, 1] (data range 1). Its map covers the
-"valid" part of the image (the window's half-width is lost at each border); region masks
-are cropped the same way before averaging.
+SSIM is the map of MONAI's ``compute_ssim_and_cs`` (Wang et al.'s 11-voxel Gaussian window,
+sigma 1.5, K1 0.01, K2 0.03) on images scaled to [0, 1] (data range 1), computed with the
+Gaussian applied one axis at a time: the same numbers (a test compares them with MONAI's),
+but 33 instead of 1331 taps per voxel in 3D, which makes a stage-2 step's SSIM about 7 times
+cheaper on the CPU. The map covers the "valid" part of the image (the window's half-width is
+lost at each border); region masks are cropped the same way before averaging.
 """
 from __future__ import annotations
 
@@ -11,10 +13,28 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from monai.metrics.regression import compute_ssim_and_cs
 
 SSIM_KERNEL = 11
 SSIM_SIGMA = 1.5
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+
+
+def gaussian_window_1d(size: int = SSIM_KERNEL, sigma: float = SSIM_SIGMA) -> torch.Tensor:
+    """Normalised 1D Gaussian of ``size`` taps centred on the middle one (MONAI's SSIM kernel axis)."""
+    distance = torch.arange(size, dtype=torch.float32) - (size - 1) / 2.0
+    weights = torch.exp(-0.5 * (distance / sigma) ** 2)
+    return weights / weights.sum()
+
+
+def _valid_blur(volumes: torch.Tensor, window: torch.Tensor, spatial_dims: int) -> torch.Tensor:
+    """Gaussian of [N, 1, *spatial] without padding, as one 1D convolution per axis."""
+    convolve = F.conv2d if spatial_dims == 2 else F.conv3d
+    for axis in range(spatial_dims):
+        shape = [1, 1] + [1] * spatial_dims
+        shape[2 + axis] = window.numel()
+        volumes = convolve(volumes, window.view(shape))
+    return volumes
 
 
 def ssim_map(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -22,14 +42,21 @@ def ssim_map(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     spatial_dims = prediction.ndim - 2
     if spatial_dims not in (2, 3):
         raise ValueError(f"ssim_map: expected [B, C, H, W] or [B, C, D, H, W], got {list(prediction.shape)}")
+    if prediction.shape != target.shape:
+        raise ValueError(f"ssim_map: shapes differ, {list(prediction.shape)} and {list(target.shape)}")
     small = [s for s in prediction.shape[2:] if s < SSIM_KERNEL]
     if small:
         raise ValueError(
             f"ssim_map: images {list(prediction.shape[2:])} are smaller than the {SSIM_KERNEL}-voxel window")
-    values, _ = compute_ssim_and_cs(prediction.float(), target.float(), spatial_dims,
-                                    kernel_size=[SSIM_KERNEL] * spatial_dims,
-                                    kernel_sigma=[SSIM_SIGMA] * spatial_dims, data_range=1.0)
-    return values
+    x, y = prediction.float(), target.float()
+    batch, channels = x.shape[:2]
+    moments = torch.stack([x, y, x * x, y * y, x * y], dim=2).reshape(batch * channels * 5, 1, *x.shape[2:])
+    blurred = _valid_blur(moments, gaussian_window_1d().to(x.device), spatial_dims)
+    mu_x, mu_y, mu_xx, mu_yy, mu_xy = blurred.reshape(batch, channels, 5, *blurred.shape[2:]).unbind(2)
+    c1, c2 = SSIM_K1 ** 2, SSIM_K2 ** 2
+    var_x, var_y, cov_xy = mu_xx - mu_x * mu_x, mu_yy - mu_y * mu_y, mu_xy - mu_x * mu_y
+    luminance = (2 * mu_x * mu_y + c1) / (mu_x * mu_x + mu_y * mu_y + c1)
+    return luminance * (2 * cov_xy + c2) / (var_x + var_y + c2)
 
 
 def _valid_region(mask: torch.Tensor, spatial_dims: int) -> torch.Tensor:
@@ -45,7 +72,11 @@ def ssim_loss(prediction: torch.Tensor, target: torch.Tensor, mask: Optional[tor
     Images without any mask voxel are left out; when no image has one the loss is a zero
     that keeps the graph (so callers can always add it).
     """
-    values = ssim_map(prediction, target)
+    return ssim_loss_from_map(ssim_map(prediction, target), mask)
+
+
+def ssim_loss_from_map(values: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """:func:`ssim_loss` of an :func:`ssim_map` already computed (one map serves several regions)."""
     dims = tuple(range(1, values.ndim))
     if mask is None:
         return 1.0 - values.mean(dim=dims).mean()

@@ -55,7 +55,7 @@ from .datasets import (
     load_or_create_split,
     stage1_volume,
 )
-from .losses import adversarial_loss, feature_similarity_loss, ssim_loss, to_unit
+from .losses import adversarial_loss, feature_similarity_loss, ssim_loss_from_map, ssim_map, to_unit
 from .start import start_run
 
 MODEL_PRESETS = ("small", "paper")
@@ -140,7 +140,7 @@ def generator_losses(generator: HFGANGenerator, discriminator: PatchDiscriminato
     cycle, cycle_features = generator.forward_with_features(cycle_inputs, batch["cycle_available"],
                                                             batch["cycle_target"], batch["cycle_intensity"])
     patch, classes = discriminator(fake)
-    fake_unit, real_unit = to_unit(fake.float()), to_unit(real.float())
+    ssim_values = ssim_map(to_unit(fake.float()), to_unit(real.float()))  # one map for both SSIM terms
     tumour = (batch["label"] > 0).unsqueeze(1)
     terms = {
         "reconstruction": (fake.float() - real.float()).abs().mean(),
@@ -148,8 +148,8 @@ def generator_losses(generator: HFGANGenerator, discriminator: PatchDiscriminato
         "cycle": (cycle.float() - _pick(images, batch["cycle_target"]).float()).abs().mean(),
         "adversarial": adversarial_loss(patch, real=True),
         "classification": F.cross_entropy(classes.float(), batch["target_class"]),
-        "ssim": ssim_loss(fake_unit, real_unit),
-        "ssim_tumour": ssim_loss(fake_unit, real_unit, tumour),
+        "ssim": ssim_loss_from_map(ssim_values),
+        "ssim_tumour": ssim_loss_from_map(ssim_values, tumour),
     }
     total = sum(getattr(weights, name) * value for name, value in terms.items())
     return total, terms, fake
