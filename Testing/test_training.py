@@ -535,9 +535,13 @@ def test_segmenter_and_stage2_complete_the_bundle(data_dir, tmp_path):
     row = stage2.history[0]
     for key in ("val_ssim", "val_ssim_tumour", "val_ssim_healthy", "val_dice_WT", "val_stage1_ssim"):
         assert np.isfinite(row[key])
+    assert row["val_dice"] == pytest.approx(np.mean([row[f"val_dice_{r}"] for r in REGIONS]))
     manifest = json.loads((tmp_path / "bundle.json").read_text())
     assert manifest["files"] == {"stage1": "stage1.pt", "refiner": "refiner.pt", "segmenter": "segmenter.pt"}
     assert set(manifest["metadata"]["training"]) == {"stage1", "segmenter", "refiner"}
+    for kind, score in (("segmenter", seg.history[0]["val_dice"]), ("refiner", row["val_ssim"] + row["val_dice"])):
+        kept = manifest["metadata"]["training"][kind]["kept"]
+        assert kept["keep"] == "best" and kept["epoch"] == 1 and kept["score"] == pytest.approx(score), kind
     bundle = load_bundle(tmp_path)
     assert bundle.stages == "HF-GAN + Refiner + segmenter"
     # the cached stage-1 volumes are exactly what synthesize() makes at inference

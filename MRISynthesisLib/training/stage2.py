@@ -165,8 +165,9 @@ def validate_stage2(refiner: Refiner, segmenter, cache: Stage1OutputCache, cases
                     device, targets: tuple = SEQUENCES) -> dict:
     """Whole-volume refinement of every target from the other three, with the pipeline code.
 
-    Reports SSIM over the brain, tumour and healthy region and the segmenter's WT/TC/ET Dice on
-    the completed set, for the refined (``val_*``) and the stage-1 (``val_stage1_*``) volumes.
+    Reports SSIM over the brain, tumour and healthy region and the segmenter's WT/TC/ET Dice
+    (and their mean, ``val_dice``) on the completed set, for the refined (``val_*``) and the
+    stage-1 (``val_stage1_*``) volumes. ``val_ssim + val_dice`` picks the best epoch.
     """
     from ..pipeline import completed_set, refine_on_model_grid
     from ..weights import ModelBundle
@@ -188,7 +189,9 @@ def validate_stage2(refiner: Refiner, segmenter, cache: Stage1OutputCache, cases
                     values.setdefault(f"{prefix}_{key}", []).append(result[key])
                 probabilities = segment_regions(segmenter, completed_set(case, {target: volume}), case.brain,
                                                 device)
-                for key, value in region_dice(probabilities, case.label, f"{prefix}_dice").items():
+                dice = region_dice(probabilities, case.label, f"{prefix}_dice")
+                dice[f"{prefix}_dice"] = float(np.mean(list(dice.values())))  # the headline, as the segmenter's
+                for key, value in dice.items():
                     values.setdefault(key, []).append(value)
     return {key: float(np.nanmean(v)) for key, v in values.items()}
 
