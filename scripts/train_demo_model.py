@@ -125,6 +125,7 @@ def model_card(manifest: dict, run: Path, evaluation: str, ceiling: str) -> str:
 
     meta = manifest.get("metadata", {})
     size = int(meta.get("image_size", IMAGE_SIZE))
+    per_stage = ", ".join(f"{kind} {minutes} min" for kind, minutes in meta.get("minutes_per_stage", {}).items())
     validation = json.loads((run / "split.json").read_text())["validation"]
     kept = []
     for kind, record in meta.get("training", {}).items():
@@ -157,11 +158,12 @@ trained on real BraTS-format data (`mrisynth train ...`).
   96 x 96 x 64 voxels of 2.5 mm; seeds {meta.get('training_seeds')}): ICBM152 2009a anatomy with
   random tumours, tissue and protocol jitter, bias field, Rician noise and deformation.
   {len(validation)} of them ({', '.join(validation)}) are held out for validation after every epoch,
-  and each network keeps its best-validated epoch ({'; '.join(kept)}).
+  and each network keeps its best-validated epoch:
+{chr(10).join(f"  - {line}" for line in kept)}
 - **Evaluation data**: {EVAL_CASES} held-out small phantom cases (seeds {meta.get('evaluation_seeds')});
   the demo case uses seed {meta.get('demo_seed')}, which is in neither set.
 - **Command**: `{meta.get('command', 'python scripts/train_demo_model.py')}` on a 2-core CPU
-  ({meta.get('training_minutes', '?')} minutes of training and evaluation in all, per stage: {meta.get('minutes_per_stage', '?')}).
+  ({meta.get('training_minutes', '?')} minutes of training and evaluation in all; per stage: {per_stage}).
 
 | network | config | parameters |
 |---|---|---|
