@@ -66,6 +66,15 @@ def test_separable_ssim_map_and_its_gradient_equal_monai(volumes, dims):
     assert float(relative) < 1e-3
 
 
+def test_ssim_map_stays_float32_under_mixed_precision(volumes):
+    t1n, t1c, _ = volumes
+    prediction, target = t1n[28:32, None], t1c[28:32, None]
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        mixed = ssim_map(prediction, target)
+    assert mixed.dtype == torch.float32
+    assert torch.equal(mixed, ssim_map(prediction, target))
+
+
 def test_ssim_loss_averages_per_image_over_the_region_and_skips_empty_ones(volumes):
     t1n, t1c, tumour = volumes
     slices = [int(z) for z in torch.nonzero(tumour.flatten(1).any(1)).flatten()[:2]]

@@ -51,7 +51,9 @@ def ssim_map(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     x, y = prediction.float(), target.float()
     batch, channels = x.shape[:2]
     moments = torch.stack([x, y, x * x, y * y, x * y], dim=2).reshape(batch * channels * 5, 1, *x.shape[2:])
-    blurred = _valid_blur(moments, gaussian_window_1d().to(x.device), spatial_dims)
+    # float32 even under mixed precision: variances are differences of nearly equal moments
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        blurred = _valid_blur(moments, gaussian_window_1d().to(x.device), spatial_dims)
     mu_x, mu_y, mu_xx, mu_yy, mu_xy = blurred.reshape(batch, channels, 5, *blurred.shape[2:]).unbind(2)
     c1, c2 = SSIM_K1 ** 2, SSIM_K2 ** 2
     var_x, var_y, cov_xy = mu_xx - mu_x * mu_x, mu_yy - mu_y * mu_y, mu_xy - mu_x * mu_y
