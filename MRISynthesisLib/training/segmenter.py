@@ -203,9 +203,12 @@ def dice_bce_loss() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
 
 
 def region_dice(probabilities: np.ndarray, label: np.ndarray, prefix: str = "val_dice") -> dict:
-    """Dice per region (WT, TC, ET) of thresholded probabilities [3, Z, H, W] against a label map."""
+    """Dice per region (WT, TC, ET) of thresholded probabilities [3, Z, H, W] against a label map,
+    and their mean under ``prefix`` itself (the headline that picks a validator's best epoch)."""
     truth = label_to_regions(np.asarray(label))
-    return {f"{prefix}_{name}": metrics.dice(probabilities[i] > 0.5, truth[i]) for i, name in enumerate(REGIONS)}
+    scores = {f"{prefix}_{name}": metrics.dice(probabilities[i] > 0.5, truth[i]) for i, name in enumerate(REGIONS)}
+    scores[prefix] = float(np.mean(list(scores.values())))
+    return scores
 
 
 def segment_regions(model, volumes: np.ndarray, brain: np.ndarray, device) -> np.ndarray:
@@ -229,9 +232,7 @@ def validate_segmenter(model, cases: SequenceT[PreparedCase], device) -> dict:
     for case in cases:
         volumes = np.stack([case.zscored(s) for s in SEQUENCES])
         rows.append(region_dice(segment_regions(model, volumes, case.brain, device), case.label))
-    out = {key: float(np.nanmean([r[key] for r in rows])) for key in rows[0]}
-    out["val_dice"] = float(np.nanmean([out[f"val_dice_{r}"] for r in REGIONS]))
-    return out
+    return {key: float(np.nanmean([r[key] for r in rows])) for key in rows[0]}
 
 
 # --------------------------------------------------------------------------- the command

@@ -189,9 +189,7 @@ def validate_stage2(refiner: Refiner, segmenter, cache: Stage1OutputCache, cases
                     values.setdefault(f"{prefix}_{key}", []).append(result[key])
                 probabilities = segment_regions(segmenter, completed_set(case, {target: volume}), case.brain,
                                                 device)
-                dice = region_dice(probabilities, case.label, f"{prefix}_dice")
-                dice[f"{prefix}_dice"] = float(np.mean(list(dice.values())))  # the headline, as the segmenter's
-                for key, value in dice.items():
+                for key, value in region_dice(probabilities, case.label, f"{prefix}_dice").items():
                     values.setdefault(key, []).append(value)
     return {key: float(np.nanmean(v)) for key, v in values.items()}
 
