@@ -469,6 +469,14 @@ def test_the_best_validated_epoch_is_kept_and_put_back(tmp_path, scores, best_ep
     assert state["best"] == {"epoch": best_epoch, "score": scores[best_epoch - 1]}  # survives a resume
 
 
+def test_a_best_epoch_without_its_weights_file_is_a_clear_error(tmp_path):
+    trainer, module, seen, loop = _linear_trainer(tmp_path, [0.9, 0.1, 0.2])
+    trainer.run(2, *loop)
+    best_weights_path(tmp_path, "toy").unlink()  # as after resuming a checkpoint older than best-epoch keeping
+    with pytest.raises(TrainingError, match="toy-best.pt: missing, so epoch 1's weights were not kept"):
+        trainer.select_weights()
+
+
 def test_keep_last_and_runs_without_validation_keep_the_last_weights(tmp_path):
     trainer, module, seen, loop = _linear_trainer(tmp_path / "last", [0.9, 0.1, 0.2], keep="last")
     trainer.run(2, *loop)

@@ -471,7 +471,6 @@ class EpochTrainer:
         self.checkpoint_path = training_state_path(options.run_dir, kind)
         self.select_by = tuple(select_by)
         self.best_path = best_weights_path(options.run_dir, kind)
-        self.best: Optional[dict] = None  # {"epoch", "score"} of the best-validated epoch so far
 
     # ----------------------------------------------------------------- state
 
@@ -485,7 +484,7 @@ class EpochTrainer:
             "scaler": self.scaler.state_dict(), "rng": rng_state(self.rng),
             "history": json.loads(json.dumps(self.history, default=_json_number)),
             "config": json.loads(json.dumps(self.config, default=str)),
-            "best": dict(self.best) if self.best else None,
+            "best": self.best_epoch(),
         }
 
     def save(self) -> Path:
@@ -504,7 +503,6 @@ class EpochTrainer:
         self.epoch = int(state["epoch"])
         self.global_step = int(state["global_step"])
         self.history = list(state["history"])
-        self.best = dict(state["best"]) if state.get("best") else None
         self.log(f"resumed {self.kind} from {self.checkpoint_path} after epoch {self.epoch} "
                  f"(step {self.global_step})")
 
@@ -568,7 +566,7 @@ class EpochTrainer:
                 row["val_s"] = time.perf_counter() - validation_started
             self.history.append(row)
             write_metrics(Path(options.run_dir), self.kind, self.history)
-            self._keep_if_best(row)
+            self._keep_if_best()
             self.save()
             self.log(f"epoch {self.epoch}/{options.epochs}: " + _summary(row))
         return TrainingResult(run_dir=Path(options.run_dir), epochs_done=self.epoch, global_step=self.global_step,
@@ -581,16 +579,23 @@ class EpochTrainer:
         """The validation score that picks the best epoch, as logged (``val_ssim + val_dice``)."""
         return " + ".join(self.select_by)
 
-    def _keep_if_best(self, row: Mapping) -> None:
-        """Save the modules' weights when this epoch's validation score beats every earlier one."""
-        score = selection_score(row, self.select_by)
-        if score is None or (self.best is not None and score <= self.best["score"]):
+    def best_epoch(self) -> Optional[dict]:
+        """``{"epoch", "score"}`` of the first epoch in the history with the highest score, or None."""
+        best = None
+        for row in self.history:
+            score = selection_score(row, self.select_by)
+            if score is not None and (best is None or score > best["score"]):
+                best = {"epoch": int(row["epoch"]), "score": score}
+        return best
+
+    def _keep_if_best(self) -> None:
+        """Save the modules' weights when the epoch just validated beats every earlier one."""
+        best = self.best_epoch()
+        if best is None or best["epoch"] != self.epoch:
             return
-        self.best = {"epoch": self.epoch, "score": score}
         weights = {k: {n: t.detach().cpu() for n, t in m.state_dict().items()} for k, m in self.modules.items()}
-        save_training_state(self.best_path, {"kind": self.kind, "epoch": self.epoch, "score": score,
-                                             "modules": weights})
-        self.log(f"epoch {self.epoch} is the best so far by {self.selection_name} ({score:.4f})")
+        save_training_state(self.best_path, {"kind": self.kind, "modules": weights, **best})
+        self.log(f"epoch {self.epoch} is the best so far by {self.selection_name} ({best['score']:.4f})")
 
     def select_weights(self) -> dict:
         """Put the weights the bundle should hold into the modules (``options.keep``); say which.
@@ -601,12 +606,15 @@ class EpochTrainer:
         last = {"keep": "last", "epoch": self.epoch}
         if self.options.keep != "best":
             return last
-        if self.best is None:
+        best = self.best_epoch()
+        if best is None:
             self.log(f"{self.kind}: no epoch was validated, so the bundle holds the last weights")
             return last
-        chosen = {"keep": "best", "epoch": int(self.best["epoch"]), "selected_by": self.selection_name,
-                  "score": float(self.best["score"])}
+        chosen = {"keep": "best", "epoch": best["epoch"], "selected_by": self.selection_name, "score": best["score"]}
         if chosen["epoch"] != self.epoch:
+            if not self.best_path.is_file():  # a run resumed from a checkpoint older than best-epoch keeping
+                raise TrainingError(f"{self.best_path}: missing, so epoch {chosen['epoch']}'s weights were not kept; "
+                                    "train again with --keep last or without --resume")
             state = load_training_state(self.best_path, self.kind)
             if int(state["epoch"]) != chosen["epoch"]:
                 raise TrainingError(f"{self.best_path}: holds epoch {state['epoch']}, but the run's best is epoch "
