@@ -320,15 +320,9 @@ def normalise_for_metrics(
     """
     data = _as_float_volume("volume", volume)
     brain = _non_empty_mask("brain_mask", brain_mask, data.shape)
-    low_pct, high_pct = (float(p) for p in percentiles)
-    if not 0.0 <= low_pct < high_pct <= 100.0:
-        raise MetricsError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
     brain_values = data[brain]
-    low, high = np.percentile(brain_values, [low_pct, high_pct])
     normalised = np.zeros(data.shape, dtype=np.float32)
-    if high > low:
-        scaled = (np.clip(brain_values, low, high) - low) / (high - low)
-        normalised[brain] = scaled.astype(np.float32)
+    normalised[brain] = _scale_between_percentiles(brain_values, percentiles)
     return normalised
 
 
@@ -339,15 +333,24 @@ def normalise_whole_volume(volume: np.ndarray, percentiles: Tuple[float, float] 
     background of a skull-stripped volume stays 0), values are clipped to [low, high] and
     scaled linearly. A constant volume maps to all zeros.
     """
-    data = _as_float_volume("volume", volume)
+    return _scale_between_percentiles(_as_float_volume("volume", volume), percentiles, floor=0.0)
+
+
+def _scale_between_percentiles(values: np.ndarray, percentiles: Tuple[float, float],
+                               floor: Optional[float] = None) -> np.ndarray:
+    """``values`` clipped to their (low, high) ``percentiles`` and mapped linearly to [0, 1] (float32).
+
+    ``floor`` keeps the low bound at or above it. Constant values map to zeros.
+    """
     low_pct, high_pct = (float(p) for p in percentiles)
     if not 0.0 <= low_pct < high_pct <= 100.0:
         raise MetricsError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
-    low, high = np.percentile(data, [low_pct, high_pct])
-    low = max(float(low), 0.0)
+    low, high = np.percentile(values, [low_pct, high_pct])  # float64 scalars: the scaling runs in float64
+    if floor is not None:
+        low = np.float64(max(low, floor))
     if not high > low:
-        return np.zeros(data.shape, dtype=np.float32)
-    return ((np.clip(data, low, high) - low) / (high - low)).astype(np.float32)
+        return np.zeros(values.shape, dtype=np.float32)
+    return ((np.clip(values, low, high) - low) / (high - low)).astype(np.float32)
 
 
 def volume_ssim(reference: np.ndarray, test: np.ndarray) -> float:
