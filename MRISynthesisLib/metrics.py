@@ -370,6 +370,7 @@ def image_metrics(
     test: np.ndarray,
     brain_mask: np.ndarray,
     tumour_mask: Optional[np.ndarray] = None,
+    whole_volume: bool = True,
 ) -> Dict[str, float]:
     """Whole-brain, tumour and healthy-region similarity of a synthetic image to the acquired one.
 
@@ -379,7 +380,8 @@ def image_metrics(
     - ``ssim``: SSIM map averaged over the brain mask;
     - ``ssim_tumour``: averaged over tumour & brain; ``ssim_healthy``: over brain minus tumour;
     - ``psnr``, ``nmse``, ``mae``: over the brain mask;
-    - ``ssim_volume``: :func:`volume_ssim`, the paper's whole-volume SSIM (background included).
+    - ``ssim_volume``: :func:`volume_ssim`, the paper's whole-volume SSIM (background included);
+      left out with ``whole_volume=False`` (a second SSIM map: training validation does not use it).
 
     Region metrics are NaN when the region is empty (no tumour mask, an empty one, or a
     tumour covering the whole brain).
@@ -398,15 +400,17 @@ def image_metrics(
     def region_mean(region: np.ndarray) -> float:
         return float(values[region].mean(dtype=np.float64)) if region.any() else math.nan
 
-    return {
+    scores = {
         "ssim": region_mean(brain),
         "ssim_tumour": region_mean(tumour),
         "ssim_healthy": region_mean(healthy),
         "psnr": psnr(reference_01, test_01, brain, data_range=1.0),
         "nmse": nmse(reference_01, test_01, brain),
         "mae": mae(reference_01, test_01, brain),
-        "ssim_volume": volume_ssim(reference_volume, test_volume),
     }
+    if whole_volume:
+        scores["ssim_volume"] = volume_ssim(reference_volume, test_volume)
+    return scores
 
 
 # --------------------------------------------------------------------------- segmentation

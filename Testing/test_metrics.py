@@ -251,6 +251,8 @@ def test_image_metrics_keys_and_consistency(brain_pair):
     assert scores["nmse"] == pytest.approx(metrics.nmse(reference_01, test_01, mask=brain))
     assert scores["mae"] == pytest.approx(metrics.mae(reference_01, test_01, mask=brain))
     assert scores["ssim_volume"] == pytest.approx(metrics.volume_ssim(reference, test))
+    brain_only = metrics.image_metrics(reference, test, brain, tumour, whole_volume=False)
+    assert brain_only == {k: v for k, v in scores.items() if k != "ssim_volume"}
 
 
 def test_whole_volume_scaling_uses_every_voxel_and_keeps_the_floor_at_zero(brain_pair):

@@ -205,7 +205,7 @@ def validate_stage1(generator: HFGANGenerator, cases: list, device, targets: tup
             sources = [s for s in SEQUENCES if s != target]
             synthetic = stage1_volume(generator, case, target, sources, device)
             result = metrics.image_metrics(np.asarray(case.raw[target]), synthetic, case.brain,
-                                           tumour if tumour.any() else None)
+                                           tumour if tumour.any() else None, whole_volume=False)
             for key in ("ssim", "ssim_tumour", "psnr"):
                 values.setdefault(f"val_{key}_{target.value}", []).append(result[key])
     row = {key: float(np.nanmean(v)) if not np.all(np.isnan(v)) else float("nan") for key, v in values.items()}

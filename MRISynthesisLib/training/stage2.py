@@ -184,7 +184,7 @@ def validate_stage2(refiner: Refiner, segmenter, cache: Stage1OutputCache, cases
             refined = refine_on_model_grid(case, bundle, target, sources, stage1, device, None, None, None, [])
             for prefix, volume in (("val", refined), ("val_stage1", stage1)):
                 result = metrics.image_metrics(np.asarray(case.raw[target]), volume, case.brain,
-                                               tumour if tumour.any() else None)
+                                               tumour if tumour.any() else None, whole_volume=False)
                 for key in ("ssim", "ssim_tumour", "ssim_healthy"):
                     values.setdefault(f"{prefix}_{key}", []).append(result[key])
                 probabilities = segment_regions(segmenter, completed_set(case, {target: volume}), case.brain,
