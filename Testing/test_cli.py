@@ -142,3 +142,17 @@ def test_phantom_command(tmp_path):
     folder = tmp_path / "Phantom-00004"
     assert {p.name for p in folder.glob("*.nii.gz")} == {f"Phantom-00004-{s}.nii.gz"
                                                          for s in ("t1n", "t1c", "t2w", "t2f", "seg")}
+
+
+def test_training_choices_match_the_options_they_set():
+    """The CLI spells the --keep and --input-patterns choices out (to stay light to import); they must agree."""
+    from MRISynthesisLib.cli import build_parser
+    from MRISynthesisLib.training.common import INPUT_PATTERNS, KEEP_CHOICES
+
+    train = next(a for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions
+                 if hasattr(a, "choices") and isinstance(a.choices, dict))
+    for command in ("stage1", "segmenter", "stage2"):
+        actions = {a.dest: a for a in train.choices[command]._actions}
+        assert tuple(actions["keep"].choices) == KEEP_CHOICES
+        if command != "segmenter":
+            assert tuple(actions["input_patterns"].choices) == INPUT_PATTERNS
