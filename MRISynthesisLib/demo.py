@@ -204,8 +204,7 @@ def format_table(metrics: dict) -> str:
              f"{'':<9}{'whole':>9}{'tumour':>9}{'healthy':>9}{'volume':>9}  {'whole':>9}{'tumour':>9}{'healthy':>9}"]
     for stage, name in (("stage1", "stage 1"), ("final", "final")):
         values = metrics[stage]
-        ssim = "".join(f"{_cell(values.get(k, math.nan), 4):>9}"
-                       for k in ("ssim", "ssim_tumour", "ssim_healthy", "ssim_volume"))
+        ssim = "".join(f"{_cell(values[k], 4):>9}" for k in ("ssim", "ssim_tumour", "ssim_healthy", "ssim_volume"))
         psnr = "".join(f"{_cell(values[k], 2):>9}" for k in ("psnr", "psnr_tumour", "psnr_healthy"))
         lines.append(f"{name:<9}{ssim}  {psnr}")
     return "\n".join(lines) + "\n"
