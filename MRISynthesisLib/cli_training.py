@@ -79,6 +79,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="slice size of the model grid (240 mm field of view): 240 = 1 mm (default), "
                              "120 = 2 mm for a CPU demo; a multiple of the generator's downsampling")
     _input_patterns(parser, "'hfgan' (default, as HF-GAN: one input half the time, else two or three)")
+    parser.add_argument("--tumour-fraction", type=float, default=0.0, metavar="F",
+                        help="share of each batch drawn from slices with tumour core (necrosis or enhancing "
+                             "tumour, labels 1/3), so that a short run learns enhancement (default 0: every "
+                             "slice alike, as HF-GAN)")
     parser.set_defaults(handler=run_train_stage1)
 
     parser = commands.add_parser("segmenter", help="the SegResNet tumour segmenter (WT/TC/ET)",
@@ -160,7 +164,7 @@ def run_train_stage1(args: argparse.Namespace) -> int:
     from .training.stage1 import Stage1TrainingOptions, train_stage1
 
     options = Stage1TrainingOptions(image_size=args.image_size, input_patterns=args.input_patterns,
-                                    **_common_options(args))
+                                    tumour_fraction=args.tumour_fraction, **_common_options(args))
     return _run(train_stage1, options, "train stage1")
 
 

@@ -26,6 +26,7 @@ from MRISynthesisLib.training.common import (
     training_state_path,
 )
 from MRISynthesisLib.training.datasets import (
+    TUMOUR_CORE_LABELS,
     PreparedCaseStore,
     SliceSampler,
     Stage1OutputCache,
@@ -232,6 +233,49 @@ def test_stage1_batches_hold_real_slices_targets_and_cycle_inputs(prepared):
         assert SEQUENCES[batch.target_class[b]] == order[target]
         assert batch.intensity[b] == pytest.approx(case.intensity[order[target]])
         assert batch.cycle_intensity[b] == pytest.approx(case.intensity[order[redo]])
+
+
+def _has_tumour_core(case, z: int) -> bool:
+    return bool(np.isin(case.label[z], TUMOUR_CORE_LABELS).any())
+
+
+def test_tumour_fraction_draws_that_share_of_each_batch_from_tumour_core_slices(prepared):
+    order = _tiny_generator().modality_order
+    uniform = SliceSampler(prepared, order, batch_size=6)
+    oversampled = SliceSampler(prepared, order, batch_size=6, tumour_fraction=0.5)
+    assert oversampled.tumour_per_batch == 3
+    core = [item for item in uniform.index if _has_tumour_core(prepared[item[0]], item[1])]
+    assert oversampled.tumour_core_index == core and 0 < len(core) < len(uniform.index)
+
+    def core_share(sampler, seed):
+        items = [item for batch in sampler.epoch(20, np.random.default_rng(seed)) for item in batch.items]
+        assert len(items) == 120
+        return np.mean([_has_tumour_core(prepared[c], z) for c, z in items])
+
+    natural = len(core) / len(uniform.index)
+    assert core_share(uniform, 3) == pytest.approx(natural, abs=0.1)
+    assert core_share(oversampled, 3) == pytest.approx(0.5 + 0.5 * natural, abs=0.1)
+    for batch in oversampled.epoch(5, np.random.default_rng(4)):
+        assert sum(_has_tumour_core(prepared[c], z) for c, z in batch.items) >= 3
+
+
+def test_tumour_fraction_zero_keeps_the_uniform_draws_and_bad_fractions_are_refused(prepared):
+    order = _tiny_generator().modality_order
+    sampler = SliceSampler(prepared, order, batch_size=4, tumour_fraction=0.0)
+    rng = np.random.default_rng(5)
+    expected = rng.permutation(len(sampler.index))[:12]  # what an epoch of 3 steps of 4 visits, in order
+    drawn = [item for batch in sampler.epoch(3, np.random.default_rng(5)) for item in batch.items]
+    assert drawn == [sampler.index[i] for i in expected]
+    for fraction, message in [(1.5, "between 0 and 1, got 1.5"), (-0.1, "between 0 and 1"),
+                              (0.05, "draws no slice of a batch of 4")]:
+        with pytest.raises(TrainingError, match=f"--tumour-fraction.*{message}"):
+            SliceSampler(prepared, order, batch_size=4, tumour_fraction=fraction)
+        with pytest.raises(TrainingError, match="--tumour-fraction"):
+            Stage1TrainingOptions(batch_size=4, tumour_fraction=fraction).check()
+    healthy = [dataclasses.replace(case, label=np.zeros_like(case.label)) for case in prepared]
+    assert SliceSampler(healthy, order, batch_size=4).tumour_core_index == []
+    with pytest.raises(TrainingError, match="--tumour-fraction 0.5: no training slice holds tumour core"):
+        SliceSampler(healthy, order, batch_size=4, tumour_fraction=0.5)
 
 
 # --------------------------------------------------------------------------- losses fall
@@ -577,11 +621,15 @@ def test_cli_train_stage1_end_to_end(data_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
     code = cli.main(["train", "stage1", "--data", str(data_dir), "-o", str(run_dir), "--config", "small",
                      "--image-size", str(SIZE), "--epochs", "1", "--batch-size", "2", "--steps-per-epoch", "2",
-                     "--device", "cpu", "--threads", "1", "--val-cases", "1", "--seed", "7"])
+                     "--device", "cpu", "--threads", "1", "--val-cases", "1", "--seed", "7",
+                     "--tumour-fraction", "0.5"])
     assert code == 0
     out = capsys.readouterr().out
     assert "train stage1: 1 epochs, 2 steps" in out and str(run_dir) in out
     assert load_bundle(run_dir).stage1.config == HFGANConfig.small(image_size=SIZE)
+    assert "1 of each batch from the" in (run_dir / "train-stage1.log").read_text()
+    manifest = json.loads((run_dir / "bundle.json").read_text())
+    assert manifest["metadata"]["training"]["stage1"]["tumour_fraction"] == 0.5
     for name in ("train-stage1.log", "stage1-metrics.csv", "stage1-metrics.json", "split.json",
                  "checkpoints/stage1-last.pt"):
         assert (run_dir / name).is_file(), name

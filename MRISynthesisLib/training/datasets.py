@@ -50,6 +50,8 @@ MIN_BRAIN_AREA_MM2 = 2000.0
 PREPARED_CACHE_VERSION = 1
 SPLIT_FILE = "split.json"
 _LEGACY_ENHANCING, _ENHANCING = 4, 3
+#: BraTS 2023 labels of the tumour core (necrosis and enhancing tumour), which stage 1 can oversample.
+TUMOUR_CORE_LABELS = (1, _ENHANCING)
 
 
 # --------------------------------------------------------------------------- cases and split
@@ -430,11 +432,14 @@ class SliceSampler:
 
     Each epoch visits the slices in a fresh random order (repeating the order when an
     epoch has more steps than slices per batch), so a run resumed at an epoch boundary with
-    the same RNG state draws the same batches.
+    the same RNG state draws the same batches. ``tumour_fraction`` of every batch (rounded)
+    comes from the slices that hold tumour core instead: enhancement and necrosis fill
+    about a quarter of BraTS-like slices and a few percent of their pixels, too little
+    for a short run to learn them (0, the default, samples every slice alike, as HF-GAN).
     """
 
     def __init__(self, cases: SequenceT[PreparedCase], order: SequenceT[Sequence], batch_size: int,
-                 area_mm2: float = MIN_BRAIN_AREA_MM2, patterns: str = "hfgan") -> None:
+                 area_mm2: float = MIN_BRAIN_AREA_MM2, patterns: str = "hfgan", tumour_fraction: float = 0.0) -> None:
         self.cases = list(cases)
         self.order = tuple(order)
         self.batch_size = int(batch_size)
@@ -443,6 +448,12 @@ class SliceSampler:
                       for z in eligible_slices(case.brain, case.pixel_area_mm2, area_mm2)]
         if not self.index:
             raise TrainingError(f"no training slice has {area_mm2:g} mm^2 of brain")
+        self.tumour_core_index = [(ci, z) for ci, z in self.index
+                                  if np.isin(self.cases[ci].label[z], TUMOUR_CORE_LABELS).any()]
+        self.tumour_per_batch = tumour_items_per_batch(tumour_fraction, self.batch_size)
+        if self.tumour_per_batch and not self.tumour_core_index:
+            raise TrainingError(f"--tumour-fraction {tumour_fraction:g}: no training slice holds tumour core "
+                                f"(label 1 or 3)")
 
     @property
     def full_epoch_steps(self) -> int:
@@ -451,12 +462,33 @@ class SliceSampler:
 
     def epoch(self, steps: int, rng: np.random.Generator) -> Iterator[Stage1Batch]:
         """``steps`` batches in a random order drawn from ``rng`` at the start of the epoch."""
-        needed = steps * self.batch_size
-        order = np.concatenate([rng.permutation(len(self.index))
-                                for _ in range(int(math.ceil(needed / len(self.index))))])[:needed]
+        from_tumour = self.tumour_per_batch
+        anywhere = _epoch_order(len(self.index), steps * (self.batch_size - from_tumour), rng)
+        tumour = _epoch_order(len(self.tumour_core_index), steps * from_tumour, rng) if from_tumour else None
         for step in range(steps):
-            chosen = [self.index[i] for i in order[step * self.batch_size:(step + 1) * self.batch_size]]
+            chosen = [self.index[i] for i in anywhere[step * (self.batch_size - from_tumour):
+                                                      (step + 1) * (self.batch_size - from_tumour)]]
+            if tumour is not None:
+                chosen += [self.tumour_core_index[i] for i in tumour[step * from_tumour:(step + 1) * from_tumour]]
             yield make_stage1_batch(self.cases, chosen, self.order, rng, self.patterns)
+
+
+def tumour_items_per_batch(fraction: float, batch_size: int) -> int:
+    """Items of a batch drawn from tumour-core slices: ``fraction`` of it, rounded (a fraction in [0, 1])."""
+    if not 0.0 <= float(fraction) <= 1.0:
+        raise TrainingError(f"--tumour-fraction must be between 0 and 1, got {fraction:g}")
+    items = int(round(float(fraction) * int(batch_size)))
+    if fraction > 0 and items == 0:
+        raise TrainingError(f"--tumour-fraction {fraction:g} draws no slice of a batch of {batch_size}; "
+                            f"use at least {0.5 / batch_size:.3g}")
+    return items
+
+
+def _epoch_order(population: int, needed: int, rng: np.random.Generator) -> np.ndarray:
+    """``needed`` indices into ``population`` items: whole random permutations, repeated as needed."""
+    if needed <= 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate([rng.permutation(population) for _ in range(int(math.ceil(needed / population)))])[:needed]
 
 
 # --------------------------------------------------------------------------- 3D crops

@@ -54,6 +54,7 @@ from .datasets import (
     Stage1Batch,
     load_or_create_split,
     stage1_volume,
+    tumour_items_per_batch,
 )
 from .losses import adversarial_loss, feature_similarity_loss, ssim_loss_from_map, ssim_map, to_unit
 from .start import start_run
@@ -85,6 +86,12 @@ class Stage1TrainingOptions(SynthesisTrainOptions):
     loss_weights: Stage1LossWeights = dataclasses.field(default_factory=Stage1LossWeights)
     discriminator_lr_ratio: float = 0.1
     min_brain_area_mm2: float = MIN_BRAIN_AREA_MM2
+    tumour_fraction: float = 0.0
+
+    def check(self) -> None:
+        """The synthesis checks, and a tumour fraction in [0, 1]."""
+        super().check()
+        tumour_items_per_batch(self.tumour_fraction, self.batch_size)
 
     def generator_config(self) -> HFGANConfig:
         """The generator to build: ``model_config`` or the ``config`` preset at ``image_size``."""
@@ -238,12 +245,14 @@ def train_stage1(options: Stage1TrainingOptions, progress: Optional[Callable[[fl
     generator.intensity_priors = estimate_intensity_priors(case.intensity for case in train_cases)
     discriminator = PatchDiscriminator(d_config).to(device)
     sampler = SliceSampler(train_cases, generator.modality_order, options.batch_size, options.min_brain_area_mm2,
-                           options.input_patterns)
+                           options.input_patterns, options.tumour_fraction)
     steps = options.steps_per_epoch or sampler.full_epoch_steps
     total_updates = max(1, options.epochs * steps // options.accumulation)
     warmup = min(options.warmup_steps, total_updates // 10)
     log(f"{len(sampler.index)} training slices with >= {options.min_brain_area_mm2:g} mm^2 of brain; "
-        f"{steps} steps of {options.batch_size} per epoch")
+        f"{steps} steps of {options.batch_size} per epoch"
+        + (f", {sampler.tumour_per_batch} of each batch from the {len(sampler.tumour_core_index)} slices with "
+           f"tumour core" if sampler.tumour_per_batch else ""))
     g_opt = make_optimizer(generator.parameters(), options.learning_rate, options.weight_decay, total_updates,
                            warmup)
     d_opt = make_optimizer(discriminator.parameters(), options.learning_rate * options.discriminator_lr_ratio,
@@ -261,7 +270,7 @@ def train_stage1(options: Stage1TrainingOptions, progress: Optional[Callable[[fl
     info = bundle_training_info(result, trainer.select_weights())
     generator.eval()
     info.update({"config": options.config, "image_size": config.image_size, "input_patterns": options.input_patterns,
-                 "train_cases": len(split.train)})
+                 "tumour_fraction": options.tumour_fraction, "train_cases": len(split.train)})
     result.bundle = write_run_bundle(run_dir, "stage1", generator.cpu(), info, log)
     if (run_dir / "refiner.pt").is_file():
         log("note: refiner.pt was trained on an earlier stage-1 model; run 'mrisynth train stage2' again")
