@@ -442,3 +442,42 @@ def test_full_brats_size_volume():
     assert metrics.ssim(reference, test) == pytest.approx(expected, abs=2e-6)
     scores = metrics.image_metrics(reference, test, brain, tumour)
     assert 0.0 < scores["ssim_tumour"] < 1.0 and 0.0 < scores["ssim_healthy"] < 1.0
+
+
+# --------------------------------------------------------------------------- enhancement contrast
+
+
+def test_enhancement_contrast_by_hand_and_without_enhancement():
+    image = np.ones((4, 4, 4), dtype=np.float32)
+    label = np.zeros(image.shape, dtype=np.uint8)
+    brain = np.ones(image.shape, dtype=bool)
+    label[0, 0, :2] = 3
+    image[0, 0, :2] = [2.0, 4.0]  # mean 3 over the enhancing tumour, healthy median 1
+    label[1, 1, 1] = 2
+    image[1, 1, 1] = 100.0  # oedema is neither enhancing nor healthy
+    assert metrics.enhancement_contrast(image, label, brain) == pytest.approx(3.0)
+    assert metrics.enhancement_contrast(image * 7.5, label, brain) == pytest.approx(3.0)
+    assert math.isnan(metrics.enhancement_contrast(image, np.where(label == 3, 1, label), brain))
+    with pytest.raises(MetricsError, match="label: values \\[4\\] are not BraTS 2023 labels.*map it to 3"):
+        metrics.enhancement_contrast(image, np.where(label == 3, 4, label), brain)
+    with pytest.raises(MetricsError, match="label: shape \\(4, 4, 3\\) does not match the image shape"):
+        metrics.enhancement_contrast(image, label[..., :3], brain)
+
+
+def test_enhancement_contrast_tells_an_acquired_t1c_from_sequences_without_enhancement():
+    import SimpleITK as sitk
+
+    from MRISynthesisLib.phantom import generate_case
+    from MRISynthesisLib.preprocessing import brain_mask
+    from MRISynthesisLib.sequences import Sequence
+
+    case = generate_case(5000, small=True)
+    arrays = {s: sitk.GetArrayFromImage(image) for s, image in case.images.items()}
+    label = sitk.GetArrayFromImage(case.label)
+    brain = brain_mask(list(arrays.values()))
+    t1c = metrics.enhancement_contrast(arrays[Sequence.T1C], label, brain)
+    t1n = metrics.enhancement_contrast(arrays[Sequence.T1N], label, brain)
+    assert t1c > 1.8 and 0.7 < t1n < 1.2
+    flattened = arrays[Sequence.T1C].copy()
+    flattened[label == 3] = np.median(flattened[brain & (label == 0)])
+    assert metrics.enhancement_contrast(flattened, label, brain) == pytest.approx(1.0)
