@@ -463,11 +463,11 @@ class SliceSampler:
     def epoch(self, steps: int, rng: np.random.Generator) -> Iterator[Stage1Batch]:
         """``steps`` batches in a random order drawn from ``rng`` at the start of the epoch."""
         from_tumour = self.tumour_per_batch
-        anywhere = _epoch_order(len(self.index), steps * (self.batch_size - from_tumour), rng)
+        from_anywhere = self.batch_size - from_tumour
+        anywhere = _epoch_order(len(self.index), steps * from_anywhere, rng)
         tumour = _epoch_order(len(self.tumour_core_index), steps * from_tumour, rng) if from_tumour else None
         for step in range(steps):
-            chosen = [self.index[i] for i in anywhere[step * (self.batch_size - from_tumour):
-                                                      (step + 1) * (self.batch_size - from_tumour)]]
+            chosen = [self.index[i] for i in anywhere[step * from_anywhere:(step + 1) * from_anywhere]]
             if tumour is not None:
                 chosen += [self.tumour_core_index[i] for i in tumour[step * from_tumour:(step + 1) * from_tumour]]
             yield make_stage1_batch(self.cases, chosen, self.order, rng, self.patterns)
