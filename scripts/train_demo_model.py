@@ -111,7 +111,7 @@ def install(run: Path) -> None:
     evaluation = (run / "evaluation" / "evaluation.md").read_text()
     (DEMO_DIR / "evaluation.md").write_text(evaluation)
     (DEMO_DIR / "MODEL_CARD.md").write_text(model_card(manifest, run, evaluation, ssim_ceiling(),
-                                                        enhancement(run), intensity_response(run)))
+                                                        enhancement(run), intensity_response(run), bottleneck(run)))
     print(f"installed into {DEMO_DIR}")
 
 
@@ -119,6 +119,13 @@ def enhancement(run: Path) -> str:
     """The table of scripts/enhancement_contrast.py for the held-out cases: does the synthetic T1c enhance?"""
     command = [sys.executable, str(REPO / "scripts" / "enhancement_contrast.py"), "--data",
                str(run.parent / "eval"), "--model", str(run)]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def bottleneck(run: Path) -> str:
+    """The table of scripts/bottleneck_use.py for the first held-out case: is the condition's path used?"""
+    case = sorted(p for p in (run.parent / "eval").iterdir() if p.is_dir())[0]
+    command = [sys.executable, str(REPO / "scripts" / "bottleneck_use.py"), str(case), "--model", str(run)]
     return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
 
 
@@ -157,7 +164,7 @@ def ssim_ceiling() -> str:
 
 
 def model_card(manifest: dict, run: Path, evaluation: str, ceiling: str, enhancement_table: str,
-               intensity_note: str) -> str:
+               intensity_note: str, bottleneck_table: str) -> str:
     """The model card: what the demo model is, how it was made, how well it does, what it is not."""
     import torch
 
@@ -227,10 +234,17 @@ the enhancing tumour being a few percent of the brain:
 
 ## Known limitations
 
-- **The intensity code has almost no effect in this model.** {intensity_note} In this small
-  model trained for minutes, the decoder takes nearly everything from the encoder's skip
-  connections and little from the transformer bottleneck, where the code enters;
-  `mrisynth synthesize --intensity` therefore changes little.
+- **The intensity code has almost no effect in this model.** {intensity_note} The code enters
+  with the target's one-hot at the transformer bottleneck. Trained with every other sequence
+  present (`missing-one`), the blank input channel already names the target, so the condition
+  is redundant. The decoder then learns to take nearly everything from the encoder's skip
+  connections and ignores the bottleneck (an untrained generator's output moves by more than
+  half when it is zeroed). `mrisynth synthesize --intensity` therefore changes little, and
+  slice-to-slice intensity steps (stripes in coronal and sagittal views) remain. On the first
+  held-out case (`python scripts/bottleneck_use.py CASE_DIR --model demo`):
+
+{bottleneck_table}
+
 - The 2.5 mm grid blurs the 1 mm demo case, and a case from a real scanner is outside what these
   phantoms cover.
 
