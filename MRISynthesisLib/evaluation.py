@@ -38,6 +38,7 @@ __all__ = [
     "IMAGE_COLUMNS",
     "SEGMENTATION_COLUMNS",
     "find_evaluation_cases",
+    "read_label",
     "evaluate_cases",
     "evaluate_case",
     "segment_label",
@@ -106,7 +107,7 @@ def find_evaluation_cases(data_dir: str | Path, limit: Optional[int] = None) -> 
 # --------------------------------------------------------------------------- one case
 
 
-def _read_label(files: CaseFiles, reference: sitk.Image) -> sitk.Image:
+def read_label(files: CaseFiles, reference: sitk.Image) -> sitk.Image:
     """The case's label map on ``reference``'s grid, BraTS 2021 enhancing label 4 read as 3."""
     label = read_image(files.label, check=False)
     if label.GetDimension() != 3:
@@ -198,7 +199,7 @@ def evaluate_case(files: CaseFiles, bundle, device: str = "auto", targets: Optio
     report = progress or (lambda fraction, message: None)
     images = {s: read_image(p) for s, p in sorted(files.sequences.items(), key=lambda i: SEQUENCES.index(i[0]))}
     reference = images[SEQUENCES[0]]
-    label = _read_label(files, reference)
+    label = read_label(files, reference)
     wanted = [s for s in SEQUENCES if targets is None or s in {parse_sequence(t) for t in targets}]
     has_segmenter = bundle.segmenter is not None
     result = synthesize(images, bundle, targets=wanted, device=device, tumour_maps=False,

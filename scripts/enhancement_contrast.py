@@ -18,19 +18,18 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from MRISynthesisLib.io import read_case, read_case_label
+from MRISynthesisLib.evaluation import find_evaluation_cases, read_label
+from MRISynthesisLib.io import CaseFiles, read_case
 from MRISynthesisLib.metrics import enhancement_contrast
 from MRISynthesisLib.pipeline import synthesize
 from MRISynthesisLib.preprocessing import brain_mask
 from MRISynthesisLib.sequences import SEQUENCES, Sequence
-from MRISynthesisLib.training.datasets import find_cases
 
 
-def case_contrasts(folder: Path, model: str, device: str) -> tuple:
+def case_contrasts(files: CaseFiles, model: str, device: str) -> tuple:
     """(synthetic, acquired) enhancement contrast of one case's T1c."""
-    images = read_case(folder)
-    label = sitk.GetArrayFromImage(read_case_label(folder))
-    label[label == 4] = 3  # BraTS 2021 numbering of the enhancing tumour
+    images = read_case(files.folder)
+    label = sitk.GetArrayFromImage(read_label(files, images[Sequence.T1C]))  # BraTS 2021's 4 read as 3
     arrays = {s: sitk.GetArrayFromImage(images[s]) for s in SEQUENCES}
     brain = brain_mask(list(arrays.values()))
     result = synthesize({s: images[s] for s in SEQUENCES if s != Sequence.T1C}, model, targets=[Sequence.T1C],
@@ -45,7 +44,8 @@ def main() -> int:
     parser.add_argument("--model", default="demo", help="model bundle: name, folder or file (default demo)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    rows = [(files.case_id, *case_contrasts(files.folder, args.model, args.device)) for files in find_cases(args.data)]
+    rows = [(files.case_id, *case_contrasts(files, args.model, args.device))
+            for files in find_evaluation_cases(args.data)]
     print("| case | synthetic T1c | acquired T1c |\n|---|---|---|")
     for case_id, synthetic, acquired in rows:
         print(f"| {case_id} | {synthetic:.2f} | {acquired:.2f} |")
