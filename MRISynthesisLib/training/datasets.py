@@ -40,6 +40,7 @@ from ..io import (
     same_grid,
     write_text,
 )
+from ..metrics import BRATS_REGIONS
 from ..preprocessing import ZScore, fit_zscore, intensity_encoding_value, prior_intensity
 from ..sequences import SEQUENCES, Sequence
 from .common import LogCallback, TrainingError, check_input_patterns, file_sha256
@@ -51,7 +52,7 @@ PREPARED_CACHE_VERSION = 1
 SPLIT_FILE = "split.json"
 _LEGACY_ENHANCING, _ENHANCING = 4, 3
 #: BraTS 2023 labels of the tumour core (necrosis and enhancing tumour), which stage 1 can oversample.
-TUMOUR_CORE_LABELS = (1, _ENHANCING)
+TUMOUR_CORE_LABELS = BRATS_REGIONS["TC"]
 
 
 # --------------------------------------------------------------------------- cases and split
