@@ -122,10 +122,15 @@ def enhancement(run: Path) -> str:
     return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
 
 
+def first_held_out_case(run: Path) -> Path:
+    """The first held-out case folder beside the run (``WORK_DIR/eval``), for the model card's single-case checks."""
+    return sorted(p for p in (run.parent / "eval").iterdir() if p.is_dir())[0]
+
+
 def bottleneck(run: Path) -> str:
     """The table of scripts/bottleneck_use.py for the first held-out case: is the condition's path used?"""
-    case = sorted(p for p in (run.parent / "eval").iterdir() if p.is_dir())[0]
-    command = [sys.executable, str(REPO / "scripts" / "bottleneck_use.py"), str(case), "--model", str(run)]
+    command = [sys.executable, str(REPO / "scripts" / "bottleneck_use.py"), str(first_held_out_case(run)),
+               "--model", str(run)]
     return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
 
 
@@ -139,7 +144,7 @@ def intensity_response(run: Path) -> str:
     from MRISynthesisLib.sequences import SEQUENCES, Sequence
     from MRISynthesisLib.weights import load_bundle
 
-    folder = sorted(p for p in (run.parent / "eval").iterdir() if p.is_dir())[0]
+    folder = first_held_out_case(run)
     images = read_case(folder)
     inputs = {s: images[s] for s in SEQUENCES if s != Sequence.T1C}
     bundle = load_bundle(run)
