@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-from pathlib import Path
-from typing import Any, Mapping
+import math
+import numbers
+from pathlib import Path, PureWindowsPath
+from typing import Any, Callable, Mapping
 
 from .sequences import SEQUENCES, Sequence
 
@@ -23,6 +25,20 @@ BUNDLE_FILE = "bundle.json"
 KINDS = ("stage1", "refiner", "segmenter")
 DEFAULT_BUNDLE_NAME = "demo"
 CATALOGUE_DIR = Path(__file__).resolve().parent / "data" / "models"
+
+#: Most values (parameters + buffers) a checkpoint's network may declare: 5x the paper's
+#: 80.0 M-parameter HF-GAN generator, 1.6 GB as float32. Room for wider variants, and a
+#: bound on what the loader allocates whatever a (hostile or broken) file's config says.
+MAX_PARAMETERS = 400_000_000
+#: Largest integer a checkpoint's network config may hold (a width, depth, head count, slice
+#: side or block count). The paper's networks top out at 640 channels and 240-pixel slices;
+#: anything far above is a broken or hostile file, refused before a network is built.
+MAX_CONFIG_SIZE = 4096
+#: Largest ``bundle.json`` read: the demo bundle's is ~5 KB, so 1 MiB leaves room for any
+#: training record while a huge file is refused before it is read into memory.
+MAX_MANIFEST_BYTES = 1 << 20
+#: ``bundle.json`` fields that must be strings when present.
+MANIFEST_TEXT_FIELDS = ("name", "description")
 
 #: Stage-1 normalisation recorded in checkpoints so that a bundle states what it expects.
 STAGE1_NORMALISATION = {"stage1": "linear [0, p99.5 of brain] -> [-1, 1], background -1",
@@ -97,45 +113,230 @@ def is_project_checkpoint(payload: Mapping[str, Any]) -> bool:
 
 
 def build_model(payload: Mapping[str, Any], path: str | Path) -> Any:
-    """Rebuild the network of a project checkpoint and load its weights strictly."""
-    kind = payload.get("kind")
-    if payload.get("version", 0) > CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {payload.get('version')} is newer than this software")
+    """Rebuild the network of a project checkpoint and load its weights strictly.
+
+    Everything is checked before a real parameter is allocated: the header, the config's
+    types and sizes, the network's size (counted on PyTorch's ``meta`` device, which allocates
+    nothing) against :data:`MAX_PARAMETERS`, every tensor's name and shape against the network,
+    and that every weight is finite. A file therefore cannot make the loader allocate more
+    than its own tensors, and NaN/Inf weights never reach synthesis.
+    """
+    kind = _check_header(payload, path)
+    config = _read_config(payload, path, kind)
+    state = _state_tensors(payload.get("state_dict"), path, "state_dict")
+    layout = _meta_layout(kind, config, path)
+    _check_size(sum(tensor.numel() for tensor in layout.values()), path, f"{kind} config declares a network of")
+    _check_layout(layout, state, path, kind)
+    check_finite(state, path)
+    priors = _read_intensity_priors(payload, path) if kind == "stage1" else None
+    model = _network_factory(kind)[1](config)
     try:
-        if kind == "stage1":
-            from .models.hfgan import HFGANConfig, HFGANGenerator
-
-            model = HFGANGenerator(HFGANConfig.from_dict(payload["config"]))
-        elif kind == "refiner":
-            from .models.refiner import Refiner, RefinerConfig
-
-            model = Refiner(RefinerConfig.from_dict(payload["config"]))
-        elif kind == "segmenter":
-            from .models.segmenter import SegmenterConfig, build_segmenter
-
-            model = build_segmenter(SegmenterConfig.from_dict(payload["config"]))
-        else:
-            raise CheckpointError(f"{path}: unknown checkpoint kind {kind!r}")
-        model.load_state_dict(payload["state_dict"], strict=True)
-        if kind == "stage1" and payload.get("intensity_priors"):
-            model.intensity_priors = {Sequence(k): (float(v[0]), float(v[1]))
-                                      for k, v in payload["intensity_priors"].items()}
-    except CheckpointError:
-        raise
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:  # checked above; kept so that a torch-side refusal stays one line
         first = " ".join(str(error).split())[:300]
         raise CheckpointError(f"{path}: {kind} checkpoint does not match its network ({first})") from error
+    if priors:
+        model.intensity_priors = priors
     model.eval()
     return model
 
 
+def _check_header(payload: Mapping[str, Any], path: str | Path) -> str:
+    """The checkpoint's kind, after checking its ``kind`` and ``version`` fields."""
+    version = payload.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{path}: field 'version' must be an integer, found {_json_type(version)}")
+    if version > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {version} is newer than this software")
+    kind = payload.get("kind")
+    if kind not in KINDS:
+        raise CheckpointError(f"{path}: unknown checkpoint kind {kind!r}")
+    return kind
+
+
+def _network_factory(kind: str) -> tuple[Any, Callable[[Any], Any]]:
+    """The config class of a network kind and the function that builds the network from a config."""
+    if kind == "stage1":
+        from .models.hfgan import HFGANConfig, HFGANGenerator
+
+        return HFGANConfig, HFGANGenerator
+    if kind == "refiner":
+        from .models.refiner import Refiner, RefinerConfig
+
+        return RefinerConfig, Refiner
+    from .models.segmenter import SegmenterConfig, build_segmenter
+
+    return SegmenterConfig, build_segmenter
+
+
+def _read_config(payload: Mapping[str, Any], path: str | Path, kind: str) -> Any:
+    """The network config of a checkpoint; one-line error naming the field for a wrong type or absurd size.
+
+    Types are checked first (the size check needs numbers), then every integer against
+    :data:`MAX_CONFIG_SIZE`, then the config class's own rules.
+    """
+    data = payload.get("config")
+    if not isinstance(data, Mapping):
+        raise CheckpointError(f"{path}: field 'config' must be an object of network sizes, found {_json_type(data)}")
+    config_class = _network_factory(kind)[0]
+    try:
+        config_class.check_dict(data)
+    except ValueError as error:
+        raise _config_error(path, kind, error) from error
+    _check_config_sizes(data, path)
+    try:
+        return config_class.from_dict(data)
+    except (ValueError, TypeError) as error:  # every config class raises a ValueError (HFGANError, ...)
+        raise _config_error(path, kind, error) from error
+
+
+def _config_error(path: str | Path, kind: str, error: Exception) -> CheckpointError:
+    """One-line error for a config its class refuses (the class's message names the field)."""
+    return CheckpointError(f"{path}: invalid {kind} config ({' '.join(str(error).split())[:300]})")
+
+
+def _check_config_sizes(data: Mapping[str, Any], path: str | Path) -> None:
+    """Refuse any integer in a config outside ``0..MAX_CONFIG_SIZE`` (lists included), naming the field."""
+    for key, value in data.items():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for item in items:
+            if isinstance(item, numbers.Integral) and not isinstance(item, bool) and not 0 <= item <= MAX_CONFIG_SIZE:
+                raise CheckpointError(
+                    f"{path}: field 'config.{key}' holds {item}, outside 0..{MAX_CONFIG_SIZE} (MAX_CONFIG_SIZE)")
+
+
+def _meta_layout(kind: str, config: Any, path: str | Path) -> dict[str, Any]:
+    """Every tensor of the network ``config`` makes, by name, built on the meta device (shapes and dtypes only).
+
+    ``torch.device("meta")`` makes the constructors allocate nothing, so a config declaring a
+    huge network costs nothing to inspect.
+    """
+    import torch
+
+    try:
+        with torch.device("meta"):
+            model = _network_factory(kind)[1](config)
+    except Exception as error:  # a config that passed its own checks but cannot build: any cause, one line
+        raise CheckpointError(f"{path}: invalid {kind} config ({type(error).__name__}: "
+                              f"{' '.join(str(error).split())[:200]})") from error
+    return dict(model.state_dict())
+
+
+def _check_size(values: int, path: str | Path, what: str) -> None:
+    """Refuse a network of more than :data:`MAX_PARAMETERS` values."""
+    if values > MAX_PARAMETERS:
+        raise CheckpointError(f"{path}: {what} {values:,} values, more than the {MAX_PARAMETERS:,} "
+                              "this software loads (MAX_PARAMETERS)")
+
+
+def _state_tensors(state: Any, path: str | Path, field: str) -> dict[str, Any]:
+    """``state`` as a dict of plain CPU tensors by name; one-line error naming the first entry that is not."""
+    import torch
+
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path}: field '{field}' must map tensor names to tensors, found {_json_type(state)}")
+    for name, tensor in state.items():
+        if not isinstance(name, str):
+            raise CheckpointError(f"{path}: field '{field}' has a {type(name).__name__} key, not a tensor name")
+        if not isinstance(tensor, torch.Tensor):
+            raise CheckpointError(f"{path}: entry '{name[:200]}' of field '{field}' is {_json_type(tensor)}, "
+                                  "not a tensor")
+        if tensor.layout != torch.strided or tensor.device.type != "cpu":
+            raise CheckpointError(f"{path}: tensor '{name[:200]}' in '{field}' is a {tensor.layout} tensor on "
+                                  f"{tensor.device.type}, not a plain CPU tensor")
+    return dict(state)
+
+
+def _check_layout(layout: Mapping[str, Any], state: Mapping[str, Any], path: str | Path, kind: str) -> None:
+    """Refuse a state dict whose tensor names or shapes differ from the network's (``layout``), naming the first.
+
+    Floating-point tensors of the network must be floating point in the file too (an integer
+    or complex tensor there would be silently converted by ``load_state_dict``).
+    """
+    missing = [name for name in layout if name not in state]
+    unexpected = [name for name in state if name not in layout]
+    misshaped = [name for name in layout if name in state and state[name].shape != layout[name].shape]
+    wrong_type = [name for name in layout if name in state and layout[name].is_floating_point()
+                  and not state[name].is_floating_point()]
+    if misshaped:
+        name = misshaped[0]
+        first = (f"tensor '{name}' has shape {list(state[name].shape)} in the file, "
+                 f"the config makes {list(layout[name].shape)}")
+    elif missing:
+        first = f"tensor '{missing[0]}' of the network is not in the file"
+    elif unexpected:
+        first = f"tensor '{unexpected[0]}' in the file is not in the network"
+    elif wrong_type:
+        first = f"tensor '{wrong_type[0]}' holds {state[wrong_type[0]].dtype} values, not floating point"
+    else:
+        return
+    counts = f"{len(missing)} missing, {len(unexpected)} unexpected, {len(misshaped)} wrongly shaped"
+    raise CheckpointError(f"{path}: {kind} checkpoint does not match its network ({counts}; first: {first})")
+
+
+def check_finite(state: Mapping[str, Any], path: str | Path) -> None:
+    """Refuse weights holding NaN or Inf: such a network only ever produces blank or garbage volumes.
+
+    One line naming the file, how many tensors and values are not finite, and the first tensor.
+    """
+    import torch
+
+    bad_tensors, bad_values, first = 0, 0, None
+    for name, tensor in state.items():
+        if not (tensor.is_floating_point() or tensor.is_complex()):
+            continue  # integers cannot be NaN or Inf
+        count = tensor.numel() - int(torch.isfinite(tensor).sum())
+        if count:
+            bad_tensors, bad_values = bad_tensors + 1, bad_values + count
+            first = first or name
+    if bad_tensors:
+        raise CheckpointError(f"{path}: weights are not finite: {bad_values:,} NaN/Inf values in {bad_tensors} of "
+                              f"{len(state)} tensors, first in '{first}'")
+
+
+def _read_intensity_priors(payload: Mapping[str, Any], path: str | Path) -> dict[Sequence, tuple[float, float]]:
+    """A stage-1 checkpoint's intensity priors {sequence: (mean, std)} (empty when it has none), checked."""
+    priors = payload.get("intensity_priors")
+    if not priors:
+        return {}
+    if not isinstance(priors, Mapping):
+        raise CheckpointError(f"{path}: field 'intensity_priors' must be an object {{sequence: [mean, std]}}, "
+                              f"found {_json_type(priors)}")
+    checked = {}
+    for key, value in priors.items():
+        try:
+            sequence = Sequence(key)
+        except ValueError:
+            raise CheckpointError(f"{path}: field 'intensity_priors' names an unknown sequence {str(key)[:40]!r}"
+                                  ) from None
+        numbers = list(value) if isinstance(value, (list, tuple)) else []
+        if len(numbers) != 2 or not all(_is_finite_number(n) for n in numbers):
+            raise CheckpointError(f"{path}: field 'intensity_priors.{sequence.value}' must be two finite numbers "
+                                  f"[mean, std], found {str(value)[:60]}")
+        checked[sequence] = (float(numbers[0]), float(numbers[1]))
+    return checked
+
+
+def _is_finite_number(value: Any) -> bool:
+    """True for an int or float (not a bool) that is neither NaN nor infinite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def load_reference_generator(payload: Mapping[str, Any], path: str | Path) -> Any:
-    """An HF-GAN generator from a state dict in the public reference layout (optionally nested)."""
+    """An HF-GAN generator from a state dict in the public reference layout (optionally nested).
+
+    The tensors are checked before the network is built: at most :data:`MAX_PARAMETERS`
+    values and all finite (the layout itself is checked on the meta device by
+    :meth:`HFGANGenerator.from_reference_state_dict`).
+    """
     from .models.hfgan import HFGANGenerator
 
     state = find_state_dict(payload)
     if state is None:
         raise CheckpointError(f"{path}: neither an MRISynthesis checkpoint nor an HF-GAN state dict")
+    state = _state_tensors(state, path, "state dict")
+    _check_size(sum(tensor.numel() for tensor in state.values()), path, "HF-GAN state dict holds")
+    check_finite(state, path)
     try:
         model = HFGANGenerator.from_reference_state_dict(state)
     except ValueError as error:
@@ -146,19 +347,24 @@ def load_reference_generator(payload: Mapping[str, Any], path: str | Path) -> An
 
 #: Where training code usually keeps the generator's tensors inside a checkpoint.
 GENERATOR_STATE_KEYS = ("generator", "G", "netG", "gen", "model", "state_dict", "model_state_dict")
+#: How deep :func:`find_state_dict` looks: training checkpoints nest the tensors one or two
+#: levels down; the bound also stops a self-referencing dict (pickle allows them) from recursing forever.
+STATE_DICT_DEPTH = 8
 
 
-def find_state_dict(payload: Mapping[str, Any], keys: tuple[str, ...] = GENERATOR_STATE_KEYS
-                    ) -> Mapping[str, Any] | None:
+def find_state_dict(payload: Mapping[str, Any], keys: tuple[str, ...] = GENERATOR_STATE_KEYS,
+                    depth: int = STATE_DICT_DEPTH) -> Mapping[str, Any] | None:
     """The tensor dict inside a checkpoint: the payload itself, or found under ``keys`` (depth first)."""
     import torch
 
     if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
         return payload
+    if depth <= 0:
+        return None
     for key in keys:
         value = payload.get(key)
         if isinstance(value, Mapping):
-            found = find_state_dict(value, keys)
+            found = find_state_dict(value, keys, depth - 1)
             if found is not None:
                 return found
     return None
@@ -226,46 +432,156 @@ def save_bundle(folder: str | Path, name: str, stage1: Any, refiner: Any = None,
 
 
 def _read_manifest(folder: Path) -> dict[str, Any]:
+    """A bundle folder's ``bundle.json``, read and checked by :func:`check_manifest`.
+
+    The manifest itself must be a regular file inside the folder (no link out), no larger
+    than :data:`MAX_MANIFEST_BYTES`.
+    """
     path = folder / BUNDLE_FILE
+    real = resolve_bundle_file(folder, BUNDLE_FILE, f"{folder}: file '{BUNDLE_FILE}'")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
+        size = real.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise CheckpointError(f"{path}: bundle manifest is {size:,} bytes, more than the "
+                                  f"{MAX_MANIFEST_BYTES:,} this software reads (MAX_MANIFEST_BYTES)")
+        manifest = json.loads(real.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{path}: unreadable bundle manifest ({type(error).__name__})") from error
-    if not isinstance(manifest, dict) or "stage1" not in manifest.get("files", {}):
-        raise CheckpointError(f"{path}: bundle manifest names no stage1 checkpoint")
+    except RecursionError as error:  # deeply nested JSON
+        raise CheckpointError(f"{path}: unreadable bundle manifest (nested too deeply)") from error
+    check_manifest(manifest, path)
     return manifest
 
 
+def check_manifest(manifest: Any, path: str | Path) -> None:
+    """Refuse a ``bundle.json`` of the wrong shape, naming the field and what was found.
+
+    The top level is an object; ``files`` an object mapping known network kinds (stage1 is
+    required) to file names that stay inside the folder (:func:`file_name_problem`);
+    ``name`` and ``description`` strings and ``metadata`` an object when present.
+    """
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"{path}: bundle manifest must be a JSON object at the top level, "
+                              f"found {_json_type(manifest)}")
+    if "files" not in manifest:
+        raise CheckpointError(f"{path}: field 'files' is missing; it must be an object {{kind: file name}}")
+    files = manifest["files"]
+    if not isinstance(files, dict):
+        raise CheckpointError(f"{path}: field 'files' must be an object {{kind: file name}}, found {_json_type(files)}")
+    for kind, name in files.items():
+        if kind not in KINDS:
+            raise CheckpointError(f"{path}: field 'files.{kind[:40]}' names an unknown network kind {kind[:40]!r}; "
+                                  f"expected {', '.join(KINDS)}")
+        if not isinstance(name, str):
+            raise CheckpointError(f"{path}: field 'files.{kind}' must be a file name, found {_json_type(name)}")
+        problem = file_name_problem(name)
+        if problem:
+            raise CheckpointError(f"{path}: field 'files.{kind}' {problem}")
+    if "stage1" not in files:
+        raise CheckpointError(f"{path}: bundle manifest names no stage1 checkpoint")
+    for field in MANIFEST_TEXT_FIELDS:
+        if field in manifest and not isinstance(manifest[field], str):
+            raise CheckpointError(f"{path}: field '{field}' must be a string, found {_json_type(manifest[field])}")
+    if "metadata" in manifest and not isinstance(manifest["metadata"], dict):
+        raise CheckpointError(f"{path}: field 'metadata' must be an object, found {_json_type(manifest['metadata'])}")
+
+
+def _json_type(value: Any) -> str:
+    """What a value is, in the words of JSON (``"a list"``, ``"null"``, ...), for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"{str(value).lower()}"
+    names = {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number"}
+    for kind, name in names.items():
+        if isinstance(value, kind):
+            return name
+    return f"a {type(value).__name__}"
+
+
+def file_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a plain relative file name inside a bundle folder, or None when it is.
+
+    Looks at the text only (the folder is :func:`resolve_bundle_file`'s job): refuses empty
+    names, NUL bytes, absolute paths (POSIX or Windows, drive letters included) and ``..``.
+    Sub-folders (``weights/stage1.pt``) are fine.
+    """
+    if not name:
+        return "must be a file name, found an empty string"
+    if "\0" in name:
+        return "must be a file name, found a NUL byte in it"
+    windows = PureWindowsPath(name)  # splits on both / and \ and knows drive letters
+    if name.startswith("/") or windows.drive or windows.root:
+        return f"must be a file name relative to the bundle folder, found the absolute path {name[:200]!r}"
+    if ".." in windows.parts:
+        return f"must stay inside the bundle folder, found '..' in {name[:200]!r}"
+    return None
+
+
+def resolve_bundle_file(folder: str | Path, name: str, field: str) -> Path:
+    """The real path of a file a bundle names, refusing anything that is not a regular file inside ``folder``.
+
+    ``field`` says where the name came from (e.g. ``".../bundle.json: field 'files.stage1'"``)
+    and starts every error. Besides :func:`file_name_problem`'s rules, links are followed and
+    the real path must lie inside the folder's real path, so a symlink in a downloaded bundle
+    cannot make the loader read a file elsewhere; directories, devices and pipes are refused.
+    The returned path is the resolved one, so what was checked is what gets opened.
+    """
+    problem = file_name_problem(name)
+    if problem:
+        raise CheckpointError(f"{field} {problem}")
+    try:
+        root = Path(folder).resolve()
+        real = (root / name).resolve()
+    except (OSError, RuntimeError) as error:  # symlink loops: RuntimeError before Python 3.13, OSError after
+        raise CheckpointError(f"{field} names {name[:200]!r}, which cannot be resolved "
+                              f"({type(error).__name__})") from error
+    if real != root and root not in real.parents:
+        raise CheckpointError(f"{field} names {name[:200]!r}, a link to {str(real)[:200]!r} outside the bundle folder")
+    if real.is_dir():
+        raise CheckpointError(f"{field} names {name[:200]!r}, which is a directory, not a checkpoint file")
+    if not real.exists():
+        raise CheckpointError(f"{field} names {name[:200]!r}, which is not in {root}")
+    if not real.is_file():
+        raise CheckpointError(f"{field} names {name[:200]!r}, which is not a regular file")
+    return real
+
+
 def load_bundle_folder(folder: str | Path) -> ModelBundle:
-    """Load a bundle folder (``bundle.json`` + checkpoints, or just ``stage1.pt`` ...)."""
+    """Load a bundle folder (``bundle.json`` + checkpoints, or just ``stage1.pt`` ...).
+
+    Every file is resolved by :func:`resolve_bundle_file`: nothing outside the folder is read.
+    """
     folder = Path(folder)
     if (folder / BUNDLE_FILE).is_file():
         manifest = _read_manifest(folder)
+        fields = {kind: f"{folder / BUNDLE_FILE}: field 'files.{kind}'" for kind in manifest["files"]}
     elif (folder / "stage1.pt").is_file():
         files = {k: f"{k}.pt" for k in KINDS if (folder / f"{k}.pt").is_file()}
         manifest = {"name": folder.name, "description": "", "files": files, "metadata": {}}
+        fields = {kind: f"{folder}: file '{kind}.pt'" for kind in files}
     else:
         raise CheckpointError(f"{folder}: not a model bundle (no {BUNDLE_FILE} and no stage1.pt)")
-    models: dict[str, Any] = {}
-    for kind, filename in manifest["files"].items():
-        if kind not in KINDS:
-            raise CheckpointError(f"{folder / BUNDLE_FILE}: unknown network kind {kind!r}")
-        path = folder / filename
-        payload = read_checkpoint(path)
-        if not is_project_checkpoint(payload):
-            if kind != "stage1":
-                raise CheckpointError(f"{path}: not an MRISynthesis {kind} checkpoint")
-            models[kind] = load_reference_generator(payload, path)
-            continue
-        if payload.get("kind") != kind:
-            raise CheckpointError(f"{path}: holds a {payload.get('kind')} checkpoint, listed as {kind}")
-        models[kind] = build_model(payload, path)
+    paths = {kind: resolve_bundle_file(folder, name, fields[kind]) for kind, name in manifest["files"].items()}
+    models = {kind: _load_bundle_network(kind, path) for kind, path in paths.items()}
     return ModelBundle(
-        name=str(manifest.get("name") or folder.name),
+        name=manifest.get("name") or folder.name,
         stage1=models["stage1"], refiner=models.get("refiner"), segmenter=models.get("segmenter"),
-        description=str(manifest.get("description", "")), source=str(folder),
+        description=manifest.get("description", ""), source=str(folder),
         metadata=dict(manifest.get("metadata", {})),
     )
+
+
+def _load_bundle_network(kind: str, path: Path) -> Any:
+    """The ``kind`` network of a bundle from its checkpoint file (stage 1 may be in the reference layout)."""
+    payload = read_checkpoint(path)
+    if not is_project_checkpoint(payload):
+        if kind != "stage1":
+            raise CheckpointError(f"{path}: not an MRISynthesis {kind} checkpoint")
+        return load_reference_generator(payload, path)
+    if payload.get("kind") != kind:
+        raise CheckpointError(f"{path}: holds a {payload.get('kind')} checkpoint, listed as {kind}")
+    return build_model(payload, path)
 
 
 def load_bundle_file(path: str | Path) -> ModelBundle:
@@ -285,7 +601,7 @@ def load_bundle_file(path: str | Path) -> ModelBundle:
 
 
 def list_bundles(catalogue: str | Path | None = None) -> list[BundleInfo]:
-    """Bundles in the packaged catalogue, default first."""
+    """Bundles in the packaged catalogue, default first; entries with a broken ``bundle.json`` are skipped."""
     folder = Path(catalogue) if catalogue else CATALOGUE_DIR
     infos = []
     if folder.is_dir():
