@@ -177,6 +177,7 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeAddedEvent, self.onNodeAdded)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeRemovedEvent, self.onNodeRemoved)
 
         self.ui.synthesizeButton.connect("clicked(bool)", self.onSynthesize)
         self.ui.validateButton.connect("clicked(bool)", self.onValidate)
@@ -225,6 +226,17 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """New volumes may fill empty slots; wait until the loader has named the node."""
         if node is not None and node.IsA("vtkMRMLScalarVolumeNode"):
             qt.QTimer.singleShot(0, self.autoAssign)
+
+    @vtk.calldata_type(vtk.VTK_OBJECT)
+    def onNodeRemoved(self, caller, event, node) -> None:
+        """An input of the running job left the scene: say so now (its results will not reference it)."""
+        if self._job is None or self._prepared is None or node is None:
+            return
+        for sequence, inputNode in self._prepared.nodes.items():
+            if inputNode is node:
+                self.appendLog(_("{name} ({sequence} input) was removed from the scene; the job goes on with its "
+                                 "copy and the results will not reference it.").format(
+                    name=node.GetName(), sequence=sequence.display_name))
 
     def initializeParameterNode(self) -> None:
         parameterNode = self.logic.getParameterNode()
@@ -419,6 +431,7 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateGUI()
 
     def onCancel(self) -> None:
+        """Cancel wins: a job that finished but whose result was not added yet drops it too."""
         if self._job is not None:
             self._job.cancel()
             self.ui.statusLabel.text = _("Cancelling...")
@@ -443,11 +456,18 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.updateGUI()
 
     def finishJob(self, job) -> None:
-        state = job.state.value
-        if state == "succeeded" and not self._discardResult:
+        """Add the result of a finished job, once, unless it was cancelled; show a failure otherwise.
+
+        The result is claimed with ``job.take_result()``: a Cancel that came after the worker
+        finished has already turned the job into CANCELLED, and then nothing is added.
+        """
+        if self._discardResult:
+            job.cancel()  # scene closed or module cleaned up: the result must not be claimed
+        result = job.take_result()
+        if result is not None:
             with slicer.util.tryWithErrorDisplay(_("Could not add the results to the scene."), waitCursor=True):
-                self.showResult(job.result)
-        elif state == "failed":
+                self.showResult(result)
+        elif job.state.value == "failed":
             self.ui.statusLabel.text = _("Failed: {reason}").format(reason=job.error.reason)
             self.appendLog(job.error.details)
             slicer.util.errorDisplay(job.error.reason, windowTitle=_("MRISynthesis failed"),
@@ -468,6 +488,8 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             messages = list(result.messages)
         for line in messages:
             self.appendLog(line)
+        for line in nodes.messages:  # e.g. an input removed from the scene while the job ran
+            self.appendLog(_("Note: {message}").format(message=line))
         names = ", ".join(target.synthetic.GetName() for target in nodes.targets.values())
         self.appendLog(_("Added: {names}").format(names=names))
         self.ui.progressBar.setValue(1000)
@@ -562,7 +584,7 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
     def prepareInputs(self, selected: dict):
         from MRISynthesisLib import mrml
 
-        return mrml.prepare_inputs(selected)
+        return mrml.prepare_inputs(selected, slicer.mrmlScene)
 
     # ---------------------------------------------------------------- running
 

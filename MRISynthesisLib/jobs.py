@@ -8,6 +8,12 @@ main thread, which is also the only thread that touches MRML). When the function
 job is ``SUCCEEDED`` (with ``result``), ``FAILED`` (with a one-line ``error.reason`` and the
 traceback in ``error.details``) or ``CANCELLED`` (no result, whatever the function did).
 
+Cancel wins until the result is delivered: the caller claims a result with
+:meth:`Job.take_result`, once; a :meth:`Job.cancel` that comes after the function returned
+but before that claim turns the job into ``CANCELLED`` and drops the result, so a Cancel
+click between the worker's end and the widget's next poll never adds nodes. After the claim
+a cancel changes nothing.
+
 :func:`synthesis_task` and :func:`validation_task` build the functions the module runs;
 they import the engine (torch, MONAI) only when they run.
 """
@@ -123,6 +129,7 @@ class Job:
         self._thread: Optional[threading.Thread] = None
         self._lock = threading.Lock()
         self._state = JobState.WAITING
+        self._delivered = False
         self.result: Any = None
         self.error: Optional[JobError] = None
         self.fraction = 0.0
@@ -151,12 +158,41 @@ class Job:
         self._thread.start()
         return self
 
-    def cancel(self) -> None:
-        """Ask the function to stop; the job ends as CANCELLED and keeps no result."""
-        self._cancel.set()
+    @property
+    def delivered(self) -> bool:
+        """True once :meth:`take_result` handed the result over (a later cancel changes nothing)."""
         with self._lock:
+            return self._delivered
+
+    def cancel(self) -> None:
+        """Ask the function to stop; the job ends as CANCELLED and keeps no result.
+
+        A job that already SUCCEEDED but whose result was not claimed yet becomes CANCELLED
+        at once and drops its result: the user's Cancel wins over a result nobody has used.
+        A delivered result, a failure or a finished cancellation is left as it is.
+        """
+        with self._lock:
+            if self._delivered or self._state in (JobState.FAILED, JobState.CANCELLED):
+                return
+            self._cancel.set()
             if self._state is JobState.WAITING:
                 self._state = JobState.CANCELLED
+            elif self._state is JobState.SUCCEEDED:
+                self._state, self.result = JobState.CANCELLED, None
+                self.context.log("cancelled after it finished: its result is dropped")
+
+    def take_result(self) -> Any:
+        """Claim the result of a SUCCEEDED job: returned once, then marked delivered.
+
+        None when the job did not succeed (cancelled, failed, still running) or the result
+        was already claimed. Atomic with :meth:`cancel`: a job is never both delivered and
+        cancelled.
+        """
+        with self._lock:
+            if self._state is not JobState.SUCCEEDED or self._delivered:
+                return None
+            self._delivered = True
+            return self.result
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until the job has finished (or ``timeout`` seconds); True when it has finished."""
@@ -188,12 +224,12 @@ class Job:
                 state = JobState.FAILED
                 error = JobError(one_line_reason(exception), traceback.format_exc())
                 self.context.log(f"failed: {error.reason}")
-        if self._cancel.is_set():
-            state, result, error = JobState.CANCELLED, None, None
+        with self._lock:  # the same lock as cancel(): a cancel is seen here or sees SUCCEEDED
+            if self._cancel.is_set():
+                state, result, error = JobState.CANCELLED, None, None
+            self.result, self.error, self._state = result, error, state
         if state is JobState.CANCELLED:
             self.context.log("cancelled")
-        with self._lock:
-            self.result, self.error, self._state = result, error, state
 
 
 # --------------------------------------------------------------------------- synthesis tasks

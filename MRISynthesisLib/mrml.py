@@ -331,24 +331,123 @@ class PreparedInputs:
                               self.nodes[self.reference].GetName())
 
 
-def prepare_inputs(selected: Mapping[Sequence, Any]) -> PreparedInputs:
+#: What a node of another class is called when it is refused ("<name>: is a segmentation, not an MR image").
+_NODE_KINDS = (
+    ("vtkMRMLSegmentationNode", "a segmentation"),
+    ("vtkMRMLModelNode", "a model"),
+    ("vtkMRMLMarkupsNode", "a markups node"),
+    ("vtkMRMLTransformNode", "a transform"),
+    ("vtkMRMLTableNode", "a table"),
+)
+
+#: Volume classes whose voxels are vectors, tensors or gradients, never one MR intensity.
+_NON_SCALAR_VOLUME_CLASSES = ("vtkMRMLTensorVolumeNode", "vtkMRMLDiffusionWeightedVolumeNode")
+
+
+def node_label(node: Any) -> str:
+    """The name used for a node in messages: its name, else its ID."""
+    return node.GetName() or node.GetID() or "unnamed node"
+
+
+def node_in_scene(scene: Any, node: Any) -> bool:
+    """True when ``node`` is in ``scene`` now.
+
+    A Python reference outlives a node removed from the scene (its name and voxels still
+    read fine), so membership is asked of the scene itself, by ID and identity.
+    """
+    if scene is None or node is None:
+        return False
+    node_id = node.GetID()
+    return bool(node_id) and scene.GetNodeByID(node_id) is node
+
+
+def _kind_of_node(node: Any) -> str:
+    """What a node that is not a volume is, for a message: "a segmentation", ..., "a <class> node"."""
+    for class_name, kind in _NODE_KINDS:
+        if node.IsA(class_name):
+            return kind
+    return f"a {node.GetClassName()} node"
+
+
+def _components_per_voxel(node: Any) -> int:
+    """Components per voxel of a volume node's image data (1 when it holds no voxels yet)."""
+    image_data = node.GetImageData()
+    scalars = image_data.GetPointData().GetScalars() if image_data is not None else None
+    return scalars.GetNumberOfComponents() if scalars is not None else 1
+
+
+def input_node_problem(node: Any, scene: Any = None) -> str | None:
+    """Why ``node`` cannot be an acquired MR input, as one line that names it; None when it can.
+
+    Refused: a node no longer in ``scene`` (default: the node's own scene; a stale Python
+    reference), nodes that are not volumes, label maps, this module's own outputs (a
+    synthetic volume must never be fed back as if it were acquired), and vector, tensor or
+    other multi-component volumes.
+    """
+    name = node_label(node)
+    if not node_in_scene(scene if scene is not None else node.GetScene(), node):
+        return f"{name}: is no longer in the scene (it was removed); select a volume that is in the scene"
+    if not node.IsA("vtkMRMLVolumeNode"):
+        return f"{name}: is {_kind_of_node(node)}, not an MR image"
+    if node.IsA("vtkMRMLLabelMapVolumeNode"):
+        return f"{name}: is a label map, not an MR image"
+    if is_output_node(node):
+        role = node.GetAttribute(f"{ATTRIBUTE_PREFIX}.Role")
+        return f"{name}: is a synthetic volume made by MRISynthesis ({role}); select an acquired image"
+    components = _components_per_voxel(node)
+    if (components > 1 or not node.IsA("vtkMRMLScalarVolumeNode")
+            or any(node.IsA(class_name) for class_name in _NON_SCALAR_VOLUME_CLASSES)):
+        detail = f"{components} components per voxel" if components > 1 else node.GetClassName()
+        return f"{name}: is a vector or multi-component volume ({detail}), not a scalar MR image"
+    return None
+
+
+def check_input_node(node: Any, scene: Any = None) -> None:
+    """Raise :class:`MRMLInputError` (one line naming the node) when ``node`` is no MR input."""
+    problem = input_node_problem(node, scene)
+    if problem:
+        raise MRMLInputError(problem)
+
+
+def image_from_input_node(node: Any) -> sitk.Image:
+    """The node's voxels as an image, refused (naming the node) when empty, constant or not finite.
+
+    Uses the engine's own :func:`~MRISynthesisLib.io.check_image` with the node's name, so a bad
+    volume is reported here, by name, rather than later by sequence from the worker thread.
+    """
+    from .io import InputError, check_image  # imported here: io needs packages installed on first use
+
+    image = image_from_volume_node(node)
+    try:
+        check_image(image, node_label(node))
+    except InputError as error:
+        raise MRMLInputError(str(error)) from error
+    return image
+
+
+def prepare_inputs(selected: Mapping[Sequence, Any], scene: Any = None) -> PreparedInputs:
     """Copy the selected nodes into images and put them on the first selected input's grid.
 
     Runs on the main thread (it reads MRML); the images it returns share nothing with the
     nodes, so a worker thread may use them while the user keeps working in the scene.
+    Every node is checked first (:func:`check_input_node`, in ``scene`` when given, else in
+    its own scene) and its voxels after (:func:`image_from_input_node`); the first problem
+    is raised as :class:`MRMLInputError` naming the node.
     """
     nodes = {s: selected[s] for s in SEQUENCES if selected.get(s) is not None}
     if not nodes:
         raise MRMLInputError("no input volume selected")
-    seen: dict[str, Sequence] = {}
+    for node in nodes.values():
+        check_input_node(node, scene)
+    seen: list = []  # (node, sequence): the same node object, not just the same ID (IDs repeat across scenes)
     for sequence, node in nodes.items():
-        if node.GetID() in seen:
-            raise MRMLInputError(f"{node.GetName()}: selected as both {seen[node.GetID()].short_name} "
-                                 f"and {sequence.short_name}")
-        seen[node.GetID()] = sequence
+        first = next((earlier for other, earlier in seen if other is node), None)
+        if first is not None:
+            raise MRMLInputError(f"{node.GetName()}: selected as both {first.short_name} and {sequence.short_name}")
+        seen.append((node, sequence))
     from .io import align_inputs  # imported here: io needs packages installed on first use
 
-    images = {sequence: image_from_volume_node(node) for sequence, node in nodes.items()}
+    images = {sequence: image_from_input_node(node) for sequence, node in nodes.items()}
     aligned = align_inputs(images)
     messages = [f"{node.GetName()} used as {sequence.display_name}" for sequence, node in nodes.items()]
     messages.extend(aligned.resampled)
@@ -406,18 +505,53 @@ class ResultNodes:
     folder_item: int
     targets: dict  # Sequence -> TargetNodes
     table: Any = None
+    messages: list = dataclasses.field(default_factory=list)  # one line each, for the user's log
 
     def all_nodes(self) -> list:
         nodes = [n for target in self.targets.values() for n in target.all_nodes()]
         return nodes + ([self.table] if self.table is not None else [])
 
 
-def _describe_inputs(inputs: Iterable[Sequence], nodes: Mapping[Sequence, Any]) -> str:
+def _describe_inputs(inputs: Iterable[Sequence], nodes: Mapping[Sequence, Any],
+                     removed: Iterable[Sequence] = ()) -> str:
+    """The inputs as the description names them: "T1 (name), T2 (name, removed from the scene), ..."."""
+    removed = set(removed)
     parts = []
     for sequence in inputs:
         node = nodes.get(sequence)
-        parts.append(f"{sequence.display_name} ({node.GetName()})" if node is not None else sequence.display_name)
+        if node is None:
+            parts.append(sequence.display_name)
+        elif sequence in removed:
+            parts.append(f"{sequence.display_name} ({node.GetName()}, removed from the scene)")
+        else:
+            parts.append(f"{sequence.display_name} ({node.GetName()})")
     return ", ".join(parts)
+
+
+@dataclasses.dataclass
+class InputPresence:
+    """Which input nodes of a run are still in the scene when its results are added."""
+
+    present: dict  # Sequence -> node still in the scene
+    removed: dict  # Sequence -> node removed while the job ran (its name is still readable)
+
+    def anchor(self, reference: Sequence) -> Any:
+        """The node the result folder goes beside: the reference input, else another one still there."""
+        if reference in self.present:
+            return self.present[reference]
+        return next((self.present[s] for s in SEQUENCES if s in self.present), None)
+
+    def messages(self) -> list[str]:
+        """One line per input that left the scene while the job ran."""
+        return [f"{node_label(node)} ({sequence.display_name} input) was removed from the scene during the run; "
+                "the results keep its name but no reference to it" for sequence, node in self.removed.items()]
+
+
+def input_presence(scene: Any, nodes: Mapping[Sequence, Any]) -> InputPresence:
+    """Split a run's input nodes into those still in ``scene`` and those removed since it started."""
+    present = {s: n for s, n in nodes.items() if node_in_scene(scene, n)}
+    removed = {s: n for s, n in nodes.items() if s not in present}
+    return InputPresence(present=present, removed=removed)
 
 
 def result_description(role: str, sequence: Sequence, model: str, inputs_text: str) -> str:
@@ -437,9 +571,9 @@ def result_description(role: str, sequence: Sequence, model: str, inputs_text: s
     return f"{what} {made}"
 
 
-def _tag_node(node: Any, role: str, sequence: Sequence, result: Any, prepared: PreparedInputs,
+def _tag_node(node: Any, role: str, sequence: Sequence, result: Any, inputs: Mapping[Sequence, Any],
               inputs_text: str) -> None:
-    """Provenance: attributes, description and references to the input nodes."""
+    """Provenance: attributes, description and references to the input nodes still in the scene (``inputs``)."""
     node.SetAttribute(f"{ATTRIBUTE_PREFIX}.Role", role)
     node.SetAttribute(f"{ATTRIBUTE_PREFIX}.Sequence", sequence.value)
     node.SetAttribute(f"{ATTRIBUTE_PREFIX}.Model", str(result.model_name))
@@ -448,7 +582,7 @@ def _tag_node(node: Any, role: str, sequence: Sequence, result: Any, prepared: P
     node.SetAttribute(f"{ATTRIBUTE_PREFIX}.Version", __version__)
     node.SetDescription(result_description(role, sequence, str(result.model_name), inputs_text))
     for source in result.inputs:
-        input_node = prepared.nodes.get(Sequence(source))
+        input_node = inputs.get(Sequence(source))
         if input_node is not None:
             node.AddNodeReferenceID(f"{ATTRIBUTE_PREFIX}.Input", input_node.GetID())
 
@@ -463,10 +597,14 @@ def _place_in_folder(scene: Any, node: Any, folder_item: int) -> None:
 
 
 def create_result_folder(scene: Any, beside: Any, name: str) -> int:
-    """A subject-hierarchy folder under the same parent as the node ``beside`` (the scene if none)."""
+    """A subject-hierarchy folder under the same parent as the node ``beside``.
+
+    At the scene level when there is no such node or it is no longer in the scene (its
+    subject-hierarchy item may be gone, or stale when no plugin cleaned it up).
+    """
     hierarchy = scene.GetSubjectHierarchyNode()
     parent = hierarchy.GetSceneItemID()
-    item = hierarchy.GetItemByDataNode(beside) if beside is not None else 0
+    item = hierarchy.GetItemByDataNode(beside) if node_in_scene(scene, beside) else 0
     if item:
         parent = hierarchy.GetItemParent(item) or parent
     return hierarchy.CreateFolderItem(parent, name)
@@ -480,13 +618,17 @@ def add_result_nodes(scene: Any, result: Any, prepared: PreparedInputs, keep_sta
     result holds (refinement, tumour, error). Each node gets a name, a description and
     attributes that say it is synthetic, the model and the inputs. Nodes go into ``folder_item``
     when given, else into a new folder. Nothing is shown in the views yet (see :func:`show_result`).
+
+    Inputs may have left the scene while the job ran: nodes then reference only the inputs
+    still there, the description keeps a removed input's name with a note, the folder goes
+    beside a remaining input (or at the scene level) and ``messages`` says so, one line each.
     """
     base = prepared.base_name
-    reference_node = prepared.nodes[prepared.reference]
+    presence = input_presence(scene, prepared.nodes)
     targets_text = " + ".join(Sequence(s).short_name for s in result.targets)
-    folder = folder_item or create_result_folder(scene, reference_node,
+    folder = folder_item or create_result_folder(scene, presence.anchor(prepared.reference),
                                                  folder_name or f"{base} synthetic {targets_text}")
-    inputs_text = _describe_inputs([Sequence(s) for s in result.inputs], prepared.nodes)
+    inputs_text = _describe_inputs([Sequence(s) for s in result.inputs], prepared.nodes, presence.removed)
     made: dict = {}
     for key, target in result.targets.items():
         sequence = Sequence(key)
@@ -498,7 +640,7 @@ def add_result_nodes(scene: Any, result: Any, prepared: PreparedInputs, keep_sta
             if image is None:
                 continue
             node = volume_node_from_image(scene, image, result_node_name(base, sequence, role))
-            _tag_node(node, role, sequence, result, prepared, inputs_text)
+            _tag_node(node, role, sequence, result, presence.present, inputs_text)
             _place_in_folder(scene, node, folder)
             nodes[role] = node
         for role, node in nodes.items():
@@ -509,7 +651,7 @@ def add_result_nodes(scene: Any, result: Any, prepared: PreparedInputs, keep_sta
             refinement_map=nodes.get(ROLE_REFINEMENT), tumour_map=nodes.get(ROLE_TUMOUR),
             error_map=nodes.get(ROLE_ERROR))
         set_result_display(scene, made[sequence], target)
-    return ResultNodes(folder_item=folder, targets=made)
+    return ResultNodes(folder_item=folder, targets=made, messages=presence.messages())
 
 
 # --------------------------------------------------------------------------- display
@@ -701,15 +843,19 @@ def metrics_table_node(scene: Any, results: Iterable[Any], name: str = "MRISynth
 
 
 def add_validation_nodes(scene: Any, results: Iterable[Any], prepared: PreparedInputs) -> ResultNodes:
-    """Leave-one-out results (one SynthesisResult per sequence) as nodes and a metrics table, in one folder."""
+    """Leave-one-out results (one SynthesisResult per sequence) as nodes and a metrics table, in one folder.
+
+    Inputs removed from the scene while the job ran are handled as in :func:`add_result_nodes`.
+    """
     results = list(results)
-    folder = create_result_folder(scene, prepared.nodes[prepared.reference], f"{prepared.base_name} validation")
+    presence = input_presence(scene, prepared.nodes)
+    folder = create_result_folder(scene, presence.anchor(prepared.reference), f"{prepared.base_name} validation")
     targets: dict = {}
     for result in results:
         targets.update(add_result_nodes(scene, result, prepared, folder_item=folder).targets)
     table = metrics_table_node(scene, results, name=f"{prepared.base_name} validation metrics")
     _place_in_folder(scene, table, folder)
-    return ResultNodes(folder_item=folder, targets=targets, table=table)
+    return ResultNodes(folder_item=folder, targets=targets, table=table, messages=presence.messages())
 
 
 # --------------------------------------------------------------------------- cases and whole flow
@@ -749,15 +895,18 @@ def synthesize_in_scene(scene: Any, selected: Mapping[Sequence, Any], bundle: An
     """
     from .jobs import JobContext, synthesis_task
 
-    prepared = prepare_inputs(selected)
+    say = log or (lambda text: None)
+    prepared = prepare_inputs(selected, scene)
     for line in prepared.messages:
-        (log or (lambda text: None))(line)
+        say(line)
     task = synthesis_task(prepared.images, bundle, targets=targets, device=device, tumour_maps=tumour_maps,
                           synthesize=synthesize)
     result = task(JobContext())
-    for line in result.messages:
-        (log or (lambda text: None))(line)
+    for line in list(result.messages):
+        say(line)
     nodes = add_result_nodes(scene, result, prepared, keep_stage1=keep_stage1)
+    for line in nodes.messages:
+        say(line)
     if show:
         show_result(scene, nodes)
     return nodes

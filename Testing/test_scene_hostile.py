@@ -1,0 +1,423 @@
+"""Hostile use of the Slicer side: late cancels, inputs removed mid-run, nodes that are no MR image.
+
+Everything is real: a ``slicer-core`` MRML scene with real volume, label-map, vector,
+segmentation and model nodes, real :class:`~MRISynthesisLib.jobs.Job` threads, and the real
+engine with a tiny untrained torch bundle where the engine matters (elsewhere the job runs
+a plain Python function that returns a real ``SynthesisResult``).
+"""
+from __future__ import annotations
+
+import itertools
+import re
+import threading
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+slicer = pytest.importorskip("slicer", reason="needs slicer-core (the real MRML library)")
+
+import vtk  # noqa: E402  (after the skip: slicer-core brings the matching VTK)
+from vtk.util import numpy_support  # noqa: E402
+
+from MRISynthesisLib import jobs, mrml  # noqa: E402
+from MRISynthesisLib.pipeline import SynthesisResult, TargetResult  # noqa: E402
+from MRISynthesisLib.sequences import SEQUENCES, Sequence  # noqa: E402
+from MRISynthesisLib.weights import ModelBundle  # noqa: E402
+
+WAIT_S = 30.0  # generous upper bound for a job to finish; never a timing assertion
+CASE = "Hostile-001"
+INPUTS = (Sequence.T1N, Sequence.T2W, Sequence.T2F)
+
+
+# --------------------------------------------------------------------------- fixtures and helpers
+
+
+@pytest.fixture
+def scene():
+    """A real MRML scene with the application, colour and volumes logics Slicer sets up."""
+    mrml_scene = slicer.vtkMRMLScene()
+    application = slicer.vtkSlicerApplicationLogic()
+    application.SetMRMLScene(mrml_scene)
+    colours = slicer.vtkSlicerColorLogic()
+    colours.SetMRMLApplicationLogic(application)
+    colours.SetMRMLScene(mrml_scene)
+    application.SetModuleLogic("Colors", colours)
+    volumes = slicer.vtkSlicerVolumesLogic()
+    volumes.SetMRMLApplicationLogic(application)
+    volumes.SetMRMLScene(mrml_scene)
+    application.SetModuleLogic("Volumes", volumes)
+    mrml_scene.keep_logics = (application, colours, volumes)  # alive as long as the scene object
+    yield mrml_scene
+    mrml_scene.Clear(1)
+
+
+def brain_like(seed: int, size=(12, 11, 10), spacing=(2.5, 2.5, 2.5)) -> sitk.Image:
+    """Positive voxels with a zero border (background), like a skull-stripped brain."""
+    array = np.random.default_rng(seed).integers(1, 1000, size=tuple(reversed(size))).astype(np.float32)
+    array[:, :, :2] = 0
+    array[:2] = 0
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    image.SetOrigin((10.0, -20.0, 5.0))
+    return image
+
+
+@pytest.fixture
+def case(scene):
+    """T1, T2 and FLAIR volumes of one case in a patient folder (T1c missing), as the data module places them."""
+    hierarchy = scene.GetSubjectHierarchyNode()
+    patient = hierarchy.CreateFolderItem(hierarchy.GetSceneItemID(), "Patient 1")
+    nodes = {}
+    for seed, sequence in enumerate(INPUTS):
+        node = mrml.volume_node_from_image(scene, brain_like(seed + 1), f"{CASE}-{sequence.value}")
+        hierarchy.CreateItem(patient, node)
+        nodes[sequence] = node
+    return SimpleNamespace(scene=scene, nodes=nodes, patient=patient, hierarchy=hierarchy)
+
+
+def mean_synthesis(images, bundle, targets=None, device="auto", progress=None, cancel=None, tumour_maps=True,
+                   ground_truth=None) -> SynthesisResult:
+    """A plain function with ``pipeline.synthesize``'s signature and result: each target is the inputs' mean."""
+    inputs = [Sequence(k) for k in images]
+    wanted = [Sequence(t) for t in targets] if targets else [s for s in SEQUENCES if s not in inputs]
+    mean = sitk.Cast(sum(sitk.Cast(images[s], sitk.sitkFloat32) for s in inputs) / len(inputs), sitk.sitkFloat32)
+    out = {}
+    for target in wanted:
+        error = None
+        if ground_truth and target in ground_truth:
+            error = sitk.Abs(mean - sitk.Cast(ground_truth[target], sitk.sitkFloat32))
+        out[target] = TargetResult(sequence=target, synthetic=mean, stage1=mean, error_map=error,
+                                   metrics={"mae": 1.0} if error is not None else {})
+    return SynthesisResult(targets=out, inputs=inputs, model_name=bundle.name, device=device, timings={},
+                           messages=[])
+
+
+MEAN_BUNDLE = ModelBundle(name="mean of inputs", stage1=None)
+
+
+def tiny_bundle() -> ModelBundle:
+    """A real, untrained HF-GAN small enough for the CPU (96 x 96 slices)."""
+    import torch
+
+    from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANGenerator
+
+    torch.manual_seed(0)
+    generator = HFGANGenerator(HFGANConfig(dim=8, dim_mults=(1, 2, 4), n_layers=1, n_heads=2, image_size=96))
+    return ModelBundle(name="tiny", stage1=generator.eval())
+
+
+def run_job_while(function, during) -> jobs.Job:
+    """Start a Job whose ``function`` waits for a gate, call ``during()`` while it waits, then let it finish."""
+    gate = threading.Event()
+    started = threading.Event()
+
+    def gated(context):
+        started.set()
+        assert gate.wait(WAIT_S), "the test never released the job"
+        return function(context)
+
+    job = jobs.Job(gated, name="hostile").start()
+    assert started.wait(WAIT_S)
+    during()
+    assert job.state is jobs.JobState.RUNNING
+    gate.set()
+    assert job.wait(WAIT_S) and job.state is jobs.JobState.SUCCEEDED, job.error
+    return job
+
+
+def input_references(node) -> list:
+    """The IDs of a result node's ``MRISynthesis.Input`` references."""
+    role = f"{mrml.ATTRIBUTE_PREFIX}.Input"
+    return [node.GetNthNodeReferenceID(role, index) for index in range(node.GetNumberOfNodeReferences(role))]
+
+
+def assert_references_resolve(scene, made, expected_nodes) -> None:
+    """Every result node references exactly ``expected_nodes``, and each reference resolves in the scene."""
+    expected = {node.GetID() for node in expected_nodes}
+    for node in made.all_nodes():
+        if node is made.table:
+            continue
+        ids = input_references(node)
+        assert set(ids) == expected, node.GetName()
+        for node_id in ids:
+            referenced = scene.GetNodeByID(node_id)
+            assert referenced is not None and scene.IsNodePresent(referenced), f"{node.GetName()} -> {node_id}"
+        for index in range(node.GetNumberOfNodeReferences(f"{mrml.ATTRIBUTE_PREFIX}.Input")):
+            assert node.GetNthNodeReference(f"{mrml.ATTRIBUTE_PREFIX}.Input", index) is not None
+
+
+def assert_folder_holds(hierarchy, made, parent: int) -> None:
+    """The result folder exists under ``parent`` and holds every result node."""
+    assert made.folder_item and hierarchy.GetItemName(made.folder_item)
+    assert hierarchy.GetItemParent(made.folder_item) == parent
+    for node in made.all_nodes():
+        assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == made.folder_item
+
+
+def removal_line(node, sequence: Sequence) -> str:
+    return (f"{node.GetName()} ({sequence.display_name} input) was removed from the scene during the run; "
+            "the results keep its name but no reference to it")
+
+
+# --------------------------------------------------------------------------- 1. cancel must win
+
+
+def test_cancel_after_the_job_finished_but_before_claiming_drops_the_result():
+    job = jobs.Job(lambda context: "a result nobody claimed yet").start()
+    assert job.wait(WAIT_S) and job.state is jobs.JobState.SUCCEEDED
+
+    job.cancel()  # the user clicks Cancel before the widget's next timer tick
+
+    assert job.state is jobs.JobState.CANCELLED and job.done
+    assert job.result is None and job.error is None
+    assert job.take_result() is None
+    assert not job.delivered
+    assert any("cancelled" in event.message for event in job.poll() if event.kind == "log")
+
+
+def test_cancel_after_claiming_keeps_the_result():
+    release = threading.Event()
+    job = jobs.Job(lambda context: release.wait(WAIT_S) and {"value": 42}).start()
+    assert job.take_result() is None  # still running: nothing to claim yet
+    release.set()
+    assert job.wait(WAIT_S)
+
+    claimed = job.take_result()
+    job.cancel()
+
+    assert claimed == {"value": 42} and job.delivered
+    assert job.state is jobs.JobState.SUCCEEDED and job.result == {"value": 42}
+    assert not job.cancel_requested
+    assert job.take_result() is None  # delivered once only
+
+
+def test_cancel_racing_the_end_of_many_jobs_never_both_delivers_and_cancels():
+    """Jobs finish while a second thread cancels every other one and the main thread claims them all."""
+    count = 300
+    release = threading.Event()
+    clock = itertools.count()  # next() is atomic under the GIL: orders cancel and claim calls
+    job_list = [jobs.Job(lambda context, index=index: release.wait(WAIT_S) and ("result", index)).start()
+                for index in range(count)]
+    cancel_done: dict = {}
+    cancel_start: dict = {}
+    go = threading.Barrier(2)
+
+    def canceller() -> None:
+        go.wait(WAIT_S)
+        for index in range(0, count, 2):
+            cancel_start[index] = next(clock)
+            job_list[index].cancel()
+            cancel_done[index] = next(clock)
+
+    thread = threading.Thread(target=canceller, daemon=True)
+    thread.start()
+    release.set()
+    go.wait(WAIT_S)
+    claims, claim_start, claim_done = {}, {}, {}
+    for index, job in enumerate(job_list):
+        assert job.wait(WAIT_S)
+        claim_start[index] = next(clock)
+        claims[index] = job.take_result()
+        claim_done[index] = next(clock)
+    thread.join(WAIT_S)
+
+    for index, job in enumerate(job_list):
+        delivered = claims[index] is not None
+        if delivered:
+            assert claims[index] == ("result", index)
+            assert job.state is jobs.JobState.SUCCEEDED and job.delivered and job.result == ("result", index)
+        else:
+            assert job.state is jobs.JobState.CANCELLED and job.result is None and not job.delivered
+        if index % 2:
+            assert delivered  # never cancelled: always delivered
+        elif cancel_done[index] < claim_start[index]:
+            assert not delivered  # cancel returned before the claim began: cancel wins
+        elif claim_done[index] < cancel_start[index]:
+            assert delivered  # claimed before the cancel began: the result is kept
+
+
+# --------------------------------------------------------------------------- 2. input removed while a job runs
+
+
+def test_input_removed_while_the_real_engine_runs_leaves_no_dangling_reference(case):
+    scene, nodes = case.scene, case.nodes
+    flair = nodes[Sequence.T2F]
+    prepared = mrml.prepare_inputs(nodes)
+    task = jobs.synthesis_task(prepared.images, tiny_bundle(), targets=[Sequence.T1C], device="cpu",
+                               tumour_maps=False)
+
+    job = run_job_while(task, lambda: scene.RemoveNode(flair))
+    made = mrml.add_result_nodes(scene, job.result, prepared)
+
+    synthetic = made.targets[Sequence.T1C].synthetic
+    assert synthetic.GetAttribute("MRISynthesis.Inputs") == "t1n,t2w,t2f"  # the engine did use FLAIR
+    assert_references_resolve(scene, made, [nodes[Sequence.T1N], nodes[Sequence.T2W]])
+    assert f"T2-FLAIR ({CASE}-t2f, removed from the scene)" in synthetic.GetDescription()
+    assert f"T1 ({CASE}-t1n)" in synthetic.GetDescription()
+    assert made.messages == [removal_line(flair, Sequence.T2F)]
+    assert_folder_holds(case.hierarchy, made, case.patient)
+    assert np.isfinite(slicer.util.arrayFromVolume(synthetic)).all()
+
+
+def test_reference_input_removed_puts_the_folder_beside_another_input(case):
+    scene, nodes = case.scene, case.nodes
+    prepared = mrml.prepare_inputs(nodes)
+    reference = nodes[prepared.reference]
+    task = jobs.synthesis_task(prepared.images, MEAN_BUNDLE, synthesize=mean_synthesis)
+
+    job = run_job_while(task, lambda: scene.RemoveNode(reference))
+    made = mrml.add_result_nodes(scene, job.result, prepared)
+
+    assert_references_resolve(scene, made, [nodes[Sequence.T2W], nodes[Sequence.T2F]])
+    assert made.messages == [removal_line(reference, prepared.reference)]
+    assert_folder_holds(case.hierarchy, made, case.patient)
+    assert case.hierarchy.GetItemName(made.folder_item) == f"{CASE} synthetic T1c"
+
+
+def test_every_input_removed_puts_the_folder_at_the_scene_level(case):
+    scene, nodes = case.scene, case.nodes
+    prepared = mrml.prepare_inputs(nodes)
+    task = jobs.synthesis_task(prepared.images, MEAN_BUNDLE, synthesize=mean_synthesis)
+
+    job = run_job_while(task, lambda: [scene.RemoveNode(node) for node in nodes.values()])
+    made = mrml.add_result_nodes(scene, job.result, prepared)
+
+    assert_references_resolve(scene, made, [])
+    assert made.messages == [removal_line(nodes[s], s) for s in INPUTS]
+    assert_folder_holds(case.hierarchy, made, case.hierarchy.GetSceneItemID())
+    description = made.targets[Sequence.T1C].synthetic.GetDescription()
+    for sequence in INPUTS:
+        assert f"{sequence.display_name} ({CASE}-{sequence.value}, removed from the scene)" in description
+
+
+def test_input_removed_during_validation_leaves_no_dangling_reference(scene):
+    hierarchy = scene.GetSubjectHierarchyNode()
+    study = hierarchy.CreateFolderItem(hierarchy.GetSceneItemID(), "Study")
+    nodes = {}
+    for seed, sequence in enumerate(SEQUENCES):
+        nodes[sequence] = mrml.volume_node_from_image(scene, brain_like(seed + 1), f"{CASE}-{sequence.value}")
+        hierarchy.CreateItem(study, nodes[sequence])
+    prepared = mrml.prepare_inputs(nodes)
+    removed = nodes[Sequence.T2W]
+    task = jobs.validation_task(prepared.images, MEAN_BUNDLE, synthesize=mean_synthesis)
+
+    job = run_job_while(task, lambda: scene.RemoveNode(removed))
+    made = mrml.add_validation_nodes(scene, job.result, prepared)
+
+    for target in made.targets.values():
+        for node in target.all_nodes():
+            for node_id in input_references(node):
+                referenced = scene.GetNodeByID(node_id)
+                assert referenced is not None and scene.IsNodePresent(referenced), f"{node.GetName()} -> {node_id}"
+            assert removed.GetID() not in input_references(node)
+    assert made.messages == [removal_line(removed, Sequence.T2W)]  # once, not once per sequence
+    assert_folder_holds(hierarchy, made, study)
+
+
+# --------------------------------------------------------------------------- 3. nodes that are no MR image
+
+
+def three_inputs(case, **replace) -> dict:
+    """The case's three inputs with some slots replaced (``t2w=node``)."""
+    selected = dict(case.nodes)
+    selected.update({Sequence(key): node for key, node in replace.items()})
+    return selected
+
+
+def test_label_map_is_refused_with_its_name(case):
+    label = mrml.volume_node_from_image(case.scene, sitk.Cast(brain_like(7) > 500, sitk.sitkUInt8),
+                                        f"{CASE}-seg", class_name="vtkMRMLLabelMapVolumeNode")
+
+    with pytest.raises(mrml.MRMLInputError, match=f"^{CASE}-seg: is a label map, not an MR image$"):
+        mrml.prepare_inputs(three_inputs(case, t2w=label))
+
+
+@pytest.mark.parametrize("role", [mrml.ROLE_SYNTHETIC, mrml.ROLE_ERROR])
+def test_output_node_is_refused_as_an_input(case, role):
+    prepared = mrml.prepare_inputs(case.nodes)
+    result = SynthesisResult(
+        targets={Sequence.T1C: TargetResult(sequence=Sequence.T1C, synthetic=prepared.images[Sequence.T1N],
+                                            stage1=prepared.images[Sequence.T1N],
+                                            error_map=prepared.images[Sequence.T2W])},
+        inputs=list(INPUTS), model_name="earlier run", device="cpu", timings={}, messages=[])
+    made = mrml.add_result_nodes(case.scene, result, prepared).targets[Sequence.T1C]
+    output = made.synthetic if role == mrml.ROLE_SYNTHETIC else made.error_map
+
+    expected = (f"^{re.escape(output.GetName())}: is a synthetic volume made by MRISynthesis "
+                f"\\({role}\\); select an acquired image$")
+    with pytest.raises(mrml.MRMLInputError, match=expected):
+        mrml.prepare_inputs({Sequence.T1N: case.nodes[Sequence.T1N], Sequence.T1C: output})
+
+
+def vector_image_data(components: int) -> vtk.vtkImageData:
+    """vtkImageData of 12 x 11 x 10 voxels with ``components`` positive values each."""
+    array = np.random.default_rng(3).uniform(1.0, 100.0, (10 * 11 * 12, components)).astype(np.float32)
+    image_data = vtk.vtkImageData()
+    image_data.SetDimensions(12, 11, 10)
+    image_data.GetPointData().SetScalars(numpy_support.numpy_to_vtk(array, deep=True))
+    return image_data
+
+
+@pytest.mark.parametrize("class_name", ["vtkMRMLVectorVolumeNode", "vtkMRMLScalarVolumeNode"])
+def test_vector_volume_is_refused_with_its_name(case, class_name):
+    node = case.scene.AddNewNodeByClass(class_name, "colour map RGB")
+    node.SetAndObserveImageData(vector_image_data(3))
+    node.CreateDefaultDisplayNodes()
+
+    with pytest.raises(mrml.MRMLInputError,
+                       match=r"^colour map RGB: is a vector or multi-component volume \(.+\), not a scalar MR image$"):
+        mrml.prepare_inputs(three_inputs(case, t2f=node))
+
+
+@pytest.mark.parametrize("class_name, kind", [("vtkMRMLSegmentationNode", "a segmentation"),
+                                              ("vtkMRMLModelNode", "a model")])
+def test_node_of_another_class_is_refused_with_its_name(case, class_name, kind):
+    node = case.scene.AddNewNodeByClass(class_name, "tumour outline")
+
+    with pytest.raises(mrml.MRMLInputError, match=f"^tumour outline: is {kind}, not an MR image$"):
+        mrml.prepare_inputs(three_inputs(case, t2w=node))
+
+
+# --------------------------------------------------------------------------- 4. stale references and bad voxels
+
+
+def test_node_removed_before_prepare_is_refused_by_name(case):
+    stale = case.nodes[Sequence.T2W]
+    case.scene.RemoveNode(stale)  # the Python reference still reads its name and voxels
+    assert stale.GetImageData() is not None
+
+    expected = f"^{CASE}-t2w: is no longer in the scene \\(it was removed\\); select a volume that is in the scene$"
+    with pytest.raises(mrml.MRMLInputError, match=expected):  # without a scene: the node's own is asked
+        mrml.prepare_inputs(case.nodes)
+    with pytest.raises(mrml.MRMLInputError, match=expected):
+        mrml.prepare_inputs(case.nodes, case.scene)
+
+
+def test_node_of_another_scene_is_refused_by_name(case):
+    other_scene = slicer.vtkMRMLScene()
+    stranger = mrml.volume_node_from_image(other_scene, brain_like(5), "other scene t2")
+
+    with pytest.raises(mrml.MRMLInputError, match="^other scene t2: is no longer in the scene"):
+        mrml.prepare_inputs(three_inputs(case, t2w=stranger), case.scene)
+
+
+@pytest.mark.parametrize("spoil, problem", [
+    ("nan", "NaN"), ("inf", "NaN or Inf"), ("zero", "empty volume"), ("constant", "constant volume"),
+])
+def test_node_with_unusable_voxels_is_refused_with_its_name(case, spoil, problem):
+    array = sitk.GetArrayFromImage(brain_like(9))
+    if spoil == "nan":
+        array[5, 5, 5] = np.nan
+    elif spoil == "inf":
+        array[4, 4, 4] = np.inf
+    else:
+        array[:] = 0.0 if spoil == "zero" else 7.0
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((2.5, 2.5, 2.5))
+    image.SetOrigin((10.0, -20.0, 5.0))
+    bad = mrml.volume_node_from_image(case.scene, image, "scanner export FLAIR")
+
+    with pytest.raises(mrml.MRMLInputError, match=f"^scanner export FLAIR: .*{problem}"):
+        mrml.prepare_inputs(three_inputs(case, t2f=bad))
