@@ -7,7 +7,10 @@ write files take ``--output-dir``/``-o``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Callable, Sequence as TypingSequence
@@ -19,6 +22,36 @@ Handler = Callable[[argparse.Namespace], int]
 
 class CommandError(Exception):
     """A failure to report as one line, without a traceback."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every ``finally`` removes its staging files on the way out."""
+
+
+#: Exit codes after a signal, as shells report them (128 + signal number).
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+@contextlib.contextmanager
+def _terminate_as_exception():
+    """While a command runs, SIGTERM raises :class:`Terminated` instead of killing the process outright.
+
+    Python's default for SIGTERM ends the process without unwinding, which left half-written
+    staging folders behind; as an exception it unwinds like Ctrl-C.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _add_output_dir(parser: argparse.ArgumentParser, required: bool = True, default: str | None = None) -> None:
@@ -87,10 +120,14 @@ def main(argv: TypingSequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.handler(args) or 0)
+        with _terminate_as_exception():
+            return int(args.handler(args) or 0)
+    except Terminated:
+        print("mrisynth: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("mrisynth: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as error:  # every failure becomes one line unless --debug
         if args.debug:
             traceback.print_exc()

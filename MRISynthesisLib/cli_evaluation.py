@@ -6,6 +6,9 @@ from pathlib import Path
 
 from .devices import DEVICE_CHOICES
 
+#: The files of one evaluation that a second evaluation into the same folder replaces as a set.
+EVALUATION_FILES = ("evaluation.csv", "evaluation.md", "ssim_boxplot.png", "dice_boxplot.png")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``evaluate`` and ``demo``."""
@@ -26,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--targets", default=None, help="comma-separated targets (default: all four)")
     parser.add_argument("--save-volumes", action="store_true",
                         help="also write every synthetic volume and predicted label map")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier evaluation's tables and plots in the output folder (as one set)")
     parser.set_defaults(handler=run_evaluate)
 
     parser = subparsers.add_parser(
@@ -50,17 +55,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     """Find the cases, evaluate, write the tables and figures atomically, print the summary."""
     from .evaluation import console_summary, evaluate_cases, find_evaluation_cases, write_evaluation
-    from .outputs import staged_output
+    from .outputs import OutputPlan
     from .progress import terminal_progress
     from .weights import load_bundle
 
     cases = find_evaluation_cases(args.data, args.cases)
+    plan = OutputPlan(args.output_dir, lambda name: name in EVALUATION_FILES, inputs=tuple(case.folder for case in cases),
+                      overwrite=args.overwrite, what="an evaluation")
+    plan.check()
     targets = args.targets.split(",") if args.targets else None
     bundle = load_bundle(args.model)
     notes = []
     if bundle.segmenter is None:
         notes.append(f"Model {bundle.name} has no segmenter: Dice and HD95 are skipped.")
-    with staged_output(args.output_dir) as staging:
+    with plan.staged() as staging:
         with terminal_progress(description=f"evaluating {len(cases)} case(s)") as progress:
             rows = evaluate_cases(cases, bundle, device=args.device, progress=progress, targets=targets,
                                   volumes_dir=staging if args.save_volumes else None)

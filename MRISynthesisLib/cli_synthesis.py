@@ -23,6 +23,9 @@ def _common_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--intensity", default="mean",
                         help="intensity encoding at inference: 'mean' (prior mean, default), '+1sigma'/'-2sigma', "
                              "or a value in [0, 1]")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace this case's results from an earlier run in the output folder (as one set; "
+                             "inputs are never replaced). Without it, an earlier set is refused")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -67,34 +70,82 @@ def _parse_inputs(case_dir, pairs: list) -> tuple:
     files = sequence_paths(named, found.sequences if found else None)
     if not files:
         raise UsageError("give a case folder or at least one --input SEQ=PATH")
+    _refuse_repeated_files(files)
     if found is not None:
         return found.case_id, files
     first = next(iter(files.values()))
     return strip_image_extension(first.name).rsplit("-", 1)[0] or "case", files
 
 
+def _refuse_repeated_files(files: dict) -> None:
+    """One file (or two links to it) given for two sequences is refused before anything is read."""
+    from .outputs import same_file
+
+    items = list(files.items())
+    for index, (sequence, path) in enumerate(items):
+        for other, other_path in items[index + 1:]:
+            if same_file(path, other_path):
+                raise UsageError(f"{other_path}: given as both {sequence.display_name} and {other.display_name}")
+
+
 def _load(files: dict) -> dict:
+    """Read and check every input file; a synthetic volume or a repeated scan is refused by file name."""
+    from .input_checks import check_acquired, find_duplicate
     from .io import read_image
 
-    return {sequence: read_image(path) for sequence, path in files.items()}
+    images = {}
+    for sequence, path in files.items():
+        images[sequence] = read_image(path)
+        check_acquired(images[sequence], str(path))
+    duplicate = find_duplicate(images)
+    if duplicate is not None:
+        first, second = duplicate
+        raise UsageError(f"{files[second]}: holds exactly the voxels of {files[first]} (given as "
+                         f"{second.display_name} and {first.display_name})")
+    return images
+
+
+def _output_plan(args: argparse.Namespace, case_id: str, files: dict, targets) -> "OutputPlan":
+    """The checked output plan of one case: refuses bad case names, outputs onto inputs and earlier sets."""
+    from .outputs import ROLES, OutputPlan, case_family, check_case_name
+    from .sequences import parse_sequence
+
+    source = "--case" if args.case else "case name"
+    case_id = check_case_name(case_id, source)
+    plan = OutputPlan(args.output_dir, case_family(case_id), inputs=tuple(Path(p) for p in files.values()),
+                      overwrite=args.overwrite, what=f"results of case {case_id}")
+    names = [f"{case_id}-report.json"] + [f"{case_id}-{parse_sequence(t).value}{suffix}.nii.gz"
+                                           for t in targets for _, suffix, _ in ROLES]
+    plan.check(names)
+    return plan
+
+
+def _targets(text, files: dict) -> list:
+    """The asked targets, or the missing sequences (validated again by the engine)."""
+    from .sequences import SEQUENCES, parse_sequence
+
+    if text:
+        return [parse_sequence(name.strip()) for name in text.split(",") if name.strip()]
+    return [s for s in SEQUENCES if s not in files]
 
 
 def run_synthesize(args: argparse.Namespace) -> int:
     """Read inputs, synthesise, write outputs by role and the report."""
-    from .outputs import build_report, staged_output, write_report, write_result
+    from .outputs import build_report, write_report, write_result
     from .pipeline import synthesize
     from .progress import terminal_progress
     from .weights import load_bundle
 
     case_id, files = _parse_inputs(args.case_dir, args.input)
     case_id = args.case or case_id
+    targets = _targets(args.targets, files)
+    plan = _output_plan(args, case_id, files, targets)
     images = _load(files)
-    targets = args.targets.split(",") if args.targets else None
     bundle = load_bundle(args.model)
     with terminal_progress(description=f"synthesising {case_id}") as progress:
-        result = synthesize(images, bundle, targets=targets, device=args.device, progress=progress,
-                            tumour_maps=not args.no_tumour_maps, intensity=args.intensity)
-    with staged_output(args.output_dir) as staging:
+        result = synthesize(images, bundle, targets=targets if args.targets else None, device=args.device,
+                            progress=progress, tumour_maps=not args.no_tumour_maps, intensity=args.intensity)
+    with plan.staged() as staging:
         written = write_result(result, staging, case_id, final_dir=args.output_dir)
         report = build_report(result, case_id, files, written, bundle)
         write_report(report, staging / f"{case_id}-report.json")
@@ -130,7 +181,7 @@ def rows_to_csv(rows: list) -> str:
 def run_validate(args: argparse.Namespace) -> int:
     """Leave-one-out synthesis of every sequence of a complete case, with metrics."""
     from .io import find_case_files, read_case_label, write_text
-    from .outputs import build_report, metrics_table_markdown, staged_output, write_report, write_result
+    from .outputs import build_report, metrics_table_markdown, write_report, write_result
     from .pipeline import synthesize
     from .progress import terminal_progress
     from .sequences import SEQUENCES
@@ -141,6 +192,8 @@ def run_validate(args: argparse.Namespace) -> int:
     if missing:
         raise UsageError(f"{args.case_dir}: validation needs all four sequences; missing {', '.join(missing)}")
     case_id = args.case or found.case_id
+    inputs = {**found.sequences, **({"label": found.label} if found.label is not None else {})}
+    plan = _output_plan(args, case_id, inputs, SEQUENCES)
     images = _load(found.sequences)
     label = read_case_label(args.case_dir)
     bundle = load_bundle(args.model)
@@ -150,7 +203,7 @@ def run_validate(args: argparse.Namespace) -> int:
     rows = validation_rows(result)
     table = metrics_table_markdown(
         [dict(row, target=f"{row['target']} ({row['stage']})") for row in rows])
-    with staged_output(args.output_dir) as staging:
+    with plan.staged() as staging:
         written = write_result(result, staging, case_id, final_dir=args.output_dir)
         write_text(rows_to_csv(rows), staging / f"{case_id}-validation.csv")
         write_text(f"# Leave-one-out validation of {case_id}\n\nModel: {bundle.name} ({bundle.stages}). "

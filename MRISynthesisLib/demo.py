@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
 from pathlib import Path
 from typing import Optional
@@ -101,7 +102,7 @@ def run_demo(output_dir: Path = DEFAULT_OUTPUT_DIR, missing=DEFAULT_MISSING, see
     from . import phantom
     from .io import write_image
     from .montage import save_montage
-    from .outputs import build_report, staged_output, write_report, write_result
+    from .outputs import OutputPlan, build_report, write_report, write_result
     from .pipeline import synthesize
     from .weights import load_bundle
 
@@ -144,7 +145,9 @@ def run_demo(output_dir: Path = DEFAULT_OUTPUT_DIR, missing=DEFAULT_MISSING, see
     report(0.88, "writing files")
     case_id = case.case_id
     files: dict = {}
-    with staged_output(output_dir) as staging:
+    # The demo folder is the demo's own: a new run replaces the previous demo's whole set (any seed).
+    plan = OutputPlan(output_dir, is_demo_file, overwrite=True, what="a demo")
+    with plan.staged() as staging:
         tick = time.perf_counter()
         for sequence, image in inputs.items():
             name = f"{case_id}-{sequence.value}.nii.gz"
@@ -180,6 +183,11 @@ def run_demo(output_dir: Path = DEFAULT_OUTPUT_DIR, missing=DEFAULT_MISSING, see
                       output_dir=output_dir, files=files, metrics=metrics,
                       timings={**timings, **{f"pipeline_{k}": v for k, v in result.timings.items()}},
                       model_name=bundle.name, notes=notes + list(result.messages))
+
+
+def is_demo_file(name: str) -> bool:
+    """Files a demo run writes: ``montage.png`` and ``Phantom-<seed>-...`` volumes and report."""
+    return name == "montage.png" or re.fullmatch(r"Phantom-\d+-[\w.-]+\.(?:nii\.gz|json)", name) is not None
 
 
 def _json_safe(value: object) -> object:

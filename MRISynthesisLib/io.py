@@ -22,6 +22,14 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
+from .input_checks import (
+    InputError,
+    check_geometry,
+    check_header,
+    check_input_path,
+    check_size,
+    check_voxel_values,
+)
 from .sequences import (
     SEQUENCES,
     Sequence,
@@ -40,10 +48,6 @@ ORIGIN_TOLERANCE_MM = 1e-2
 DIRECTION_TOLERANCE = 1e-4
 
 LABEL_NAMES: tuple[str, ...] = ("seg", "label", "labels", "mask")
-
-
-class InputError(ValueError):
-    """Bad input: the message is one line that names the file or image and the problem."""
 
 
 class WriteError(InputError):
@@ -89,24 +93,40 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
             f"{folder}: folder holds {len(series_ids)} DICOM series; give the one to use as its own folder"
         )
     files = reader.GetGDCMSeriesFileNames(str(folder), series_ids[0])
+    _check_series_size(folder, files)
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
     return reader.Execute()
 
 
+def _check_series_size(folder: Path, files: Iterable[str]) -> None:
+    """The series' declared size (first slice's matrix x number of files) within the input limits."""
+    files = list(files)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(files[0])
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as error:
+        raise InputError(f"{files[0]}: unreadable DICOM file ({_library_reason(error)})") from error
+    size = tuple(reader.GetSize())
+    check_size(folder, (size[0], size[1], len(files) * (size[2] if len(size) > 2 else 1)))
+
+
 def read_image(path: str | Path, check: bool = True) -> sitk.Image:
     """Read a 3D image (NIfTI, NRRD, MHA/MHD file or DICOM series folder) with SimpleITK.
 
-    With ``check`` the image is validated by :func:`check_image` so that bad inputs fail here,
-    with the file's name in the message, rather than deep inside a model.
+    The file type and header are checked before any voxel is read (a FIFO, a header that
+    declares billions of voxels or states no voxel size fail here). With ``check`` the image
+    is validated by :func:`check_image` so that bad inputs fail here, with the file's name in
+    the message, rather than deep inside a model.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
+    check_input_path(path)
     try:
         if path.is_dir():
             image = _read_dicom_series(path)
         else:
+            check_header(path)
             image = sitk.ReadImage(str(path))
     except InputError:
         raise
@@ -153,7 +173,8 @@ def _file_content(path: Path) -> bytes:
 
 
 def check_image(image: sitk.Image, name: str) -> None:
-    """Refuse images the synthesis cannot use: not 3D scalar, empty, constant, NaN or Inf voxels."""
+    """Refuse images the synthesis cannot use: not 3D scalar, impossible geometry, empty, constant,
+    NaN or Inf voxels, negative (z-scored) intensities."""
     dimension = image.GetDimension()
     size = "x".join(str(s) for s in image.GetSize())
     if dimension != 3:
@@ -164,6 +185,7 @@ def check_image(image: sitk.Image, name: str) -> None:
         )
     if min(image.GetSize()) < 2:
         raise InputError(f"{name}: not a 3D image (size {size} has a single slice along one axis)")
+    check_geometry(name, image.GetSpacing(), image.GetOrigin(), image.GetDirection())
     array = sitk.GetArrayViewFromImage(image)
     if np.issubdtype(array.dtype, np.floating):
         finite = np.isfinite(array)
@@ -175,6 +197,7 @@ def check_image(image: sitk.Image, name: str) -> None:
         if lowest == 0.0:
             raise InputError(f"{name}: empty volume (every voxel is 0)")
         raise InputError(f"{name}: constant volume (every voxel is {lowest:g})")
+    check_voxel_values(array, name)
 
 
 # --------------------------------------------------------------------------- BraTS case folders

@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from typing import Mapping, Optional, Union
+from typing import Iterable, Mapping, Optional, Union
 
 import numpy as np
 import SimpleITK as sitk
 
 from . import maps
 from .inference import Cancelled, Stage1Options, Stage2Options, check_cancel, run_refiner, run_stage1
+from .input_checks import check_acquired, find_duplicate
 from .io import InputError, align_inputs, check_image, resample_to, same_grid
 from .preprocessing import (
     ModelGrid,
@@ -29,7 +30,7 @@ from .preprocessing import (
 from .progress import ProgressCallback, scaled
 from .sequences import SEQUENCES, Sequence, parse_sequence
 
-__all__ = ["synthesize", "SynthesisResult", "TargetResult", "Cancelled", "SYNTHETIC_SCALE"]
+__all__ = ["synthesize", "SynthesisResult", "TargetResult", "Cancelled", "ModelOutputError", "SYNTHETIC_SCALE"]
 
 #: Stage 1 sees axial slices covering this field of view (BraTS: 240 voxels at 1 mm).
 MODEL_FIELD_OF_VIEW_MM = 240.0
@@ -111,17 +112,59 @@ class PreparedInputs:
         return out
 
 
+class ModelOutputError(RuntimeError):
+    """The networks produced something that is not an image (NaN, Inf, or nothing in the brain)."""
+
+
 def _as_sequence_dict(images: Mapping) -> dict:
+    """``{Sequence: image}`` from the caller's mapping, every image checked and none repeated."""
+    if not isinstance(images, Mapping):
+        raise TypeError(f"images must be a mapping {{sequence name: SimpleITK.Image}}, got {type(images).__name__}")
     out: dict = {}
     for key, image in images.items():
         sequence = parse_sequence(key)
         if sequence in out:
             raise InputError(f"two inputs for {sequence.display_name}")
         if not isinstance(image, sitk.Image):
-            raise InputError(f"{sequence.display_name}: expected a SimpleITK image, got {type(image).__name__}")
-        check_image(image, sequence.display_name)
+            raise TypeError(f"{sequence.display_name} input: expected a SimpleITK image, got {type(image).__name__}")
+        name = f"{sequence.display_name} input"
+        check_image(image, name)
+        check_acquired(image, name)
         out[sequence] = image
+    duplicate = find_duplicate(out)
+    if duplicate is not None:
+        first, second = duplicate
+        raise InputError(f"{second.display_name} input: holds exactly the voxels of the {first.display_name} "
+                         "input (the same scan given twice?)")
     return out
+
+
+def _check_call(targets, cancel, progress) -> None:
+    """Refuse argument types that would otherwise be misread (a string of targets is not a list of letters)."""
+    if isinstance(targets, (str, bytes)) or (targets is not None and not isinstance(targets, Iterable)):
+        raise TypeError(f"targets must be a list of sequence names such as ['t1c'], got {targets!r}")
+    if cancel is not None and not callable(getattr(cancel, "is_set", None)):
+        raise TypeError(f"cancel must be a threading.Event or None, got {type(cancel).__name__}")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a callable progress(fraction, message) or None, got "
+                        f"{type(progress).__name__}")
+
+
+def check_network_output(raw: np.ndarray, unit: np.ndarray, brain: np.ndarray, target: Sequence,
+                         stage: str) -> None:
+    """Stop the run when a network's output is not an image: NaN/Inf in its ``raw`` output, or a
+    ``unit``-range result that is 0 in the whole brain.
+
+    Broken weights (or inputs far outside the training range) otherwise give blank volumes
+    that are written and labelled SYNTHETIC as if all were well.
+    """
+    bad = int(raw.size - np.count_nonzero(np.isfinite(raw)))
+    if bad:
+        raise ModelOutputError(f"{stage} produced {bad} NaN or Inf voxels for {target.short_name}: the model's "
+                               "weights or the inputs are broken; nothing was written")
+    if brain.any() and not np.any(unit[brain] > 0):
+        raise ModelOutputError(f"{stage} produced an empty {target.short_name} (every brain voxel 0): the "
+                               "model's weights or the inputs are broken; nothing was written")
 
 
 def _plan_targets(acquired: list, targets) -> dict:
@@ -176,7 +219,11 @@ def prepare_inputs(images: dict, messages: list, generator) -> PreparedInputs:
         model_array = grid.to_model(image)
         model_array[~brain] = 0.0
         raw[sequence] = model_array
-        scaled_inputs[sequence] = fit_unit_range(model_array, brain).forward(model_array)
+        try:
+            scaling = fit_unit_range(model_array, brain)
+        except ValueError as error:
+            raise InputError(f"{sequence.display_name} input: {error}") from None
+        scaled_inputs[sequence] = scaling.forward(model_array)
     return PreparedInputs(grid=grid, brain=brain, scaled=scaled_inputs, raw=raw, reference=reference,
                      input_brain=brain_input)
 
@@ -234,6 +281,7 @@ def synthesize(
     started = time.perf_counter()
     timings: dict = {}
     messages: list = []
+    _check_call(targets, cancel, progress)
     report = progress or (lambda fraction, message: None)
     source_images = _as_sequence_dict(images)
     plan = _plan_targets([s for s in SEQUENCES if s in source_images], targets)
@@ -335,7 +383,9 @@ def stage1_on_model_grid(prepared: PreparedInputs, bundle, target: Sequence, sou
     brain_slices = prepared.brain.reshape(prepared.brain.shape[0], -1).any(axis=1)
     stage1 = run_stage1(generator, channels, available, generator.modality_order.index(target), intensity,
                         brain_slices, device, options, progress, cancel, messages.append)
-    return _unit_from_stage1(stage1, prepared.brain)
+    unit = _unit_from_stage1(stage1, prepared.brain)
+    check_network_output(stage1, unit, prepared.brain, target, "stage 1")
+    return unit
 
 
 def refine_on_model_grid(prepared: PreparedInputs, bundle, target: Sequence, sources: list, stage1: np.ndarray,
@@ -353,7 +403,9 @@ def refine_on_model_grid(prepared: PreparedInputs, bundle, target: Sequence, sou
     refined[box] = run_refiner(bundle.refiner, normalised[box], inputs[(slice(None),) + box],
                                SEQUENCES.index(target), [SEQUENCES.index(s) for s in sources], device, options,
                                progress, cancel, messages.append)
-    return np.clip(zscore.inverse(refined, brain), 0.0, None)
+    final = np.clip(zscore.inverse(refined, brain), 0.0, None)
+    check_network_output(refined, final, brain, target, "the refiner")
+    return final
 
 
 def brain_box(brain: np.ndarray, margin: int = 4) -> tuple:

@@ -1,0 +1,537 @@
+"""Hostile inputs and careless use of the command line and the engine: nothing lost, nothing outside the
+output folder, nothing silent.
+
+Every test here reproduces one failure class of the hostile-input pass (issue 12) with real files,
+real torch models and real ``mrisynth`` processes; the bundle loader's and the Slicer scene's
+cases live in ``test_weights_hostile.py`` and ``test_scene_hostile.py``.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from MRISynthesisLib import pipeline
+from MRISynthesisLib.cli import main
+from MRISynthesisLib.io import InputError, read_image
+from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANGenerator
+from MRISynthesisLib.models.refiner import Refiner, RefinerConfig
+from MRISynthesisLib.phantom import generate_case, write_case
+from MRISynthesisLib.sequences import Sequence
+from MRISynthesisLib.weights import ModelBundle, save_bundle
+
+CASE = "Phantom-00031"
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def _tiny_generator(seed: int = 0) -> HFGANGenerator:
+    torch.manual_seed(seed)
+    return HFGANGenerator(HFGANConfig(dim=8, dim_mults=(1, 2, 4), n_layers=1, n_heads=2, image_size=96))
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    refiner = Refiner(RefinerConfig(channels=4))
+    with torch.no_grad():
+        refiner.head.weight.normal_(0.0, 0.5)
+    return save_bundle(tmp_path_factory.mktemp("bundle"), "tiny-hostile", _tiny_generator(), refiner)
+
+
+@pytest.fixture(scope="module")
+def phantom_case(tmp_path_factory):
+    """A complete small phantom case folder (module-wide, never written to: tests copy it)."""
+    return write_case(generate_case(31, small=True), tmp_path_factory.mktemp("source"))
+
+
+@pytest.fixture
+def case_dir(tmp_path, phantom_case):
+    """A private copy of the phantom case without its T1c (so T1c is what is missing)."""
+    folder = tmp_path / CASE
+    folder.mkdir()
+    for path in phantom_case.iterdir():
+        if "-t1c" not in path.name:
+            (folder / path.name).write_bytes(path.read_bytes())
+    return folder
+
+
+def _snapshot(root: Path) -> dict:
+    """Every file under ``root`` (hidden ones too) with its bytes: what must not change."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _run_cli(args: list, capsys) -> tuple:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.err.strip()
+
+
+def _assert_one_line_error(code: int, err: str, *words: str) -> None:
+    assert code == 2, err
+    assert err.startswith("mrisynth: error: ") and "\n" not in err, err
+    for word in words:
+        assert word.lower() in err.lower(), err
+
+
+def _write_array(array: np.ndarray, path: Path, like: sitk.Image = None) -> Path:
+    image = sitk.GetImageFromArray(array.astype(np.float32))
+    if like is not None:
+        image.CopyInformation(like)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+# --------------------------------------------------------------------------- 1. inputs are never written
+
+
+def test_output_folder_equal_to_case_folder_never_replaces_an_acquired_input(case_dir, bundle_dir, capsys):
+    before = _snapshot(case_dir)
+    code, err = _run_cli(["synthesize", case_dir, "-o", case_dir, "--targets", "t1n", "--model", bundle_dir,
+                          "--device", "cpu"], capsys)
+    _assert_one_line_error(code, err, f"{CASE}-t1n.nii.gz", "input")
+    assert _snapshot(case_dir) == before
+
+
+def test_overwrite_does_not_allow_replacing_an_input_either(case_dir, bundle_dir, capsys):
+    before = _snapshot(case_dir)
+    code, err = _run_cli(["synthesize", case_dir, "-o", case_dir, "--targets", "t2w", "--overwrite",
+                          "--model", bundle_dir, "--device", "cpu"], capsys)
+    _assert_one_line_error(code, err, f"{CASE}-t2w.nii.gz", "input")
+    assert _snapshot(case_dir) == before
+
+
+def test_output_folder_reached_through_a_link_is_still_the_input_folder(tmp_path, case_dir, bundle_dir, capsys):
+    link = tmp_path / "link-to-case"
+    link.symlink_to(case_dir, target_is_directory=True)
+    before = _snapshot(case_dir)
+    code, err = _run_cli(["synthesize", case_dir, "-o", link, "--targets", "t1n", "--model", bundle_dir,
+                          "--device", "cpu"], capsys)
+    _assert_one_line_error(code, err, "input")
+    assert _snapshot(case_dir) == before
+
+
+def test_named_inputs_with_a_case_name_that_matches_them_are_not_replaced(case_dir, bundle_dir, capsys):
+    before = _snapshot(case_dir)
+    t2w = case_dir / f"{CASE}-t2w.nii.gz"
+    code, err = _run_cli(["synthesize", "--input", f"t1n={case_dir / f'{CASE}-t1n.nii.gz'}", "--input",
+                          f"t2w={t2w}", "--case", CASE, "--targets", "t2w,t1c", "-o", case_dir,
+                          "--model", bundle_dir, "--device", "cpu"], capsys)
+    _assert_one_line_error(code, err, str(t2w), "input")
+    assert _snapshot(case_dir) == before
+
+
+def test_validate_into_the_case_folder_is_refused_and_changes_nothing(tmp_path, phantom_case, bundle_dir, capsys):
+    folder = tmp_path / "complete"
+    folder.mkdir()
+    for path in phantom_case.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    before = _snapshot(folder)
+    code, err = _run_cli(["validate", folder, "-o", folder, "--model", bundle_dir, "--device", "cpu"], capsys)
+    _assert_one_line_error(code, err, "input")
+    assert _snapshot(folder) == before
+
+
+def test_output_folder_inside_a_dicom_input_folder_is_refused(tmp_path, case_dir, bundle_dir,
+                                                              write_dicom_series, capsys):
+    dicom = tmp_path / "t2-dicom"
+    write_dicom_series(read_image(case_dir / f"{CASE}-t2w.nii.gz"), dicom, description="T2")
+    before = _snapshot(dicom)
+    code, err = _run_cli(["synthesize", "--input", f"t1n={case_dir / f'{CASE}-t1n.nii.gz'}", "--input",
+                          f"t2w={dicom}", "-o", dicom / "out", "--model", bundle_dir, "--device", "cpu"], capsys)
+    _assert_one_line_error(code, err, str(dicom))
+    assert _snapshot(dicom) == before and not (dicom / "out").exists()
+
+
+def test_writing_the_missing_sequences_into_the_case_folder_keeps_the_inputs(case_dir, bundle_dir, capsys):
+    before = _snapshot(case_dir)
+    code, err = _run_cli(["synthesize", case_dir, "-o", case_dir, "--model", bundle_dir, "--device", "cpu"], capsys)
+    assert code == 0, err
+    after = _snapshot(case_dir)
+    assert all(after[name] == content for name, content in before.items())
+    assert f"{CASE}-t1c.nii.gz" in after
+
+
+# --------------------------------------------------------------------------- 2. nothing outside the output folder
+
+
+@pytest.mark.parametrize("case_name", ["../../x", "../x", "sub/x", "{absolute}", "..", ".hidden", "a\\b"])
+def test_case_names_that_would_leave_the_output_folder_are_refused(tmp_path, case_dir, bundle_dir, capsys,
+                                                                   case_name):
+    work = tmp_path / "a" / "b"
+    out = work / "out"
+    out.mkdir(parents=True)
+    case_name = case_name.format(absolute=tmp_path / "absolute-x")
+    before = _snapshot(tmp_path)
+    code, err = _run_cli(["synthesize", case_dir, "-o", out, "--case", case_name, "--model", bundle_dir,
+                          "--device", "cpu"], capsys)
+    _assert_one_line_error(code, err, "--case", "case name")
+    assert _snapshot(tmp_path) == before
+
+
+def test_report_lists_only_files_that_exist(tmp_path, case_dir, bundle_dir, capsys):
+    out = tmp_path / "out"
+    code, err = _run_cli(["synthesize", case_dir, "-o", out, "--case", "renamed", "--model", bundle_dir,
+                          "--device", "cpu"], capsys)
+    assert code == 0, err
+    report = json.loads((out / "renamed-report.json").read_text())
+    listed = [Path(p) for target in report["targets"].values() for p in target["outputs"].values()]
+    assert listed and all(p.is_file() and p.parent == out for p in listed)
+
+
+# --------------------------------------------------------------------------- 3. silent garbage
+
+
+def _last_one_channel_conv(generator: HFGANGenerator) -> torch.nn.Conv2d:
+    convs = [m for m in generator.decoder.modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels == 1]
+    return convs[-1]
+
+
+@pytest.mark.parametrize("broken, words", [("nan", ["NaN or Inf", "T1c"]), ("empty", ["empty T1c"])])
+def test_a_network_that_outputs_no_image_stops_the_run(phantom_case, broken, words):
+    generator = _tiny_generator()
+    with torch.no_grad():
+        conv = _last_one_channel_conv(generator)
+        conv.weight.zero_()
+        conv.bias.fill_(float("nan") if broken == "nan" else -5.0)
+    images = {s: read_image(phantom_case / f"{CASE}-{s.value}.nii.gz") for s in (Sequence.T1N, Sequence.T2W)}
+    with pytest.raises(pipeline.ModelOutputError) as error:
+        pipeline.synthesize(images, ModelBundle("broken", generator), targets=["t1c"], device="cpu")
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_z_scored_input_is_refused_with_its_file_name(tmp_path, case_dir, bundle_dir, capsys):
+    t2w = case_dir / f"{CASE}-t2w.nii.gz"
+    image = sitk.ReadImage(str(t2w))
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    brain = array > 0
+    array[brain] = (array[brain] - array[brain].mean()) / array[brain].std()
+    _write_array(array, t2w, like=image)
+    code, err = _run_cli(["synthesize", case_dir, "-o", tmp_path / "out", "--model", bundle_dir,
+                          "--device", "cpu"], capsys)
+    _assert_one_line_error(code, err, str(t2w), "negative", "z-scored")
+    assert not (tmp_path / "out").exists()
+
+
+def test_z_scored_image_is_refused_by_the_engine_too(phantom_case):
+    image = read_image(phantom_case / f"{CASE}-t1n.nii.gz")
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    scored = sitk.GetImageFromArray(array - np.median(array[array > 0]))
+    scored.CopyInformation(image)
+    with pytest.raises(InputError, match="T1 input.*negative"):
+        pipeline.synthesize({"t1n": scored}, ModelBundle("tiny", _tiny_generator()), targets=["t1c"], device="cpu")
+
+
+def test_only_negative_input_is_refused_naming_it(tmp_path, make_volume):
+    image = make_volume()
+    negative = sitk.GetImageFromArray(-sitk.GetArrayFromImage(image))
+    path = tmp_path / "negative-t1n.nii.gz"
+    sitk.WriteImage(negative, str(path))
+    with pytest.raises(InputError, match="no positive voxel") as error:
+        read_image(path)
+    assert str(path) in str(error.value)
+
+
+def test_a_little_interpolation_ringing_below_zero_is_accepted(tmp_path, make_volume):
+    array = sitk.GetArrayFromImage(make_volume(size=(20, 20, 20)))
+    array.flat[:10] = -3.0  # 10 of 8000 voxels: well under the 1 % limit
+    path = _write_array(array, tmp_path / "ringing.nii.gz")
+    assert read_image(path).GetSize() == (20, 20, 20)
+
+
+def test_the_same_file_given_twice_is_refused(tmp_path, case_dir, bundle_dir, capsys):
+    t1n = case_dir / f"{CASE}-t1n.nii.gz"
+    code, err = _run_cli(["synthesize", "--input", f"t1n={t1n}", "--input", f"t2w={t1n}", "-o", tmp_path / "out",
+                          "--model", bundle_dir, "--device", "cpu"], capsys)
+    _assert_one_line_error(code, err, str(t1n), "T1", "T2")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_copy_of_one_scan_given_for_two_sequences_is_refused(tmp_path, case_dir, bundle_dir, capsys):
+    t1n = case_dir / f"{CASE}-t1n.nii.gz"
+    copy = tmp_path / "t2-really-t1.nii.gz"
+    copy.write_bytes(t1n.read_bytes())
+    hardlink = tmp_path / "hardlink.nii.gz"
+    os.link(t1n, hardlink)
+    code, err = _run_cli(["synthesize", "--input", f"t1n={t1n}", "--input", f"t2w={copy}", "-o", tmp_path / "out",
+                          "--model", bundle_dir, "--device", "cpu"], capsys)
+    _assert_one_line_error(code, err, str(copy), "exactly the voxels")
+    code, err = _run_cli(["synthesize", "--input", f"t1n={t1n}", "--input", f"t2f={hardlink}",
+                          "-o", tmp_path / "out", "--model", bundle_dir, "--device", "cpu"], capsys)
+    _assert_one_line_error(code, err, str(hardlink))
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_engine_refuses_one_image_for_two_sequences(phantom_case):
+    image = read_image(phantom_case / f"{CASE}-t1n.nii.gz")
+    with pytest.raises(InputError, match="T2 input.*T1 input"):
+        pipeline.synthesize({"t1n": image, "t2w": sitk.Image(image)}, ModelBundle("tiny", _tiny_generator()),
+                            targets=["t1c"], device="cpu")
+
+
+def test_a_synthetic_output_fed_back_as_acquired_is_refused(tmp_path, case_dir, bundle_dir, capsys):
+    out = tmp_path / "out"
+    code, err = _run_cli(["synthesize", case_dir, "-o", out, "--model", bundle_dir, "--device", "cpu"], capsys)
+    assert code == 0, err
+    synthetic = out / f"{CASE}-t1c.nii.gz"
+    code, err = _run_cli(["synthesize", "--input", f"t1n={case_dir / f'{CASE}-t1n.nii.gz'}", "--input",
+                          f"t1c={synthetic}", "--targets", "t2w", "-o", tmp_path / "again", "--model", bundle_dir,
+                          "--device", "cpu"], capsys)
+    _assert_one_line_error(code, err, str(synthetic), "synthetic")
+    (case_dir / synthetic.name).write_bytes(synthetic.read_bytes())  # a synthetic T1c slipped into the case
+    code, err = _run_cli(["synthesize", case_dir, "--targets", "t2w", "-o", tmp_path / "third", "--model",
+                         bundle_dir, "--device", "cpu"], capsys)
+    _assert_one_line_error(code, err, str(case_dir / synthetic.name), "synthetic")
+    assert not (tmp_path / "again").exists() and not (tmp_path / "third").exists()
+
+
+def test_the_engine_refuses_a_synthetic_image_read_back_from_disk(tmp_path, case_dir, bundle_dir, capsys):
+    out = tmp_path / "out"
+    assert _run_cli(["synthesize", case_dir, "-o", out, "--model", bundle_dir, "--device", "cpu"], capsys)[0] == 0
+    synthetic = sitk.ReadImage(str(out / f"{CASE}-t1c.nii.gz"))
+    assert synthetic.GetMetaData("descrip").startswith("SYNTHETIC")
+    with pytest.raises(InputError, match="T1 contrast-enhanced input: is a synthetic volume"):
+        pipeline.synthesize({"t1c": synthetic}, ModelBundle("tiny", _tiny_generator()), targets=["t2w"],
+                            device="cpu")
+
+
+# --------------------------------------------------------------------------- 4. sizes before memory
+
+
+def _nifti_header_only(path: Path, shape: tuple, dtype=np.uint8) -> Path:
+    header = nib.Nifti1Header()
+    header.set_data_dtype(dtype)
+    header.set_data_shape(shape)
+    header.set_zooms((1.0, 1.0, 1.0))
+    path.write_bytes(header.binaryblock + b"\0" * 4)
+    return path
+
+
+_PEAK_MEMORY_SCRIPT = """
+import resource, sys
+from MRISynthesisLib.io import read_image, InputError
+try:
+    read_image(sys.argv[1])
+    print("read")
+except InputError as error:
+    print("refused:", error)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+@pytest.mark.parametrize("shape", [(2000, 2000, 400), (30000, 30000, 2), (5000, 10, 10)])
+def test_a_header_that_declares_a_huge_image_is_refused_before_allocating(tmp_path, shape):
+    path = _nifti_header_only(tmp_path / "huge.nii", shape)
+    baseline = subprocess.run([sys.executable, "-c", _PEAK_MEMORY_SCRIPT.replace("read_image(sys.argv[1])", "pass"),
+                               str(path)], capture_output=True, text=True, check=True)
+    completed = subprocess.run([sys.executable, "-c", _PEAK_MEMORY_SCRIPT, str(path)], capture_output=True,
+                               text=True, timeout=120, check=True)
+    first, peak = completed.stdout.splitlines()
+    assert first.startswith("refused:") and str(path) in first and "exceeds" in first, completed.stdout
+    rise_mb = (int(peak) - int(baseline.stdout.splitlines()[-1])) / 1024
+    assert rise_mb < 200, f"reading the header raised peak memory by {rise_mb:.0f} MB"
+
+
+def test_a_gzipped_header_that_declares_more_voxels_than_it_holds_is_refused(tmp_path):
+    plain = _nifti_header_only(tmp_path / "plain.nii", (512, 512, 400), np.float32)
+    path = tmp_path / "short.nii.gz"
+    path.write_bytes(gzip.compress(plain.read_bytes() + b"\1" * 4096))
+    with pytest.raises(InputError, match="truncated") as error:
+        read_image(path)
+    assert str(path) in str(error.value)
+
+
+# --------------------------------------------------------------------------- 5. interrupted runs, earlier runs
+
+
+def _signal_when_writing(process: subprocess.Popen, folder: Path, signum: int) -> None:
+    """Stop the process as soon as a staged file exists, send ``signum``, let it continue."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if any(folder.glob(".mrisynth-staging-*/*")):
+            process.send_signal(signal.SIGSTOP)
+            process.send_signal(signum)
+            process.send_signal(signal.SIGCONT)
+            return
+        time.sleep(0.0005)
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_while_writing_leaves_nothing_behind(tmp_path, case_dir, bundle_dir, signum, code):
+    out = tmp_path / "out"
+    out.mkdir()
+    process = subprocess.Popen([sys.executable, "-m", "MRISynthesisLib.cli", "synthesize", str(case_dir), "-o",
+                                str(out), "--model", str(bundle_dir), "--device", "cpu"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watcher = threading.Thread(target=_signal_when_writing, args=(process, out, signum))
+    watcher.start()
+    _, err = process.communicate(timeout=600)
+    watcher.join()
+    assert process.returncode == code, err
+    assert list(out.iterdir()) == [], "an interrupted run leaves the output folder as it was"
+
+
+def test_a_second_run_into_the_same_folder_is_refused_without_overwrite(tmp_path, case_dir, bundle_dir, capsys):
+    out = tmp_path / "out"
+    assert _run_cli(["synthesize", case_dir, "-o", out, "--model", bundle_dir, "--device", "cpu"], capsys)[0] == 0
+    before = _snapshot(out)
+    code, err = _run_cli(["synthesize", case_dir, "-o", out, "--no-tumour-maps", "--model", bundle_dir,
+                          "--device", "cpu"], capsys)
+    _assert_one_line_error(code, err, "earlier run", "--overwrite")
+    assert _snapshot(out) == before
+
+
+def test_overwrite_replaces_the_earlier_set_of_that_case_as_a_whole(tmp_path, case_dir, bundle_dir, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "Other-case-t1c.nii.gz").write_bytes(b"another case's result")
+    (out / "notes.txt").write_text("mine")
+    assert _run_cli(["synthesize", case_dir, "-o", out, "--model", bundle_dir, "--device", "cpu"], capsys)[0] == 0
+    assert (out / f"{CASE}-t1c-tumor-map.nii.gz").is_file()
+    code, err = _run_cli(["synthesize", case_dir, "-o", out, "--no-tumour-maps", "--overwrite", "--model",
+                          bundle_dir, "--device", "cpu"], capsys)
+    assert code == 0, err
+    names = {p.name for p in out.iterdir()}
+    assert f"{CASE}-t1c-tumor-map.nii.gz" not in names, "the earlier run's tumour map must not stay beside"
+    assert {"Other-case-t1c.nii.gz", "notes.txt", f"{CASE}-t1c.nii.gz", f"{CASE}-report.json"} <= names
+    assert not [name for name in names if name.startswith(".")]
+    report = json.loads((out / f"{CASE}-report.json").read_text())
+    listed = {Path(p).name for p in report["targets"]["t1c"]["outputs"].values()}
+    assert listed == {name for name in names if name.startswith(f"{CASE}-t1c")}
+
+
+def test_evaluate_refuses_an_earlier_evaluation_without_overwrite(tmp_path, phantom_case, bundle_dir, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / phantom_case.name).symlink_to(phantom_case, target_is_directory=True)
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "evaluation.csv").write_text("an earlier evaluation\n")
+    code, err = _run_cli(["evaluate", "--data", data, "-o", out, "--model", bundle_dir, "--device", "cpu",
+                          "--targets", "t1c"], capsys)
+    _assert_one_line_error(code, err, "evaluation.csv", "--overwrite")
+    assert (out / "evaluation.csv").read_text() == "an earlier evaluation\n"
+
+
+# --------------------------------------------------------------------------- 6. geometry the file does not state
+
+
+def _raw_nifti(path: Path, pixdim=(1.0, 1.0, 1.0), sform=None) -> Path:
+    """A NIfTI file written byte by byte, so that no library repairs its header on the way out."""
+    data = (np.arange(8 * 9 * 10, dtype=np.float32) + 1.0).reshape(10, 9, 8).T
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.float32)
+    header.set_data_shape(data.shape)
+    if sform is not None:
+        header.set_sform(np.asarray(sform, dtype=float), code=1)
+    block = bytearray(header.binaryblock)
+    struct.pack_into("<3f", block, 80, *pixdim)  # pixdim[1:4]
+    path.write_bytes(bytes(block) + b"\0" * 4 + data.tobytes(order="F"))
+    return path
+
+
+@pytest.mark.parametrize("pixdim", [(0.0, 0.0, 0.0), (1.0, 0.0, 1.0), (1.0, 1.0, -2.0), (1.0, float("nan"), 1.0)])
+def test_a_nifti_without_a_voxel_size_is_refused(tmp_path, pixdim):
+    path = _raw_nifti(tmp_path / "no-size.nii", pixdim=pixdim)
+    with pytest.raises(InputError, match="voxel size") as error:
+        read_image(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("columns, words", [
+    ([[1, 0, 0], [1, 0, 0], [0, 0, 1]], ["axes 1 and 2", "parallel"]),
+    ([[1, 0, 0], [0, 1, 0], [0, 0, 0]], ["axis 3", "zero length"]),
+    ([[1, 0, 0], [0.5, 1, 0], [0, 0, 1]], ["axes 1 and 2", "sheared"]),
+])
+def test_a_degenerate_orientation_says_what_is_wrong(tmp_path, columns, words):
+    sform = np.eye(4)
+    sform[:3, :3] = np.asarray(columns, dtype=float).T
+    path = _raw_nifti(tmp_path / "degenerate.nii", sform=sform)
+    with pytest.raises(InputError) as error:
+        read_image(path)
+    message = str(error.value)
+    assert str(path) in message and "\n" not in message
+    for word in words:
+        assert word in message, message
+
+
+def test_an_nrrd_with_a_zero_space_direction_is_refused(tmp_path):
+    path = tmp_path / "flat.nrrd"
+    data = (np.arange(8 * 9 * 10, dtype=np.float32) + 1.0)
+    header = ("NRRD0004\ntype: float\ndimension: 3\nspace: left-posterior-superior\nsizes: 8 9 10\n"
+              "space directions: (1,0,0) (0,0,0) (0,0,1)\nkinds: domain domain domain\nendian: little\n"
+              "encoding: raw\nspace origin: (0,0,0)\n\n")
+    path.write_bytes(header.encode() + data.tobytes())
+    with pytest.raises(InputError) as error:
+        read_image(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_well_formed_image_passes_every_header_check(tmp_path, make_volume, rotation):
+    path = tmp_path / "oblique.nii.gz"
+    sitk.WriteImage(make_volume(spacing=(0.5, 0.9, 3.0), direction=rotation(20)), str(path))
+    assert read_image(path).GetSpacing() == pytest.approx((0.5, 0.9, 3.0))
+
+
+# --------------------------------------------------------------------------- 7. hangs and unclear errors
+
+
+def test_a_fifo_given_as_input_fails_at_once_instead_of_hanging(tmp_path):
+    fifo = tmp_path / "pipe-t1n.nii.gz"
+    os.mkfifo(fifo)
+    completed = subprocess.run([sys.executable, "-m", "MRISynthesisLib.cli", "synthesize", "--input",
+                                f"t1n={fifo}", "-o", str(tmp_path / "out")], capture_output=True, text=True,
+                               timeout=60)
+    assert completed.returncode == 2
+    assert str(fifo) in completed.stderr and "FIFO" in completed.stderr
+    assert len(completed.stderr.strip().splitlines()) == 1
+
+
+def test_device_files_and_empty_files_are_refused_by_name(tmp_path):
+    with pytest.raises(InputError, match="device"):
+        read_image("/dev/zero")
+    empty = tmp_path / "empty.nii.gz"
+    empty.touch()
+    with pytest.raises(InputError, match="empty file"):
+        read_image(empty)
+    link = tmp_path / "dangling.nii.gz"
+    link.symlink_to(tmp_path / "nowhere.nii.gz")
+    with pytest.raises(InputError, match="broken link"):
+        read_image(link)
+
+
+@pytest.mark.parametrize("arguments, words", [
+    (dict(images=None), ["images must be a mapping", "NoneType"]),
+    (dict(images=[]), ["images must be a mapping", "list"]),
+    (dict(cancel="yes"), ["cancel must be a threading.Event", "str"]),
+    (dict(targets="t1c"), ["targets must be a list", "'t1c'"]),
+    (dict(targets=5), ["targets must be a list"]),
+    (dict(progress="bar"), ["progress must be a callable"]),
+])
+def test_the_python_api_names_wrong_argument_types(phantom_case, arguments, words):
+    image = read_image(phantom_case / f"{CASE}-t1n.nii.gz")
+    call = dict(images={"t1n": image}, bundle=ModelBundle("tiny", _tiny_generator()), device="cpu")
+    call.update(arguments)
+    with pytest.raises(TypeError) as error:
+        pipeline.synthesize(**call)
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_an_image_of_the_wrong_type_is_a_type_error_naming_the_sequence():
+    with pytest.raises(TypeError, match="T2-FLAIR input: expected a SimpleITK image, got ndarray"):
+        pipeline.synthesize({"flair": np.zeros((4, 4, 4))}, ModelBundle("tiny", _tiny_generator()), device="cpu")
