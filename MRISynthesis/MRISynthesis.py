@@ -232,11 +232,13 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """An input of the running job left the scene: say so now (its results will not reference it)."""
         if self._job is None or self._prepared is None or node is None:
             return
+        from MRISynthesisLib import mrml
+
         for sequence, inputNode in self._prepared.nodes.items():
             if inputNode is node:
                 self.appendLog(_("{name} ({sequence} input) was removed from the scene; the job goes on with its "
                                  "copy and the results will not reference it.").format(
-                    name=node.GetName(), sequence=sequence.display_name))
+                    name=mrml.node_label(node), sequence=sequence.display_name))
 
     def initializeParameterNode(self) -> None:
         parameterNode = self.logic.getParameterNode()

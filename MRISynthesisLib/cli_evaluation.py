@@ -52,6 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_demo)
 
 
+def is_evaluation_file(name: str) -> bool:
+    """Files of an evaluation set: the tables, the plots and (``--save-volumes``) the volumes."""
+    return name in EVALUATION_FILES or name.endswith(".nii.gz")
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     """Find the cases, evaluate, write the tables and figures atomically, print the summary."""
     from .evaluation import console_summary, evaluate_cases, find_evaluation_cases, write_evaluation
@@ -60,9 +65,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from .weights import load_bundle
 
     cases = find_evaluation_cases(args.data, args.cases)
-    plan = OutputPlan(args.output_dir, lambda name: name in EVALUATION_FILES, inputs=tuple(case.folder for case in cases),
+    plan = OutputPlan(args.output_dir, is_evaluation_file, inputs=tuple(case.folder for case in cases),
                       overwrite=args.overwrite, what="an evaluation")
-    plan.check()
+    plan.check(EVALUATION_FILES[:2])
     targets = args.targets.split(",") if args.targets else None
     bundle = load_bundle(args.model)
     notes = []

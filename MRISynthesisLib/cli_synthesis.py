@@ -206,7 +206,7 @@ def run_validate(args: argparse.Namespace) -> int:
     with plan.staged() as staging:
         written = write_result(result, staging, case_id, final_dir=args.output_dir)
         write_text(rows_to_csv(rows), staging / f"{case_id}-validation.csv")
-        write_text(f"# Leave-one-out validation of {case_id}\n\nModel: {bundle.name} ({bundle.stages}). "
+        write_text(f"# Leave-one-out validation of {case_id} (MRISynthesis)\n\nModel: {bundle.name} ({bundle.stages}). "
                    "Each sequence synthesised from the other three; metrics on [0, 1]-normalised "
                    "images inside the brain.\n\n" + table, staging / f"{case_id}-validation.md")
         write_report(build_report(result, case_id, found.sequences, written, bundle),

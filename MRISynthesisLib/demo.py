@@ -151,13 +151,13 @@ def run_demo(output_dir: Path = DEFAULT_OUTPUT_DIR, missing=DEFAULT_MISSING, see
         tick = time.perf_counter()
         for sequence, image in inputs.items():
             name = f"{case_id}-{sequence.value}.nii.gz"
-            write_image(image, staging / name, f"phantom {sequence.short_name} (demo input)")
+            write_image(image, staging / name, f"phantom {sequence.short_name} (MRISynthesis demo input)")
             files[f"input_{sequence.value}"] = output_dir / name
         name = f"{case_id}-{missing.value}-ground-truth.nii.gz"
-        write_image(truth, staging / name, f"phantom {missing.short_name} hidden from the model (ground truth)")
+        write_image(truth, staging / name, f"phantom {missing.short_name} hidden, MRISynthesis demo ground truth")
         files["ground_truth"] = output_dir / name
         name = f"{case_id}-seg.nii.gz"
-        write_image(case.label, staging / name, "phantom BraTS label map (ground truth)")
+        write_image(case.label, staging / name, "phantom BraTS label map, MRISynthesis demo ground truth")
         files["label"] = output_dir / name
         written = write_result(result, staging, case_id, final_dir=output_dir)
         files.update({role: Path(path) for role, path in written[missing.value].items()})

@@ -385,7 +385,7 @@ def summary_markdown(rows: list, model: str, segmenter: bool, refiner: bool, not
     cases = list(dict.fromkeys(r["case"] for r in rows))
     stages = ("stage1", "final") if refiner else ("stage1",)
     parts = [
-        f"# Evaluation of {model}\n",
+        f"# Evaluation of {model} (MRISynthesis)\n",
         f"{len(cases)} case(s): {', '.join(cases)}. Each target is synthesised from the other three "
         "acquired sequences and compared with the acquired one. Images are mapped to [0, 1] by their own "
         "brain 0.5/99.5 percentiles; SSIM is averaged over the brain, the tumour region (label > 0) and the "
@@ -481,6 +481,8 @@ def _figure_legend(figure, entries: int) -> None:
 def save_boxplots(rows: list, folder: Path, refiner: bool = True) -> list:
     """``ssim_boxplot.png`` (SSIM whole/tumour/healthy per target) and, with Dice rows,
     ``dice_boxplot.png`` (Dice per region); returns the paths written."""
+    from .outputs import png_metadata
+
     folder = Path(folder)
     stages = ("stage1", "final") if refiner else ("stage1",)
     figure = _new_figure(13.5, 4.2)
@@ -498,7 +500,7 @@ def save_boxplots(rows: list, folder: Path, refiner: bool = True) -> list:
     figure.suptitle("Synthesis quality before and after refinement", fontsize=12)
     _figure_legend(figure, len(stages))
     paths = [folder / "ssim_boxplot.png"]
-    figure.savefig(paths[0])
+    figure.savefig(paths[0], metadata=png_metadata())
     if any(r.get("dice_WT") is not None for r in rows):
         figure = _new_figure(7.5, 4.2)
         axes = figure.add_subplot(1, 1, 1)
@@ -511,7 +513,7 @@ def save_boxplots(rows: list, folder: Path, refiner: bool = True) -> list:
         axes.set_title("Segmenter on the completed set (all targets, all cases)")
         _figure_legend(figure, len(stages) + 1)
         paths.append(folder / "dice_boxplot.png")
-        figure.savefig(paths[1])
+        figure.savefig(paths[1], metadata=png_metadata())
     return paths
 
 

@@ -22,14 +22,8 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from .input_checks import (
-    InputError,
-    check_geometry,
-    check_header,
-    check_input_path,
-    check_size,
-    check_voxel_values,
-)
+from .file_checks import check_geometry, check_header, check_input_path, check_size
+from .input_checks import InputError, check_voxel_values
 from .sequences import (
     SEQUENCES,
     Sequence,
@@ -48,6 +42,9 @@ ORIGIN_TOLERANCE_MM = 1e-2
 DIRECTION_TOLERANCE = 1e-4
 
 LABEL_NAMES: tuple[str, ...] = ("seg", "label", "labels", "mask")
+
+#: DICOM tags copied from a series' first file onto the image: Series Description and Image Type.
+SERIES_TAGS_KEPT: tuple[str, ...] = ("0008|103e", "0008|0008")
 
 
 class WriteError(InputError):
@@ -96,7 +93,11 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
     _check_series_size(folder, files)
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
-    return reader.Execute()
+    image = reader.Execute()
+    for key in SERIES_TAGS_KEPT:  # the series' own description travels with the image (SYNTHETIC marks)
+        if reader.HasMetaDataKey(0, key):
+            image.SetMetaData(key, reader.GetMetaData(0, key))
+    return image
 
 
 def _check_series_size(folder: Path, files: Iterable[str]) -> None:
@@ -147,11 +148,13 @@ def _check_nifti_file(path: Path, finite: bool) -> None:
     """Refuse what ITK's NIfTI reader hides: it pads a truncated file with zeros and reads
     NaN and Inf voxels as 0. ``finite`` also checks the stored voxels for NaN and Inf."""
     try:
-        proxy = nib.load(str(path)).dataobj
+        with nib.imageglobals.LoggingOutputSuppressor():
+            proxy = nib.load(str(path)).dataobj
         content = _file_content(path)
     except EOFError as error:
         raise InputError(f"{path}: truncated image file (compressed data ends early)") from error
-    except (OSError, zlib.error, ValueError) as error:  # nibabel's errors are ValueErrors
+    except (OSError, zlib.error, ValueError, nib.spatialimages.HeaderDataError,
+            nib.filebasedimages.ImageFileError) as error:
         raise InputError(f"{path}: unreadable or corrupt image file ({_one_line(error)})") from error
     dtype, count, offset = np.dtype(proxy.dtype), int(np.prod(proxy.shape)), int(proxy.offset)
     expected = offset + count * dtype.itemsize

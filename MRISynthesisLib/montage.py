@@ -17,6 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .io import resample_to, same_grid
+from .outputs import png_metadata
 from .sequences import SEQUENCES, parse_sequence
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -151,7 +152,7 @@ def save_montage(path: str | Path, inputs: Mapping, target, ground_truth: Option
     columns = _columns(inputs, target, ground_truth)
     figure = _draw(columns, arrays, brain, region, centre, box, spacing, title)
     path = Path(path)
-    figure.savefig(path, dpi=DPI, facecolor=figure.get_facecolor())
+    figure.savefig(path, dpi=DPI, facecolor=figure.get_facecolor(), metadata=png_metadata())
     return path
 
 

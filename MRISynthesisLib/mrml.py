@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import reprlib
 from typing import Any, Callable, Iterable, Mapping, Sequence as SequenceType
 
 import numpy as np
@@ -31,6 +32,7 @@ from vtk.util import numpy_support
 import slicer
 
 from . import __version__
+from .input_checks import SYNTHETIC_MARK, is_synthetic
 from .sequences import SEQUENCES, Sequence, guess_sequence
 
 #: Prefix of every node attribute and node reference this module writes.
@@ -65,8 +67,20 @@ OVERLAY_DEAD_ZONE = 0.05
 DIVERGING_COLOR_NAME = "MRISynthesis diverging"
 MAGNITUDE_COLOR_NAME = "MRISynthesis magnitude"
 
+#: Message when a caller passes no result (``Job.take_result()`` is None for a cancelled or failed job).
+NO_RESULT_MESSAGE = "no result to add (the job was cancelled or failed)"
+
 # LPS (SimpleITK, DICOM) and RAS (Slicer) differ by the sign of the first two axes.
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+#: A run of control characters (C0, DEL, C1: newlines, tabs, escapes), Unicode line and paragraph
+#: separators and bidirectional controls, with the blanks around it: one space in a one-line text.
+_CONTROL_RUN = re.compile(r"\s*[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]+\s*")
+#: Longest node description quoted in a message (descriptions may be paragraphs).
+_QUOTED_DESCRIPTION_CHARS = 100
+#: Header keys whose text is quoted when a file is refused as synthetic, in order of preference
+#: (NIfTI/NRRD description, ITK's file notes, DICOM Series Description).
+_DESCRIPTION_KEYS = ("descrip", "ITK_FileNotes", "0008|103e")
 
 
 class MRMLInputError(ValueError):
@@ -117,7 +131,7 @@ def world_ijk_to_ras(node: Any) -> np.ndarray:
         return matrix
     if not transform.IsTransformToWorldLinear():
         raise MRMLInputError(
-            f"{node.GetName()}: is under a non-linear transform ({transform.GetName()}); harden it first"
+            f"{node_label(node)}: is under a non-linear transform ({node_label(transform)}); harden it first"
         )
     to_world = vtk.vtkMatrix4x4()
     transform.GetMatrixTransformToWorld(to_world)
@@ -131,7 +145,7 @@ def image_from_volume_node(node: Any) -> sitk.Image:
     """Copy a scalar volume node into a SimpleITK image with the same voxels and world geometry."""
     if node is None:
         raise MRMLInputError("no volume node given")
-    name = node.GetName()
+    name = node_label(node)
     image_data = node.GetImageData()
     if image_data is None or image_data.GetPointData().GetScalars() is None:
         raise MRMLInputError(f"{name}: volume node holds no voxels")
@@ -227,11 +241,11 @@ def assign_sequences(nodes: Iterable[Any]) -> Assignment:
     for node in nodes:
         sequence = guess_sequence(node.GetName() or "")
         if sequence is None:
-            unrecognised.append(node.GetName())
+            unrecognised.append(node_label(node))
         else:
             claims[sequence].append(node)
     chosen = {sequence: (found[0] if len(found) == 1 else None) for sequence, found in claims.items()}
-    ambiguous = {sequence: [node.GetName() for node in found]
+    ambiguous = {sequence: [node_label(node) for node in found]
                  for sequence, found in claims.items() if len(found) > 1}
     return Assignment(nodes=chosen, ambiguous=ambiguous, unrecognised=unrecognised)
 
@@ -323,12 +337,13 @@ class PreparedInputs:
     nodes: dict  # Sequence -> node
     reference: Sequence
     messages: list
+    #: One-line name that output nodes and folders start with, fixed when the job starts
+    #: (:func:`input_base_name`): renaming an input during the run does not change it.
+    base_name: str = ""
 
-    @property
-    def base_name(self) -> str:
-        """Name that output nodes start with (see :func:`case_base_name`)."""
-        return case_base_name([self.nodes[s].GetName() for s in SEQUENCES if s in self.nodes],
-                              self.nodes[self.reference].GetName())
+    def __post_init__(self) -> None:
+        if not self.base_name and self.reference in self.nodes:
+            self.base_name = input_base_name(self.nodes, self.reference)
 
 
 #: What a node of another class is called when it is refused ("<name>: is a segmentation, not an MR image").
@@ -344,9 +359,23 @@ _NODE_KINDS = (
 _NON_SCALAR_VOLUME_CLASSES = ("vtkMRMLTensorVolumeNode", "vtkMRMLDiffusionWeightedVolumeNode")
 
 
+def one_line(text: str | None) -> str:
+    """``text`` on one line: each run of control characters (newlines, tabs, escapes) becomes one space.
+
+    Blanks around such a run go with it; the ends are stripped. Other text is left as it is.
+    """
+    return _CONTROL_RUN.sub(" ", text or "").strip()
+
+
 def node_label(node: Any) -> str:
-    """The name used for a node in messages: its name, else its ID."""
-    return node.GetName() or node.GetID() or "unnamed node"
+    """The name used for a node in messages and result names: its name on one line, else its ID."""
+    return one_line(node.GetName()) or node.GetID() or "unnamed node"
+
+
+def _quoted(text: str, limit: int = _QUOTED_DESCRIPTION_CHARS) -> str:
+    """One-line ``text`` cut to ``limit`` characters (with "...") for quoting in a message."""
+    text = one_line(text)
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
 def node_in_scene(scene: Any, node: Any) -> bool:
@@ -376,17 +405,84 @@ def _components_per_voxel(node: Any) -> int:
     return scalars.GetNumberOfComponents() if scalars is not None else 1
 
 
+def _scene_problem(node: Any, scene: Any, name: str) -> str | None:
+    """Why ``node`` is not in ``scene`` (default: its own scene), as one line; None when it is.
+
+    A node without an ID was never added to a scene; one with an ID has left its scene (a
+    stale Python reference) or belongs to another scene.
+    """
+    if node_in_scene(scene if scene is not None else node.GetScene(), node):
+        return None
+    if not node.GetID():
+        return f"{name}: is not in a scene (it was never added to one); select a volume that is in the scene"
+    return f"{name}: is no longer in the scene (it was removed); select a volume that is in the scene"
+
+
+def synthetic_text(metadata: Mapping[str, str]) -> str | None:
+    """The one-line header text that marks a synthetic volume of this tool, else None.
+
+    ``metadata``: header keys to values. The decision is the engine's own
+    (:func:`~MRISynthesisLib.input_checks.is_synthetic`), made on a 1-voxel image that carries
+    just these keys, so the two sides never disagree on what counts as synthetic.
+    """
+    probe = sitk.Image([1, 1, 1], sitk.sitkUInt8)
+    for key, value in metadata.items():
+        probe.SetMetaData(key, value)
+    if not is_synthetic(probe):
+        return None
+    texts = [metadata[key] for key in _DESCRIPTION_KEYS if key in metadata]
+    marked = [text for text in texts if text.strip().upper().startswith(SYNTHETIC_MARK)]
+    return _quoted(marked[0] if marked else SYNTHETIC_MARK)
+
+
+def file_header(path: str) -> dict:
+    """The header fields of an image file (``descrip``, ``ITK_FileNotes``, ...); its voxels are not read.
+
+    Empty when the file cannot be read as an image: the node's voxels are already in memory,
+    only the file's own mark is looked for here.
+    """
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return {}
+    return {key: reader.GetMetaData(key) for key in reader.GetMetaDataKeys()}
+
+
+def node_file_path(node: Any) -> str | None:
+    """The regular file a node was loaded from (its storage node's file), None when there is none now."""
+    storage = node.GetStorageNode() if hasattr(node, "GetStorageNode") else None
+    file_name = storage.GetFileName() if storage is not None else None
+    path = storage.GetAbsoluteFilePath(file_name) if file_name else None
+    return path if path and os.path.isfile(path) else None  # isfile: no FIFO or device is opened
+
+
+def _synthetic_problem(node: Any, name: str) -> str | None:
+    """Why a node without this module's tag is still a synthetic volume (its description or its file), or None."""
+    description = synthetic_text({"descrip": node.GetDescription() or ""})
+    if description:
+        return f"{name}: its description says it is a synthetic volume ('{description}'); select an acquired image"
+    path = node_file_path(node)
+    marked = synthetic_text(file_header(path)) if path else None
+    if marked:
+        return f"{name}: was loaded from {one_line(path)}, a synthetic volume ('{marked}'); select an acquired image"
+    return None
+
+
 def input_node_problem(node: Any, scene: Any = None) -> str | None:
     """Why ``node`` cannot be an acquired MR input, as one line that names it; None when it can.
 
-    Refused: a node no longer in ``scene`` (default: the node's own scene; a stale Python
-    reference), nodes that are not volumes, label maps, this module's own outputs (a
-    synthetic volume must never be fed back as if it were acquired), and vector, tensor or
-    other multi-component volumes.
+    Refused: a node not in ``scene`` (default: the node's own scene; a stale Python reference
+    or a node never added), nodes that are not volumes, label maps, synthetic volumes (this
+    module's own outputs, a node described as SYNTHETIC, or one loaded from a file whose
+    header says SYNTHETIC: a synthetic volume must never be fed back as if it were acquired),
+    and vector, tensor or other multi-component volumes.
     """
     name = node_label(node)
-    if not node_in_scene(scene if scene is not None else node.GetScene(), node):
-        return f"{name}: is no longer in the scene (it was removed); select a volume that is in the scene"
+    problem = _scene_problem(node, scene, name)
+    if problem:
+        return problem
     if not node.IsA("vtkMRMLVolumeNode"):
         return f"{name}: is {_kind_of_node(node)}, not an MR image"
     if node.IsA("vtkMRMLLabelMapVolumeNode"):
@@ -394,6 +490,9 @@ def input_node_problem(node: Any, scene: Any = None) -> str | None:
     if is_output_node(node):
         role = node.GetAttribute(f"{ATTRIBUTE_PREFIX}.Role")
         return f"{name}: is a synthetic volume made by MRISynthesis ({role}); select an acquired image"
+    problem = _synthetic_problem(node, name)
+    if problem:
+        return problem
     components = _components_per_voxel(node)
     if (components > 1 or not node.IsA("vtkMRMLScalarVolumeNode")
             or any(node.IsA(class_name) for class_name in _NON_SCALAR_VOLUME_CLASSES)):
@@ -434,24 +533,57 @@ def prepare_inputs(selected: Mapping[Sequence, Any], scene: Any = None) -> Prepa
     its own scene) and its voxels after (:func:`image_from_input_node`); the first problem
     is raised as :class:`MRMLInputError` naming the node.
     """
-    nodes = {s: selected[s] for s in SEQUENCES if selected.get(s) is not None}
+    nodes = selected_nodes(selected)
     if not nodes:
         raise MRMLInputError("no input volume selected")
     for node in nodes.values():
         check_input_node(node, scene)
-    seen: list = []  # (node, sequence): the same node object, not just the same ID (IDs repeat across scenes)
-    for sequence, node in nodes.items():
-        first = next((earlier for other, earlier in seen if other is node), None)
-        if first is not None:
-            raise MRMLInputError(f"{node.GetName()}: selected as both {first.short_name} and {sequence.short_name}")
-        seen.append((node, sequence))
+    _check_no_node_twice(nodes)
     from .io import align_inputs  # imported here: io needs packages installed on first use
 
     images = {sequence: image_from_input_node(node) for sequence, node in nodes.items()}
     aligned = align_inputs(images)
-    messages = [f"{node.GetName()} used as {sequence.display_name}" for sequence, node in nodes.items()]
+    messages = [f"{node_label(node)} used as {sequence.display_name}" for sequence, node in nodes.items()]
     messages.extend(aligned.resampled)
-    return PreparedInputs(images=aligned.images, nodes=nodes, reference=aligned.reference, messages=messages)
+    return PreparedInputs(images=aligned.images, nodes=nodes, reference=aligned.reference, messages=messages,
+                          base_name=input_base_name(nodes, aligned.reference))
+
+
+def selected_nodes(selected: Mapping[Sequence, Any]) -> dict:
+    """The selected nodes by sequence, in sequence order, empty slots left out.
+
+    Raises TypeError for what only a script can pass: a list instead of a mapping, or a slot
+    holding something other than an MRML node (a node name, a file path).
+    """
+    if not isinstance(selected, Mapping):
+        raise TypeError("selected must be a mapping {sequence: volume node}, e.g. {Sequence.T1N: node}; "
+                        f"got {type(selected).__name__}")
+    nodes = {}
+    for sequence in SEQUENCES:
+        node = selected.get(sequence)
+        if node is None:
+            continue
+        if not isinstance(node, slicer.vtkMRMLNode):
+            raise TypeError(f"{sequence.short_name} input ({sequence.value}) must be an MRML volume node, "
+                            f"got {type(node).__name__} ({reprlib.repr(node)})")
+        nodes[sequence] = node
+    return nodes
+
+
+def _check_no_node_twice(nodes: Mapping[Sequence, Any]) -> None:
+    """Refuse one node object in two slots (the same object, not just the same ID: IDs repeat across scenes)."""
+    seen: list = []  # (node, sequence)
+    for sequence, node in nodes.items():
+        first = next((earlier for other, earlier in seen if other is node), None)
+        if first is not None:
+            raise MRMLInputError(f"{node_label(node)}: selected as both {first.short_name} and {sequence.short_name}")
+        seen.append((node, sequence))
+
+
+def input_base_name(nodes: Mapping[Sequence, Any], reference: Sequence) -> str:
+    """The one-line case name of a run's input nodes (:func:`case_base_name` of their :func:`node_label`)."""
+    labels = [node_label(nodes[s]) for s in SEQUENCES if s in nodes]
+    return case_base_name(labels, node_label(nodes[reference]))
 
 
 def case_base_name(names: SequenceType[str], fallback: str) -> str:
@@ -471,8 +603,8 @@ def case_base_name(names: SequenceType[str], fallback: str) -> str:
 
 
 def result_node_name(base: str, sequence: Sequence, role: str) -> str:
-    """``"<base> T1c (synthetic)"``, ``"<base> T1c refinement map"``, ..."""
-    return f"{base} {sequence.short_name} {ROLE_NAME_SUFFIX[role]}"
+    """``"<base> T1c (synthetic)"``, ``"<base> T1c refinement map"``, ... on one line."""
+    return one_line(f"{base} {sequence.short_name} {ROLE_NAME_SUFFIX[role]}")
 
 
 # --------------------------------------------------------------------------- result nodes
@@ -522,9 +654,9 @@ def _describe_inputs(inputs: Iterable[Sequence], nodes: Mapping[Sequence, Any],
         if node is None:
             parts.append(sequence.display_name)
         elif sequence in removed:
-            parts.append(f"{sequence.display_name} ({node.GetName()}, removed from the scene)")
+            parts.append(f"{sequence.display_name} ({node_label(node)}, removed from the scene)")
         else:
-            parts.append(f"{sequence.display_name} ({node.GetName()})")
+            parts.append(f"{sequence.display_name} ({node_label(node)})")
     return ", ".join(parts)
 
 
@@ -610,6 +742,39 @@ def create_result_folder(scene: Any, beside: Any, name: str) -> int:
     return hierarchy.CreateFolderItem(parent, name)
 
 
+def _check_result(result: Any) -> None:
+    """Refuse what is not one synthesis result: None (no result), a list (validation results), other objects."""
+    if result is None:
+        raise ValueError(NO_RESULT_MESSAGE)
+    if isinstance(result, (list, tuple)):
+        raise TypeError(f"expected one SynthesisResult, got {type(result).__name__}; "
+                        "a validation's results (one per sequence) go to add_validation_nodes")
+    if not isinstance(getattr(result, "targets", None), Mapping):
+        raise TypeError(f"expected a SynthesisResult, got {type(result).__name__}")
+
+
+def _check_prepared(prepared: Any) -> None:
+    """Refuse ``prepared`` that is not the :class:`PreparedInputs` of the job's inputs."""
+    if not isinstance(prepared, PreparedInputs):
+        raise TypeError("prepared must be the PreparedInputs that prepare_inputs returned for this job, "
+                        f"got {type(prepared).__name__}")
+
+
+def _validation_results(results: Any) -> list:
+    """The results of a validation job as a non-empty list, each checked by :func:`_check_result`."""
+    if results is None:
+        raise ValueError(NO_RESULT_MESSAGE)
+    if hasattr(results, "targets"):
+        raise TypeError("expected the list of validation results (one SynthesisResult per sequence), got one "
+                        f"{type(results).__name__}; a single synthesis result goes to add_result_nodes")
+    results = list(results)
+    if not results:
+        raise ValueError(NO_RESULT_MESSAGE)
+    for result in results:
+        _check_result(result)
+    return results
+
+
 def add_result_nodes(scene: Any, result: Any, prepared: PreparedInputs, keep_stage1: bool = False,
                      folder_name: str | None = None, folder_item: int | None = None) -> ResultNodes:
     """Turn a :class:`~MRISynthesisLib.pipeline.SynthesisResult` into nodes in a folder beside the inputs.
@@ -622,12 +787,18 @@ def add_result_nodes(scene: Any, result: Any, prepared: PreparedInputs, keep_sta
     Inputs may have left the scene while the job ran: nodes then reference only the inputs
     still there, the description keeps a removed input's name with a note, the folder goes
     beside a remaining input (or at the scene level) and ``messages`` says so, one line each.
+    Names come from ``prepared.base_name``, fixed when the job started.
+
+    Raises ValueError when ``result`` is None (what ``Job.take_result()`` gives for a cancelled
+    or failed job) and TypeError for arguments of the wrong kind; nothing is added then.
     """
+    _check_result(result)
+    _check_prepared(prepared)
     base = prepared.base_name
     presence = input_presence(scene, prepared.nodes)
     targets_text = " + ".join(Sequence(s).short_name for s in result.targets)
     folder = folder_item or create_result_folder(scene, presence.anchor(prepared.reference),
-                                                 folder_name or f"{base} synthetic {targets_text}")
+                                                 one_line(folder_name or f"{base} synthetic {targets_text}"))
     inputs_text = _describe_inputs([Sequence(s) for s in result.inputs], prepared.nodes, presence.removed)
     made: dict = {}
     for key, target in result.targets.items():
@@ -845,15 +1016,18 @@ def metrics_table_node(scene: Any, results: Iterable[Any], name: str = "MRISynth
 def add_validation_nodes(scene: Any, results: Iterable[Any], prepared: PreparedInputs) -> ResultNodes:
     """Leave-one-out results (one SynthesisResult per sequence) as nodes and a metrics table, in one folder.
 
-    Inputs removed from the scene while the job ran are handled as in :func:`add_result_nodes`.
+    Inputs removed from the scene while the job ran are handled as in :func:`add_result_nodes`;
+    None or no results raise ValueError (a cancelled or failed job), nothing is added then.
     """
-    results = list(results)
+    results = _validation_results(results)
+    _check_prepared(prepared)
     presence = input_presence(scene, prepared.nodes)
-    folder = create_result_folder(scene, presence.anchor(prepared.reference), f"{prepared.base_name} validation")
+    base = one_line(prepared.base_name)
+    folder = create_result_folder(scene, presence.anchor(prepared.reference), f"{base} validation")
     targets: dict = {}
     for result in results:
         targets.update(add_result_nodes(scene, result, prepared, folder_item=folder).targets)
-    table = metrics_table_node(scene, results, name=f"{prepared.base_name} validation metrics")
+    table = metrics_table_node(scene, results, name=f"{base} validation metrics")
     _place_in_folder(scene, table, folder)
     return ResultNodes(folder_item=folder, targets=targets, table=table, messages=presence.messages())
 

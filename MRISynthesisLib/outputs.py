@@ -46,11 +46,17 @@ class OutputConflict(InputError):
 _FORBIDDEN_IN_NAMES = re.compile(r"[/\\\x00-\x1f\x7f]")
 
 
+#: Longest case name in bytes: it prefixes file names ("-t1c-tumor-map.nii.gz") that also get
+#: staging prefixes and suffixes, and file names stop at 255 bytes on common file systems.
+MAX_CASE_NAME_BYTES = 128
+
+
 def check_case_name(case_id: str, source: str = "case name") -> str:
     """Return ``case_id`` if it can name files inside one folder, else raise naming ``source``.
 
     Case names come from users (``--case``) and from files; ``../x`` or an absolute path would
-    put the results outside the output folder, a leading dot would hide them.
+    put the results outside the output folder, a leading dot would hide them, and a very long
+    one would fail only when the files are written, after the whole synthesis.
     """
     text = str(case_id)
     if not text.strip():
@@ -60,6 +66,9 @@ def check_case_name(case_id: str, source: str = "case name") -> str:
     if text.startswith("."):
         raise InputError(f"{source} {text!r}: a case name may not start with '.' (files would be hidden, or "
                          "'..' would leave the output folder)")
+    if len(text.encode("utf-8")) > MAX_CASE_NAME_BYTES:
+        raise InputError(f"{source} {text[:20]!r}...: a case name may be at most {MAX_CASE_NAME_BYTES} bytes long "
+                         "(it prefixes every output file name)")
     return text
 
 
@@ -90,14 +99,56 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
+#: Header/metadata text by which this tool recognises its own earlier files (never an acquired scan).
+OWN_MARKS = ("SYNTHETIC", "MRISynthesis")
+
+
+def png_metadata() -> dict:
+    """PNG text chunks that mark a figure as made by this tool (see :func:`is_own_output`)."""
+    return {"Software": f"{OWN_MARKS[1]} {__version__}"}
+
+
+def is_own_output(path: Path) -> bool:
+    """True only for a file this tool wrote: an image whose header description says SYNTHETIC or
+    MRISynthesis, a JSON report of MRISynthesis, a PNG made by it, or a table it marked.
+
+    Only such files may be replaced as "an earlier run's results"; an acquired scan that happens
+    to match an output name is never one of them.
+    """
+    from .io import image_description, is_image_file
+
+    path = Path(path)
+    name = path.name.lower()
+    try:
+        if is_image_file(name):
+            description = image_description(path)
+            return description.startswith(OWN_MARKS[0]) or OWN_MARKS[1] in description
+        if name.endswith(".json"):
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return isinstance(data, dict) and str(data.get("software", "")).startswith(OWN_MARKS[1])
+        if name.endswith(".png"):
+            from PIL import Image
+
+            with Image.open(path) as image:
+                return str(image.info.get("Software", "")).startswith(OWN_MARKS[1])
+        if name.endswith(".md"):
+            return OWN_MARKS[1] in path.read_text(encoding="utf-8", errors="replace").splitlines()[0]
+        if name.endswith(".csv"):  # a CSV has no room for a mark: its Markdown twin carries it
+            return is_own_output(path.with_suffix(".md"))
+    except (OSError, ValueError, IndexError, RuntimeError):
+        return False
+    return False
+
+
 @dataclasses.dataclass
 class OutputPlan:
     """Where one run writes, checked before the run starts and again when its files are committed.
 
-    The run's files are written into a hidden staging folder and committed together: with
-    ``overwrite`` the earlier files of the same set (``family``) are swapped out in the same
-    step, so the folder never mixes two runs; without it, an earlier set is refused. Inputs
-    are never replaced and never written into, whatever the output folder is.
+    The run's files are written into a hidden staging folder and committed together. An earlier
+    run's files of the same set (names in ``family`` that this tool wrote, see
+    :func:`is_own_output`) are replaced in the same step with ``overwrite`` and refused without
+    it, so the folder never mixes two runs. Inputs, and any file this tool did not write, are
+    never replaced or deleted, whatever the output folder and with or without ``overwrite``.
     """
 
     output_dir: Path
@@ -107,13 +158,18 @@ class OutputPlan:
     what: str = "results"
 
     def check(self, names: Iterable[str] = ()) -> None:
-        """Refuse before any work: outputs into an input folder, onto an input, or over an earlier set."""
+        """Refuse before any work: outputs into an input folder, onto an input or a foreign file, or
+        over an earlier set without ``overwrite``."""
         folder = Path(self.output_dir)
         for source in self.inputs:
             if source.is_dir() and (same_file(folder, source) or source.resolve() in folder.resolve().parents):
                 raise OutputConflict(f"{folder}: is inside the input folder {source}; choose another --output-dir")
         for name in names:
-            self._refuse_input(output_path(folder, name))
+            path = output_path(folder, name)
+            self._refuse_input(path)
+            if path.exists() and not is_own_output(path):
+                raise OutputConflict(f"{path}: exists and was not written by MRISynthesis; it is never replaced "
+                                     "(choose another --output-dir)")
         stale = self.stale(names)
         if stale and not self.overwrite:
             listed = ", ".join(sorted(path.name for path in stale)[:4]) + (", ..." if len(stale) > 4 else "")
@@ -127,31 +183,41 @@ class OutputPlan:
                                      "another --output-dir)")
 
     def stale(self, names: Iterable[str] = ()) -> List[Path]:
-        """Files of an earlier run in the folder: this set's family or the given names, never an input."""
+        """An earlier run's files in the folder: this set's family or the given names, written by this
+        tool (never an input, never a file this tool did not write)."""
         folder = Path(self.output_dir)
         if not folder.is_dir():
             return []
         wanted = set(names)
         found = []
         for entry in sorted(folder.iterdir()):
-            if not (entry.name in wanted or self.family(entry.name)) or entry.is_dir():
+            if not (entry.name in wanted or self.family(entry.name)) or not entry.is_file():
                 continue
-            if any(same_file(entry, source) for source in self.inputs):
+            if any(same_file(entry, source) for source in self.inputs) or not is_own_output(entry):
                 continue
             found.append(entry)
         return found
 
     @contextlib.contextmanager
     def staged(self) -> Iterator[Path]:
-        """Yield a staging folder; on success commit its files as one set, else delete it."""
+        """Yield a staging folder; on success commit its files as one set, else delete it (and the
+        output folder too when this run created it and it stayed empty)."""
         folder = Path(self.output_dir)
+        created = not folder.exists()
         folder.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".mrisynth-staging-", dir=folder))
+        committed = False
         try:
-            yield staging
-            self._commit(staging)
+            staging = Path(tempfile.mkdtemp(prefix=".mrisynth-staging-", dir=folder))
+            try:
+                yield staging
+                self._commit(staging)
+                committed = True
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            if created and not committed:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # succeeds only when empty
 
     def _commit(self, staging: Path) -> None:
         """Swap the earlier set out and the new one in, with SIGINT/SIGTERM held until it is done."""
@@ -164,43 +230,50 @@ class OutputPlan:
             moved_in: List[str] = []
             try:
                 for path in self.stale(names):
-                    os.replace(path, trash / path.name)
                     moved_out.append(path.name)
+                    os.replace(path, trash / path.name)
                 for name in names:
-                    os.replace(staging / name, folder / name)
                     moved_in.append(name)
+                    os.replace(staging / name, folder / name)
             except BaseException:
-                for name in moved_in:  # put the folder back as it was
-                    os.replace(folder / name, staging / name)
-                for name in moved_out:
-                    os.replace(trash / name, folder / name)
+                _roll_back(folder, staging, trash, moved_in, moved_out)
                 raise
             finally:
                 shutil.rmtree(trash, ignore_errors=True)
 
 
+def _roll_back(folder: Path, staging: Path, trash: Path, moved_in: List[str], moved_out: List[str]) -> None:
+    """Put the output folder back as it was after a failed commit (names are recorded before each move)."""
+    for name in moved_in:
+        if (folder / name).exists() and not (staging / name).exists():
+            os.replace(folder / name, staging / name)
+    for name in moved_out:
+        if (trash / name).exists():
+            os.replace(trash / name, folder / name)
+
+
 @contextlib.contextmanager
 def deferred_signals() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM during a short critical step (the commit); they arrive right after it.
+    """Hold SIGINT and SIGTERM during a short critical step (the commit); they are raised right after it.
 
-    Only the main thread can hold signals (elsewhere, and on Windows, this does nothing).
+    Blocking the signal mask would hold them in the calling thread only: torch's worker threads
+    would still take a process-directed signal, and Python then runs the handler in the main
+    thread at once. So the handlers themselves are swapped for ones that only remember the
+    signal. Only the main thread may set handlers (elsewhere this does nothing).
     """
-    held = {signal.SIGINT, signal.SIGTERM}
-    can_hold = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held) if can_hold else None
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: List[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.signal(number, lambda signum, frame: pending.append(signum)) for number in held}
     try:
         yield
     finally:
-        if can_hold:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-@contextlib.contextmanager
-def staged_output(output_dir: Path, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a staging folder whose files replace those of the same names in ``output_dir`` on success."""
-    plan = OutputPlan(Path(output_dir), family=lambda name: False, overwrite=overwrite)
-    with plan.staged() as staging:
-        yield staging
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for number in dict.fromkeys(pending):
+            signal.raise_signal(number)
 
 
 def description_for(role: str, sequence: Sequence, model_name: str, inputs: list) -> str:

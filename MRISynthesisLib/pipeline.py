@@ -8,6 +8,7 @@ sequences only, never from another synthetic one.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import time
 from typing import Iterable, Mapping, Optional, Union
@@ -139,8 +140,9 @@ def _as_sequence_dict(images: Mapping) -> dict:
     return out
 
 
-def _check_call(targets, cancel, progress) -> None:
-    """Refuse argument types that would otherwise be misread (a string of targets is not a list of letters)."""
+def _check_call(targets, cancel, progress, device, ground_truth, label, bundle) -> None:
+    """Refuse argument types that would otherwise be misread or fail deep inside with a Python message
+    (a string of targets is not a list of letters)."""
     if isinstance(targets, (str, bytes)) or (targets is not None and not isinstance(targets, Iterable)):
         raise TypeError(f"targets must be a list of sequence names such as ['t1c'], got {targets!r}")
     if cancel is not None and not callable(getattr(cancel, "is_set", None)):
@@ -148,6 +150,19 @@ def _check_call(targets, cancel, progress) -> None:
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be a callable progress(fraction, message) or None, got "
                         f"{type(progress).__name__}")
+    if not isinstance(device, str) and type(device).__name__ != "device":
+        raise TypeError(f"device must be a name such as 'auto', 'cpu' or 'cuda', got {type(device).__name__}")
+    if ground_truth is not None:
+        if not isinstance(ground_truth, Mapping):
+            raise TypeError(f"ground_truth must be a mapping {{sequence name: SimpleITK.Image}}, got "
+                            f"{type(ground_truth).__name__}")
+        for key, image in ground_truth.items():
+            if not isinstance(image, sitk.Image):
+                raise TypeError(f"ground_truth[{key!r}]: expected a SimpleITK image, got {type(image).__name__}")
+    if label is not None and not isinstance(label, sitk.Image):
+        raise TypeError(f"label must be a SimpleITK label image or None, got {type(label).__name__}")
+    if bundle is not None and not isinstance(bundle, (str, os.PathLike)) and not hasattr(bundle, "stage1"):
+        raise TypeError(f"bundle must be a ModelBundle, a catalogue name or a path, got {type(bundle).__name__}")
 
 
 def check_network_output(raw: np.ndarray, unit: np.ndarray, brain: np.ndarray, target: Sequence,
@@ -281,7 +296,7 @@ def synthesize(
     started = time.perf_counter()
     timings: dict = {}
     messages: list = []
-    _check_call(targets, cancel, progress)
+    _check_call(targets, cancel, progress, device, ground_truth, label, bundle)
     report = progress or (lambda fraction, message: None)
     source_images = _as_sequence_dict(images)
     plan = _plan_targets([s for s in SEQUENCES if s in source_images], targets)

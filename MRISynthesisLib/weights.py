@@ -14,6 +14,7 @@ import datetime
 import json
 import math
 import numbers
+import zipfile
 from pathlib import Path, PureWindowsPath
 from typing import Any, Callable, Mapping
 
@@ -30,6 +31,19 @@ CATALOGUE_DIR = Path(__file__).resolve().parent / "data" / "models"
 #: 80.0 M-parameter HF-GAN generator, 1.6 GB as float32. Room for wider variants, and a
 #: bound on what the loader allocates whatever a (hostile or broken) file's config says.
 MAX_PARAMETERS = 400_000_000
+#: Largest total uncompressed size of a zip-format checkpoint's members, checked before
+#: ``torch.load`` reads any of them: :data:`MAX_PARAMETERS` float32 values (4 bytes each,
+#: 1.6 GB) four times over (the weights, an Adam optimiser's two moment buffers and one spare
+#: copy, such as an EMA generator, as a reference training checkpoint may carry) plus 64 MiB for
+#: the pickle and small members: about 6.5 GB.
+MAX_CHECKPOINT_BYTES = 4 * 4 * MAX_PARAMETERS + (64 << 20)
+#: Most a zip member may grow on decompression once it is over :data:`MAX_INFLATED_MEMBER_BYTES`:
+#: ``torch.save`` stores members uncompressed (ratio 1) and re-zipped float weights shrink by
+#: well under 2x, so a big member 20x its compressed size is a zip bomb (zeros deflate ~1000x).
+MAX_COMPRESSION_RATIO = 20
+#: Members up to this size uncompressed are not judged by their ratio: a small pickle or
+#: tensor of zeros may deflate far better than 20x and inflating it costs little.
+MAX_INFLATED_MEMBER_BYTES = 64 << 20
 #: Largest integer a checkpoint's network config may hold (a width, depth, head count, slice
 #: side or block count). The paper's networks top out at 640 channels and 240-pixel slices;
 #: anything far above is a broken or hostile file, refused before a network is built.
@@ -92,12 +106,17 @@ def _jsonable(value: Any) -> Any:
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint dict safely (``weights_only=True``); corrupt files get a one-line error."""
+    """Load a checkpoint dict safely (``weights_only=True``); corrupt files get a one-line error.
+
+    A zip archive is first checked by :func:`check_checkpoint_archive`, so a deflated member
+    cannot make ``torch.load`` inflate gigabytes before the network's checks run.
+    """
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    check_checkpoint_archive(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle, zip and torch errors all mean the same to the user
@@ -105,6 +124,49 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: checkpoint holds a {type(payload).__name__}, expected a dict")
     return payload
+
+
+def check_checkpoint_archive(path: str | Path) -> None:
+    """Refuse a zip-format checkpoint whose members would inflate past what a checkpoint holds.
+
+    ``torch.load`` allocates each member at the size the archive's central directory states
+    and inflates compressed members into it, so a few MB re-zipped with ``ZIP_DEFLATED`` can
+    make it allocate and fill gigabytes. Read from the central directory alone (nothing is
+    decompressed), one line naming the file and the member refuses: a corrupt archive, a
+    member extending past the end of the file, a member over :data:`MAX_INFLATED_MEMBER_BYTES`
+    that grows more than :data:`MAX_COMPRESSION_RATIO`-fold, and members totalling more than
+    :data:`MAX_CHECKPOINT_BYTES`. Files that are not zip archives (legacy pickled checkpoints,
+    read by ``torch.load`` as a stream) pass unchecked.
+    """
+    path = Path(path)
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        size = path.stat().st_size
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except Exception as error:  # BadZipFile, or OSError/ValueError/EOFError from a mangled directory
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt zip archive: "
+                              f"{type(error).__name__}: {' '.join(str(error).split())[:200]})") from error
+    total = 0
+    for member in members:
+        name = repr(member.filename[:200])
+        if member.header_offset + member.compress_size > size:
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt zip archive: member {name} "
+                                  f"claims {member.compress_size:,} bytes from offset {member.header_offset:,} "
+                                  f"of a {size:,}-byte file)")
+        if (member.file_size > MAX_INFLATED_MEMBER_BYTES
+                and member.file_size > MAX_COMPRESSION_RATIO * member.compress_size):
+            raise CheckpointError(f"{path}: archive member {name} would inflate from {member.compress_size:,} to "
+                                  f"{member.file_size:,} bytes, more than {MAX_COMPRESSION_RATIO}x "
+                                  "(MAX_COMPRESSION_RATIO): torch.save stores tensors uncompressed, so this is a "
+                                  "zip bomb, refused before it is read")
+        total += member.file_size
+    if total > MAX_CHECKPOINT_BYTES:
+        largest = max(members, key=lambda member: member.file_size)
+        raise CheckpointError(f"{path}: archive members total {total:,} bytes uncompressed, more than the "
+                              f"{MAX_CHECKPOINT_BYTES:,} this software loads (MAX_CHECKPOINT_BYTES); largest member "
+                              f"{largest.filename[:200]!r} ({largest.file_size:,} bytes)")
 
 
 def is_project_checkpoint(payload: Mapping[str, Any]) -> bool:

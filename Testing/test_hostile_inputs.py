@@ -317,6 +317,7 @@ def _nifti_header_only(path: Path, shape: tuple, dtype=np.uint8) -> Path:
     header.set_data_dtype(dtype)
     header.set_data_shape(shape)
     header.set_zooms((1.0, 1.0, 1.0))
+    header.set_data_offset(352)
     path.write_bytes(header.binaryblock + b"\0" * 4)
     return path
 
@@ -333,16 +334,25 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
-@pytest.mark.parametrize("shape", [(2000, 2000, 400), (30000, 30000, 2), (5000, 10, 10)])
-def test_a_header_that_declares_a_huge_image_is_refused_before_allocating(tmp_path, shape):
-    path = _nifti_header_only(tmp_path / "huge.nii", shape)
-    baseline = subprocess.run([sys.executable, "-c", _PEAK_MEMORY_SCRIPT.replace("read_image(sys.argv[1])", "pass"),
-                               str(path)], capture_output=True, text=True, check=True)
+def _read_in_subprocess(path: Path) -> tuple:
+    """(first output line, peak memory rise in MB) of ``read_image(path)`` in a fresh process.
+
+    The rise is measured against the same process not reading: a child's ``ru_maxrss`` starts
+    from what it inherited, so only the difference says what reading cost.
+    """
+    idle = subprocess.run([sys.executable, "-c", _PEAK_MEMORY_SCRIPT.replace("read_image(sys.argv[1])", "pass"),
+                           str(path)], capture_output=True, text=True, check=True)
     completed = subprocess.run([sys.executable, "-c", _PEAK_MEMORY_SCRIPT, str(path)], capture_output=True,
                                text=True, timeout=120, check=True)
     first, peak = completed.stdout.splitlines()
-    assert first.startswith("refused:") and str(path) in first and "exceeds" in first, completed.stdout
-    rise_mb = (int(peak) - int(baseline.stdout.splitlines()[-1])) / 1024
+    return first, (int(peak) - int(idle.stdout.splitlines()[-1])) / 1024
+
+
+@pytest.mark.parametrize("shape", [(2000, 2000, 400), (30000, 30000, 2), (5000, 10, 10)])
+def test_a_header_that_declares_a_huge_image_is_refused_before_allocating(tmp_path, shape):
+    path = _nifti_header_only(tmp_path / "huge.nii", shape)
+    first, rise_mb = _read_in_subprocess(path)
+    assert first.startswith("refused:") and str(path) in first and "exceeds" in first, first
     assert rise_mb < 200, f"reading the header raised peak memory by {rise_mb:.0f} MB"
 
 
@@ -414,17 +424,38 @@ def test_overwrite_replaces_the_earlier_set_of_that_case_as_a_whole(tmp_path, ca
     assert listed == {name for name in names if name.startswith(f"{CASE}-t1c")}
 
 
-def test_evaluate_refuses_an_earlier_evaluation_without_overwrite(tmp_path, phantom_case, bundle_dir, capsys):
+def test_evaluate_never_replaces_a_table_it_did_not_write(tmp_path, phantom_case, bundle_dir, capsys):
     data = tmp_path / "data"
     data.mkdir()
     (data / phantom_case.name).symlink_to(phantom_case, target_is_directory=True)
     out = tmp_path / "eval"
     out.mkdir()
-    (out / "evaluation.csv").write_text("an earlier evaluation\n")
+    (out / "evaluation.csv").write_text("somebody's own table\n")
     code, err = _run_cli(["evaluate", "--data", data, "-o", out, "--model", bundle_dir, "--device", "cpu",
-                          "--targets", "t1c"], capsys)
-    _assert_one_line_error(code, err, "evaluation.csv", "--overwrite")
-    assert (out / "evaluation.csv").read_text() == "an earlier evaluation\n"
+                          "--targets", "t1c", "--overwrite"], capsys)
+    _assert_one_line_error(code, err, "evaluation.csv", "not written by MRISynthesis")
+    assert (out / "evaluation.csv").read_text() == "somebody's own table\n"
+
+
+def test_evaluate_replaces_an_earlier_evaluation_only_with_overwrite(tmp_path, phantom_case, bundle_dir, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / phantom_case.name).symlink_to(phantom_case, target_is_directory=True)
+    out = tmp_path / "eval"
+    (out / "keep").mkdir(parents=True)
+    (out / "keep" / "notes.nii.gz").write_bytes(b"not ours")
+    arguments = ["evaluate", "--data", data, "-o", out, "--model", bundle_dir, "--device", "cpu", "--targets", "t1c"]
+    assert _run_cli(arguments + ["--save-volumes"], capsys)[0] == 0
+    volumes = sorted(p.name for p in out.glob("*.nii.gz"))
+    assert volumes, "--save-volumes wrote the synthetic volumes"
+    before = _snapshot(out)
+    code, err = _run_cli(arguments, capsys)
+    _assert_one_line_error(code, err, "earlier run", "--overwrite")
+    assert _snapshot(out) == before
+    code, err = _run_cli(arguments + ["--overwrite"], capsys)
+    assert code == 0, err
+    assert not list(out.glob("*.nii.gz")), "the earlier evaluation's volumes belong to its set and go with it"
+    assert (out / "keep" / "notes.nii.gz").read_bytes() == b"not ours"
 
 
 # --------------------------------------------------------------------------- 6. geometry the file does not state
@@ -436,6 +467,7 @@ def _raw_nifti(path: Path, pixdim=(1.0, 1.0, 1.0), sform=None) -> Path:
     header = nib.Nifti1Header()
     header.set_data_dtype(np.float32)
     header.set_data_shape(data.shape)
+    header.set_data_offset(352)
     if sform is not None:
         header.set_sform(np.asarray(sform, dtype=float), code=1)
     block = bytearray(header.binaryblock)
@@ -535,3 +567,252 @@ def test_the_python_api_names_wrong_argument_types(phantom_case, arguments, word
 def test_an_image_of_the_wrong_type_is_a_type_error_naming_the_sequence():
     with pytest.raises(TypeError, match="T2-FLAIR input: expected a SimpleITK image, got ndarray"):
         pipeline.synthesize({"flair": np.zeros((4, 4, 4))}, ModelBundle("tiny", _tiny_generator()), device="cpu")
+
+
+# --------------------------------------------------------------------------- a second hostile pass (new variants)
+
+
+def test_overwrite_never_deletes_an_acquired_scan_that_is_not_an_input(tmp_path, phantom_case, bundle_dir, capsys):
+    folder = tmp_path / "c4"
+    folder.mkdir()
+    for sequence in ("t1n", "t1c", "t2w"):
+        name = f"{CASE}-{sequence}.nii.gz"
+        (folder / name).write_bytes((phantom_case / name).read_bytes())
+    before = _snapshot(folder)
+    code, err = _run_cli(["synthesize", "--input", f"t1n={folder / f'{CASE}-t1n.nii.gz'}", "--input",
+                          f"t2w={folder / f'{CASE}-t2w.nii.gz'}", "--targets", "t2f", "-o", folder, "--overwrite",
+                          "--model", bundle_dir, "--device", "cpu"], capsys)
+    assert code == 0, err
+    after = _snapshot(folder)
+    assert all(after[name] == content for name, content in before.items()), "acquired T1c must survive"
+
+
+def test_an_acquired_scan_with_an_output_name_is_never_replaced(tmp_path, case_dir, phantom_case, bundle_dir, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    acquired = out / f"{CASE}-t1c.nii.gz"
+    acquired.write_bytes((phantom_case / acquired.name).read_bytes())
+    code, err = _run_cli(["synthesize", case_dir, "-o", out, "--overwrite", "--model", bundle_dir, "--device",
+                          "cpu"], capsys)
+    _assert_one_line_error(code, err, str(acquired), "not written by MRISynthesis")
+    assert acquired.read_bytes() == (phantom_case / acquired.name).read_bytes()
+
+
+def test_the_demo_keeps_a_case_that_shares_its_folder(tmp_path, phantom_case, bundle_dir, capsys):
+    folder = tmp_path / "d1"
+    folder.mkdir()
+    for path in phantom_case.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    before = _snapshot(folder)
+    code, err = _run_cli(["demo", "--small", "-o", folder, "--model", bundle_dir, "--device", "cpu"], capsys)
+    assert code == 0, err
+    after = _snapshot(folder)
+    assert all(after.get(name) == content for name, content in before.items())
+    code, err = _run_cli(["demo", "--small", "-o", folder, "--model", bundle_dir, "--device", "cpu",
+                          "--missing", "t2w"], capsys)
+    assert code == 0, err
+    names = {p.name for p in folder.iterdir()}
+    assert not [n for n in names if "-t1c-" in n and n.startswith("Phantom-") and n not in before], \
+        "a second demo replaces the first demo's set"
+    assert all((folder / name).read_bytes() == content for name, content in before.items())
+
+
+def _nrrd(path: Path, sizes=(8, 9, 10), fields: str = "", data: bytes = None, type_name: str = "float") -> Path:
+    header = (f"NRRD0004\ntype: {type_name}\ndimension: {len(sizes)}\nsizes: {' '.join(map(str, sizes))}\n"
+              "endian: little\n" + fields)
+    if data is None:
+        data = (np.arange(int(np.prod(sizes)), dtype=np.float32) + 1.0).tobytes()
+    path.write_bytes(header.encode() + ("\n" if "data file" not in fields else "") .encode() + data)
+    return path
+
+
+SPACE = "space: left-posterior-superior\nspace directions: (1,0,0) (0,1,0) (0,0,1)\nspace origin: (0,0,0)\n"
+
+
+@pytest.mark.parametrize("data_file, words", [("/dev/zero", ["device"]), ("/dev/urandom", ["device"]),
+                                              ("missing.raw", ["no such file"])])
+def test_an_nrrd_whose_data_file_is_not_a_file_is_refused(tmp_path, data_file, words):
+    path = tmp_path / "detached.nhdr"
+    path.write_text(f"NRRD0004\ntype: uchar\ndimension: 3\nsizes: 64 64 64\nencoding: raw\n{SPACE}"
+                    f"data file: {data_file}\n")
+    with pytest.raises(InputError) as error:
+        read_image(path)
+    for word in words:
+        assert word in str(error.value)
+    assert str(path) in str(error.value)
+
+
+def test_a_data_file_that_is_a_fifo_fails_at_once(tmp_path):
+    fifo = tmp_path / "data.raw"
+    os.mkfifo(fifo)
+    for header, text in (("pipe.nhdr", f"NRRD0004\ntype: float\ndimension: 3\nsizes: 8 9 10\nencoding: raw\n{SPACE}"
+                                       f"data file: {fifo.name}\n"),
+                         ("pipe.mhd", "ObjectType = Image\nNDims = 3\nDimSize = 8 9 10\nElementSpacing = 1 1 1\n"
+                                      f"ElementType = MET_FLOAT\nElementDataFile = {fifo.name}\n")):
+        (tmp_path / header).write_text(text)
+        completed = subprocess.run([sys.executable, "-c", "import sys; from MRISynthesisLib.io import read_image\n"
+                                    "try: read_image(sys.argv[1])\nexcept Exception as e: print(e)",
+                                    str(tmp_path / header)], capture_output=True, text=True, timeout=60)
+        assert "FIFO" in completed.stdout, completed
+
+
+def test_headers_that_declare_more_than_their_data_file_holds_are_refused_without_memory(tmp_path):
+    (tmp_path / "small.raw").write_bytes(b"\1" * 2_000_000)
+    (tmp_path / "big.nhdr").write_text(f"NRRD0004\ntype: float\ndimension: 3\nsizes: 512 512 400\nencoding: raw\n"
+                                       f"{SPACE}data file: small.raw\n")
+    (tmp_path / "big.mhd").write_text("ObjectType = Image\nNDims = 3\nDimSize = 512 512 400\nElementSpacing = 1 1 1\n"
+                                      "ElementType = MET_FLOAT\nElementDataFile = small.raw\n")
+    (tmp_path / "bomb.raw.gz").write_bytes(gzip.compress(b"\0" * 50_000_000))
+    (tmp_path / "bomb.nhdr").write_text(f"NRRD0004\ntype: double\ndimension: 3\nsizes: 640 640 640\nencoding: gzip\n"
+                                        f"{SPACE}data file: bomb.raw.gz\n")
+    for name, word in (("big.nhdr", "truncated"), ("big.mhd", "truncated"), ("bomb.nhdr", "GiB")):
+        first, rise_mb = _read_in_subprocess(tmp_path / name)
+        assert first.startswith("refused:") and word in first and name in first, first
+        assert rise_mb < 200, f"{name}: reading raised peak memory by {rise_mb:.0f} MB"
+
+
+@pytest.mark.parametrize("fields, words", [
+    ("", ["no valid voxel size"]),
+    ("space: left-posterior-superior\nspace directions: (2.5,0,0) (0,2.5,0) none\nspace origin: (0,0,0)\n",
+     ["2 of 3 axes"]),
+    ("spacings: 2.5 2.5 nan\n", ["no valid voxel size"]),
+    ("space: left-posterior-superior\nspace directions: (1,0,0) (0,nan,0) (0,0,1)\nspace origin: (0,0,0)\n",
+     ["NaN"]),
+])
+def test_an_nrrd_that_does_not_state_its_voxel_size_is_refused(tmp_path, fields, words):
+    path = _nrrd(tmp_path / "nogeometry.nrrd", fields="encoding: raw\n" + fields)
+    with pytest.raises(InputError) as error:
+        read_image(path)
+    for word in words:
+        assert word in str(error.value), str(error.value)
+
+
+def test_a_metaimage_without_element_spacing_is_refused(tmp_path):
+    data = (np.arange(8 * 9 * 10, dtype=np.float32) + 1.0).tobytes()
+    path = tmp_path / "nogeometry.mha"
+    path.write_bytes(b"ObjectType = Image\nNDims = 3\nDimSize = 8 9 10\nElementType = MET_FLOAT\n"
+                     b"ElementDataFile = LOCAL\n" + data)
+    with pytest.raises(InputError, match="ElementSpacing"):
+        read_image(path)
+
+
+def test_a_nifti_whose_sform_and_pixdim_disagree_or_whose_qform_is_not_finite_is_refused(tmp_path):
+    sform = np.diag([250.0, 1.0, 1.0, 1.0])
+    with pytest.raises(InputError, match="sform states voxel size"):
+        read_image(_raw_nifti(tmp_path / "disagree.nii", sform=sform))
+    path = _raw_nifti(tmp_path / "qform.nii")
+    block = bytearray(path.read_bytes())
+    struct.pack_into("<h", block, 252, 1)  # qform_code
+    struct.pack_into("<f", block, 268, float("inf"))  # qoffset_x
+    path.write_bytes(bytes(block))
+    with pytest.raises(InputError, match="qform"):
+        read_image(path)
+
+
+def test_a_nifti_with_its_data_offset_inside_the_header_names_the_file(tmp_path):
+    path = _raw_nifti(tmp_path / "offset.nii")
+    block = bytearray(path.read_bytes())
+    struct.pack_into("<f", block, 108, 300.0)  # vox_offset
+    path.write_bytes(bytes(block))
+    with pytest.raises(InputError, match="vox_offset 300") as error:
+        read_image(path)
+    assert str(path) in str(error.value)
+
+
+def _disguises(image: sitk.Image) -> dict:
+    scaled = sitk.Cast(image, sitk.sitkFloat32) * 1.001
+    scaled.CopyInformation(image)
+    moved = sitk.Image(image)
+    moved.SetSpacing([s + 0.0005 for s in image.GetSpacing()])
+    return {"scaled": scaled, "spacing": moved, "permuted": sitk.PermuteAxes(image, [1, 0, 2]),
+            "flipped": sitk.Flip(image, [True, False, False])}
+
+
+@pytest.mark.parametrize("disguise", ["scaled", "spacing", "permuted", "flipped"])
+def test_one_scan_in_disguise_given_for_two_sequences_is_refused(phantom_case, disguise):
+    image = read_image(phantom_case / f"{CASE}-t1n.nii.gz")
+    copy = _disguises(image)[disguise]
+    with pytest.raises(InputError, match="T2 input.*T1 input"):
+        pipeline.synthesize({"t1n": image, "t2w": copy}, ModelBundle("tiny", _tiny_generator()), targets=["t1c"],
+                            device="cpu")
+
+
+def test_different_sequences_of_one_case_are_not_taken_for_duplicates(phantom_case):
+    from MRISynthesisLib.input_checks import find_duplicate
+
+    images = {s: read_image(phantom_case / f"{CASE}-{s}.nii.gz") for s in ("t1n", "t1c", "t2w", "t2f")}
+    assert find_duplicate(images) is None
+
+
+@pytest.mark.parametrize("kind", ["label map", "brain mask"])
+def test_a_label_map_or_mask_given_as_a_sequence_is_refused(tmp_path, case_dir, bundle_dir, capsys, kind):
+    label = case_dir / f"{CASE}-seg.nii.gz"
+    path = label
+    if kind == "brain mask":
+        image = sitk.ReadImage(str(case_dir / f"{CASE}-t1n.nii.gz"))
+        path = tmp_path / "mask.nii.gz"
+        sitk.WriteImage(sitk.Cast(image > 0, sitk.sitkUInt8), str(path))
+    code, err = _run_cli(["synthesize", "--input", f"t1n={case_dir / f'{CASE}-t1n.nii.gz'}", "--input",
+                          f"t2w={path}", "-o", tmp_path / "out", "--model", bundle_dir, "--device", "cpu"], capsys)
+    _assert_one_line_error(code, err, str(path), "distinct values", "not an MR image")
+
+
+def test_a_synthetic_dicom_series_is_refused_as_input(tmp_path, phantom_case, write_dicom_series):
+    image = read_image(phantom_case / f"{CASE}-t2f.nii.gz")
+    folder = tmp_path / "synthetic-flair"
+    write_dicom_series(image, folder, description="SYNTHETIC FLAIR from T1+T2 by MRISynthesis demo")
+    with pytest.raises(InputError, match="synthetic volume"):
+        pipeline.synthesize({"t2f": read_image(folder)}, ModelBundle("tiny", _tiny_generator()), targets=["t1c"],
+                            device="cpu")
+
+
+def test_a_case_name_too_long_for_file_names_is_refused_before_any_work(tmp_path, case_dir, bundle_dir, capsys):
+    started = time.perf_counter()
+    code, err = _run_cli(["synthesize", case_dir, "-o", tmp_path / "out", "--case", "A" * 235, "--model",
+                          bundle_dir, "--device", "cpu"], capsys)
+    _assert_one_line_error(code, err, "--case", "at most")
+    assert time.perf_counter() - started < 5 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("arguments, words", [
+    (dict(device=123), ["device must be"]),
+    (dict(ground_truth=[1]), ["ground_truth must be a mapping"]),
+    (dict(ground_truth={"t2f": "x"}), ["ground_truth['t2f']"]),
+    (dict(label="x"), ["label must be"]),
+    (dict(bundle={}), ["bundle must be"]),
+])
+def test_more_python_api_misuse_is_named(phantom_case, arguments, words):
+    image = read_image(phantom_case / f"{CASE}-t1n.nii.gz")
+    call = dict(images={"t1n": image}, bundle=ModelBundle("tiny", _tiny_generator()), device="cpu")
+    call.update(arguments)
+    with pytest.raises(TypeError) as error:
+        pipeline.synthesize(**call)
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_signals_during_the_final_move_wait_until_it_is_done():
+    from MRISynthesisLib.outputs import deferred_signals
+
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_signals():
+            sender = threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGINT))
+            sender.start()
+            sender.join()
+            time.sleep(0.05)
+            reached.append("the move finished")
+    assert reached == ["the move finished"]
+
+
+def test_an_interrupted_run_removes_the_output_folder_it_created(tmp_path, case_dir, bundle_dir):
+    out = tmp_path / "new-out"
+    process = subprocess.Popen([sys.executable, "-m", "MRISynthesisLib.cli", "synthesize", str(case_dir), "-o",
+                                str(out), "--model", str(bundle_dir), "--device", "cpu"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watcher = threading.Thread(target=_signal_when_writing, args=(process, out, signal.SIGTERM))
+    watcher.start()
+    _, err = process.communicate(timeout=600)
+    watcher.join()
+    assert process.returncode == 143, err
+    assert not out.exists()

@@ -1,4 +1,5 @@
-"""Hostile use of the Slicer side: late cancels, inputs removed mid-run, nodes that are no MR image.
+"""Hostile use of the Slicer side: late cancels, inputs removed mid-run, nodes that are no MR image or synthetic,
+odd node names and misuse of the Python API.
 
 Everything is real: a ``slicer-core`` MRML scene with real volume, label-map, vector,
 segmentation and model nodes, real :class:`~MRISynthesisLib.jobs.Job` threads, and the real
@@ -421,3 +422,161 @@ def test_node_with_unusable_voxels_is_refused_with_its_name(case, spoil, problem
 
     with pytest.raises(mrml.MRMLInputError, match=f"^scanner export FLAIR: .*{problem}"):
         mrml.prepare_inputs(three_inputs(case, t2f=bad))
+
+
+# ------------------------------------------------------------ 5. synthetic volumes without this module's tag
+
+
+@pytest.fixture(params=[".nii.gz", ".nrrd"])
+def extension(request):
+    """File types Slicer loads with the archetype storage node and this tool writes."""
+    return request.param
+
+
+def test_synthetic_file_loaded_from_disk_is_refused_by_name(case, tmp_path, extension):
+    from MRISynthesisLib import io
+
+    path = tmp_path / f"BraTS-synthetic-t1c{extension}"
+    io.write_image(brain_like(4), path, description="SYNTHETIC T1c volume - not an acquired image")
+    loaded = case.scene.keep_logics[2].AddArchetypeVolume(str(path), "P-t1c", 0)  # as File > Add Data does
+    assert loaded is not None and not mrml.is_output_node(loaded)
+
+    expected = (f"^P-t1c: was loaded from {re.escape(str(path))}, a synthetic volume "
+                r"\('SYNTHETIC T1c volume - not an acquired image'\); select an acquired image$")
+    with pytest.raises(mrml.MRMLInputError, match=expected):
+        mrml.prepare_inputs(three_inputs(case, t1c=loaded), case.scene)
+
+
+def test_acquired_file_loaded_from_disk_is_accepted(case, tmp_path, extension):
+    from MRISynthesisLib import io
+
+    path = tmp_path / f"acquired-t1c{extension}"
+    io.write_image(brain_like(4), path, description="acquired on scanner 3")
+    loaded = case.scene.keep_logics[2].AddArchetypeVolume(str(path), "P-t1c", 0)
+
+    prepared = mrml.prepare_inputs(three_inputs(case, t1c=loaded), case.scene)
+
+    assert prepared.nodes[Sequence.T1C] is loaded
+
+
+def test_node_described_as_synthetic_is_refused_by_name(case):
+    node = mrml.volume_node_from_image(case.scene, brain_like(4), "FLAIR from elsewhere")
+    node.SetDescription("SYNTHETIC FLAIR volume - made by another run\nsecond line")
+
+    expected = (r"^FLAIR from elsewhere: its description says it is a synthetic volume "
+                r"\('SYNTHETIC FLAIR volume - made by another run second line'\); select an acquired image$")
+    with pytest.raises(mrml.MRMLInputError, match=expected):
+        mrml.prepare_inputs(three_inputs(case, t2f=node))
+
+
+# --------------------------------------------------------------------------- 6. nodes never added to a scene
+
+
+def loose_node(name: str):
+    """A volume node with voxels that was never added to any scene (no scene, no ID)."""
+    node = slicer.vtkMRMLScalarVolumeNode()
+    node.SetName(name)
+    mrml.update_volume_node_from_image(node, brain_like(6))
+    return node
+
+
+def test_node_never_added_to_a_scene_is_not_called_removed(case):
+    node = loose_node("loose t2")
+
+    expected = "^loose t2: is not in a scene \\(it was never added to one\\); select a volume that is in the scene$"
+    with pytest.raises(mrml.MRMLInputError, match=expected):
+        mrml.prepare_inputs(three_inputs(case, t2w=node))
+    with pytest.raises(mrml.MRMLInputError, match=expected):
+        mrml.prepare_inputs(three_inputs(case, t2w=node), case.scene)
+
+
+# ------------------------------------------------------------ 7. names with newlines and control characters
+
+
+def test_node_label_is_one_line():
+    node = loose_node("../x\n\r\tFLAIR\x1b[31m \u2028 end  ")
+    assert mrml.node_label(node) == "../x FLAIR [31m end"
+    scene = slicer.vtkMRMLScene()
+    blank = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "\n\t \r")
+    assert mrml.node_label(blank) == blank.GetID()
+
+
+def test_refusal_of_a_node_with_a_multi_line_name_is_one_line(case):
+    label = mrml.volume_node_from_image(case.scene, sitk.Cast(brain_like(7) > 500, sitk.sitkUInt8),
+                                        "seg\nFLAIR\r\n", class_name="vtkMRMLLabelMapVolumeNode")
+
+    with pytest.raises(mrml.MRMLInputError) as raised:
+        mrml.prepare_inputs(three_inputs(case, t2f=label))
+
+    assert str(raised.value) == "seg FLAIR: is a label map, not an MR image"
+
+
+def test_result_names_are_one_line_for_multi_line_input_names(scene):
+    nodes = {sequence: mrml.volume_node_from_image(scene, brain_like(index + 1), f"../x\n{sequence.value}")
+             for index, sequence in enumerate(INPUTS)}
+    prepared = mrml.prepare_inputs(nodes)
+    assert all(line.count("\n") == 0 for line in prepared.messages)
+    result = mean_synthesis(prepared.images, MEAN_BUNDLE, targets=[Sequence.T1C])
+
+    made = mrml.add_result_nodes(scene, result, prepared)
+
+    assert made.targets[Sequence.T1C].synthetic.GetName() == "../x T1c (synthetic)"
+    assert scene.GetSubjectHierarchyNode().GetItemName(made.folder_item) == "../x synthetic T1c"
+    assert "\n" not in made.targets[Sequence.T1C].synthetic.GetDescription()
+
+
+def test_inputs_renamed_during_the_run_do_not_change_the_result_names(case):
+    scene, nodes = case.scene, case.nodes
+    prepared = mrml.prepare_inputs(nodes)
+    task = jobs.synthesis_task(prepared.images, MEAN_BUNDLE, synthesize=mean_synthesis)
+
+    def rename():
+        for index, node in enumerate(nodes.values()):
+            node.SetName(f"renamed {index}")
+
+    job = run_job_while(task, rename)
+    made = mrml.add_result_nodes(scene, job.result, prepared)
+
+    assert prepared.base_name == CASE
+    assert made.targets[Sequence.T1C].synthetic.GetName() == f"{CASE} T1c (synthetic)"
+    assert case.hierarchy.GetItemName(made.folder_item) == f"{CASE} synthetic T1c"
+
+
+# --------------------------------------------------------------------------- 8. Python API misuse
+
+
+def test_prepare_inputs_needs_a_mapping(case):
+    with pytest.raises(TypeError, match=r"^selected must be a mapping \{sequence: volume node\}.*got list"):
+        mrml.prepare_inputs([case.nodes[Sequence.T1N]])
+
+
+def test_prepare_inputs_needs_nodes_not_names(case):
+    expected = r"^T1 input \(t1n\) must be an MRML volume node, got str \('P-t1n'\)$"
+    with pytest.raises(TypeError, match=expected):
+        mrml.prepare_inputs({Sequence.T1N: "P-t1n", Sequence.T2W: case.nodes[Sequence.T2W]})
+
+
+def test_results_of_a_cancelled_job_are_refused_clearly(case):
+    prepared = mrml.prepare_inputs(case.nodes)
+    job = jobs.Job(lambda context: mean_synthesis(prepared.images, MEAN_BUNDLE)).start()
+    assert job.wait(WAIT_S)
+    job.cancel()
+    result = job.take_result()
+    assert result is None
+
+    message = r"^no result to add \(the job was cancelled or failed\)$"
+    with pytest.raises(ValueError, match=message):
+        mrml.add_result_nodes(case.scene, result, prepared)
+    with pytest.raises(ValueError, match=message):
+        mrml.add_validation_nodes(case.scene, result, prepared)
+    with pytest.raises(ValueError, match=message):
+        mrml.add_validation_nodes(case.scene, [], prepared)
+    assert case.scene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems() == len(INPUTS)
+
+
+def test_validation_results_given_to_add_result_nodes_are_refused_clearly(case):
+    prepared = mrml.prepare_inputs(case.nodes)
+    results = [mean_synthesis(prepared.images, MEAN_BUNDLE, targets=[Sequence.T1N])]
+
+    with pytest.raises(TypeError, match=r"^expected one SynthesisResult, got list; .*add_validation_nodes"):
+        mrml.add_result_nodes(case.scene, results, prepared)

@@ -429,3 +429,144 @@ def test_self_referencing_checkpoint_dict_is_refused(tmp_path):
     torch.save(payload, tmp_path / "loop.pth")
     _refused(lambda: weights.load_bundle(tmp_path / "loop.pth"), "loop.pth",
              "neither an MRISynthesis checkpoint nor an HF-GAN state dict")
+
+
+# --------------------------------------------------------------------------- zip archives that lie about their size
+
+#: Peak-memory rise allowed while refusing a zip bomb (the bomb inflates to 1 GiB).
+MAX_BOMB_RISE_BYTES = 300 * 1024 * 1024
+#: Element count of the marker tensor the bomb builder saves, then swaps for the bomb's count.
+_MARKER_VALUES = 123_457
+
+
+def _deflated_bomb(path: Path, values: int, level: int = 1) -> Path:
+    """The tiny stage-1 checkpoint plus a float32 tensor 'huge' of ``values`` zeros, its record ZIP_DEFLATED.
+
+    torch.save writes the checkpoint with a marker tensor of :data:`_MARKER_VALUES` elements
+    (a 4-byte integer written twice into the pickle: the storage's size and the tensor's
+    shape); the builder swaps that count for ``values`` and the marker's record for
+    ``4 * values`` zero bytes deflated as they stream, so neither the test nor the file ever
+    holds the big tensor: a few MB on disk that torch.load inflates to 4 x ``values`` bytes.
+    """
+    import io
+    import zipfile
+
+    small = weights.save_checkpoint(path.with_name(f"{path.stem}-small.pt"), "stage1", _tiny("stage1"))
+    payload = weights.read_checkpoint(small)
+    payload["state_dict"]["huge"] = torch.zeros(_MARKER_VALUES)
+    saved = io.BytesIO()
+    torch.save(payload, saved)
+    marker = b"J" + _MARKER_VALUES.to_bytes(4, "little")  # pickle BININT
+    with zipfile.ZipFile(saved) as source, \
+            zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=level) as bomb:
+        records = [info for info in source.infolist() if info.file_size == 4 * _MARKER_VALUES]
+        assert len(records) == 1, "torch.save layout changed: marker record not found"
+        for info in source.infolist():
+            if info is records[0]:
+                zeros = bytes(1 << 24)
+                with bomb.open(info.filename, "w", force_zip64=True) as record:
+                    for start in range(0, 4 * values, len(zeros)):
+                        record.write(zeros[:min(len(zeros), 4 * values - start)])
+                continue
+            data = source.read(info)
+            if info.filename.endswith("/data.pkl"):
+                assert data.count(marker) == 2, "torch.save layout changed: marker count not found twice"
+                data = data.replace(marker, b"J" + values.to_bytes(4, "little"))
+            bomb.writestr(info, data)  # the other records as torch.save wrote them (STORED)
+    return path
+
+
+def test_bomb_builder_makes_a_file_that_torch_inflates(tmp_path):
+    """The builder's file is a genuine checkpoint: a small one loads, holding the swapped-in tensor."""
+    path = _deflated_bomb(tmp_path / "small-bomb.pt", values=1 << 20)
+    assert path.stat().st_size < 1024 * 1024
+    payload = weights.read_checkpoint(path)  # 4 MiB deflated: under the size at which ratios are judged
+    assert payload["state_dict"]["huge"].shape == (1 << 20,) and not payload["state_dict"]["huge"].any()
+    _refused(lambda: _load_checkpoint(path), "small-bomb.pt", "tensor 'huge' in the file is not in the network")
+
+
+def test_deflated_zip_bomb_is_refused_before_it_is_inflated(tmp_path):
+    import zipfile
+
+    path = _deflated_bomb(tmp_path / "bomb.pt", values=1 << 28)  # 1 GiB of float32 zeros
+    assert path.stat().st_size < 10 * 1024 * 1024
+    with zipfile.ZipFile(path) as archive:
+        member = max(archive.infolist(), key=lambda info: info.file_size)
+    assert member.file_size == 1 << 30 and member.compress_type == zipfile.ZIP_DEFLATED
+    rise, message = _peak_rise(tmp_path, path)
+    assert rise < MAX_BOMB_RISE_BYTES, f"peak memory rose by {rise / 2**20:.0f} MiB while refusing: {message}"
+    assert "\n" not in message and str(path) in message and repr(member.filename) in message, message
+    assert "MAX_COMPRESSION_RATIO" in message, message
+
+
+def test_archive_larger_than_the_limit_is_refused_naming_the_largest_member(tmp_path, monkeypatch):
+    path = weights.save_checkpoint(tmp_path / "stage1.pt", "stage1", _tiny("stage1"))
+    monkeypatch.setattr(weights, "MAX_CHECKPOINT_BYTES", path.stat().st_size // 2)
+    message = _refused(lambda: weights.read_checkpoint(path), str(path), "MAX_CHECKPOINT_BYTES", "largest member")
+    assert "/data/" in message, message
+
+
+def test_checkpoint_size_limit_has_room_for_a_training_checkpoint():
+    assert weights.MAX_CHECKPOINT_BYTES >= 3 * 4 * weights.MAX_PARAMETERS  # weights + two Adam moments
+    assert weights.MAX_CHECKPOINT_BYTES < 16 * 1024 ** 3
+
+
+def test_deflated_checkpoint_with_plausible_ratios_still_loads(tmp_path):
+    """Re-zipping a real checkpoint with ZIP_DEFLATED (as archive tools may) is not mistaken for a bomb."""
+    import zipfile
+
+    saved = weights.save_checkpoint(tmp_path / "saved.pt", "stage1", _tiny("stage1"))
+    path = tmp_path / "deflated.pt"
+    with zipfile.ZipFile(saved) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            target.writestr(info.filename, source.read(info))
+    assert _load_checkpoint(path) is not None
+
+
+def test_legitimate_checkpoints_and_bundles_still_load(tmp_path, bundle):
+    for kind in ("stage1", "refiner", "segmenter"):
+        path = weights.save_checkpoint(tmp_path / f"{kind}.pt", kind, _tiny(kind))
+        assert _load_checkpoint(path) is not None
+    assert weights.load_bundle(bundle).stages == "HF-GAN + Refiner"
+    assert weights.load_bundle(tmp_path / "stage1.pt").stage1 is not None
+
+
+def test_legacy_non_zip_checkpoint_still_loads(tmp_path):
+    import zipfile
+
+    path = tmp_path / "legacy.pt"
+    payload = weights.read_checkpoint(weights.save_checkpoint(tmp_path / "stage1.pt", "stage1", _tiny("stage1")))
+    torch.save(payload, path, _use_new_zipfile_serialization=False)
+    assert not zipfile.is_zipfile(path)
+    assert _load_checkpoint(path) is not None
+
+
+def _corrupt_central_directory(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    start = data.rindex(b"PK\x01\x02")  # the last central-directory entry
+    data[start:start + 4] = b"XX\x01\x02"
+    path.write_bytes(bytes(data))
+
+
+def _oversized_record(path: Path) -> None:
+    """Make the central directory claim the pickle member is 1 GiB (STORED, so no ratio to judge)."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    start = data.index(b"PK\x01\x02")  # torch writes data.pkl first
+    assert data[start + 46:start + 46 + data[start + 28]].endswith(b"/data.pkl")
+    data[start + 20:start + 28] = struct.pack("<II", 1 << 30, 1 << 30)  # compressed and uncompressed sizes
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage, words", [
+    pytest.param(_corrupt_central_directory, "corrupt zip archive", id="central-directory"),
+    pytest.param(lambda path: path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2]),
+                 "not a readable PyTorch checkpoint", id="truncated"),
+    pytest.param(_oversized_record, "corrupt zip archive", id="record-past-end"),
+])
+def test_corrupt_archive_gets_one_line(tmp_path, damage, words):
+    path = weights.save_checkpoint(tmp_path / "stage1.pt", "stage1", _tiny("stage1"))
+    damage(path)
+    _refused(lambda: weights.read_checkpoint(path), str(path), words)
+    _refused(lambda: weights.load_bundle(path), str(path), words)

@@ -171,7 +171,7 @@ def ssim_ceiling() -> str:
 def model_card(manifest: dict, run: Path, evaluation: str, ceiling: str, enhancement_table: str,
                intensity_note: str, bottleneck_table: str) -> str:
     """The model card: what the demo model is, how it was made, how well it does, what it is not."""
-    import torch
+    from MRISynthesisLib.weights import read_checkpoint
 
     meta = manifest.get("metadata", {})
     size = int(meta.get("image_size", IMAGE_SIZE))
@@ -186,7 +186,7 @@ def model_card(manifest: dict, run: Path, evaluation: str, ceiling: str, enhance
         kept.append(f"{kind}: {how}")
     sizes = []
     for kind, name in manifest["files"].items():
-        payload = torch.load(run / name, map_location="cpu", weights_only=True)
+        payload = read_checkpoint(run / name)
         count = sum(v.numel() for v in payload["state_dict"].values() if v.is_floating_point())
         sizes.append(f"| {kind} | `{json.dumps(payload['config'])}` | {count:,} |")
     return f"""# MRISynthesis demo model

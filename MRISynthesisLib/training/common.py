@@ -321,8 +321,13 @@ def load_training_state(path: Path, kind: str) -> dict:
 
     if not path.is_file():
         raise TrainingError(f"{path}: no training checkpoint to resume from (train without --resume first)")
+    from ..weights import CheckpointError, check_checkpoint_archive
+
     try:
+        check_checkpoint_archive(path)  # sizes from the zip index before anything is inflated
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except CheckpointError as error:
+        raise TrainingError(str(error)) from error
     except Exception as error:  # torch, zip and pickle errors all mean an unusable file
         raise TrainingError(f"{path}: not a readable training checkpoint ({type(error).__name__})") from error
     if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT or state.get("kind") != kind:
