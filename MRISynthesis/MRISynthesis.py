@@ -232,7 +232,7 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """An input of the running job left the scene: say so now (its results will not reference it)."""
         if self._job is None or self._prepared is None or node is None:
             return
-        from MRISynthesisLib import mrml
+        from MRISynthesisLib.scene import mrml
 
         for sequence, inputNode in self._prepared.nodes.items():
             if inputNode is node:
@@ -558,25 +558,25 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
     # ---------------------------------------------------------------- inputs
 
     def autoAssign(self, current: dict) -> dict:
-        from MRISynthesisLib import mrml
+        from MRISynthesisLib.scene import mrml
 
         return mrml.fill_empty_slots(current, slicer.mrmlScene)
 
     def assignmentNotes(self, current: dict) -> list:
         """Why some empty slots were not filled (several candidates)."""
-        from MRISynthesisLib import mrml
+        from MRISynthesisLib.scene import mrml
 
         return mrml.assignment_notes(current, slicer.mrmlScene)
 
     def selectionState(self, selected: dict, modelProblem: str = "", busy: bool = False):
-        from MRISynthesisLib import mrml
+        from MRISynthesisLib.scene import mrml
 
         return mrml.selection_state(selected, model_problem=modelProblem, busy=busy)
 
     def availableModels(self) -> list:
         """Catalogue bundles (``weights.list_bundles``); empty when the catalogue cannot be read."""
         try:
-            from MRISynthesisLib import weights
+            from MRISynthesisLib.core import weights
 
             return weights.list_bundles()
         except Exception as error:  # the widget must open even with a broken install
@@ -584,7 +584,7 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
             return []
 
     def prepareInputs(self, selected: dict):
-        from MRISynthesisLib import mrml
+        from MRISynthesisLib.scene import mrml
 
         return mrml.prepare_inputs(selected, slicer.mrmlScene)
 
@@ -592,27 +592,27 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
 
     def startSynthesis(self, prepared, model: Optional[str], device: str = "auto", tumourMaps: bool = True):
         """Start a background job that synthesises the missing sequences; returns the running job."""
-        from MRISynthesisLib import jobs
+        from MRISynthesisLib.core import jobs
 
         task = jobs.synthesis_task(prepared.images, model, device=device, tumour_maps=tumourMaps)
         return jobs.Job(task, name="synthesis").start()
 
     def startValidation(self, prepared, model: Optional[str], device: str = "auto", tumourMaps: bool = True):
         """Start a leave-one-out validation job on a complete case."""
-        from MRISynthesisLib import jobs
+        from MRISynthesisLib.core import jobs
 
         task = jobs.validation_task(prepared.images, model, device=device, tumour_maps=tumourMaps)
         return jobs.Job(task, name="validation").start()
 
     def addSynthesisResult(self, result, prepared, keepStage1: bool = False):
-        from MRISynthesisLib import mrml
+        from MRISynthesisLib.scene import mrml
 
         nodes = mrml.add_result_nodes(slicer.mrmlScene, result, prepared, keep_stage1=keepStage1)
         mrml.show_result(slicer.mrmlScene, nodes)
         return nodes
 
     def addValidationResults(self, results, prepared):
-        from MRISynthesisLib import mrml
+        from MRISynthesisLib.scene import mrml
 
         nodes = mrml.add_validation_nodes(slicer.mrmlScene, results, prepared)
         mrml.show_result(slicer.mrmlScene, nodes)
@@ -621,14 +621,14 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
     def process(self, selected: dict, model: Optional[str] = None, device: str = "auto",
                 keepStage1: bool = False, tumourMaps: bool = True):
         """Synthesise the missing sequences and add the result nodes, blocking (scripts and tests)."""
-        from MRISynthesisLib import mrml
+        from MRISynthesisLib.scene import mrml
 
         return mrml.synthesize_in_scene(slicer.mrmlScene, selected, model, device=device, keep_stage1=keepStage1,
                                         tumour_maps=tumourMaps, log=logging.info)
 
     def loadPhantom(self, seed: int = 0, small: bool = False) -> dict:
         """Generate a phantom case and load its four volumes and label map."""
-        from MRISynthesisLib import mrml
+        from MRISynthesisLib.scene import mrml
 
         nodes = mrml.add_phantom_case(slicer.mrmlScene, seed=seed, small=small)
         slicer.util.setSliceViewerLayers(background=nodes[Sequence.T1N], fit=True)
@@ -653,7 +653,8 @@ class MRISynthesisTest(ScriptedLoadableModuleTest):
     def test_synthesize_missing_t1c(self) -> None:
         import numpy as np
 
-        from MRISynthesisLib import mrml, weights
+        from MRISynthesisLib.scene import mrml
+        from MRISynthesisLib.core import weights
 
         logic = MRISynthesisLogic()
         self.delayDisplay("Checking Python packages")

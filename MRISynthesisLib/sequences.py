@@ -46,6 +46,15 @@ class Sequence(str, enum.Enum):
 #: Canonical order used throughout the project (inputs, reports, tables).
 SEQUENCES: tuple[Sequence, ...] = (Sequence.T1N, Sequence.T1C, Sequence.T2W, Sequence.T2F)
 
+#: Intensity-encoding priors (mean, std) of the median brain intensity on the [0, 1] scale,
+#: measured on BraSyn 2024 training data (two-stage paper, appendix A.1).
+INTENSITY_PRIORS: dict[Sequence, tuple[float, float]] = {
+    Sequence.T1N: (0.4332, 0.1003),
+    Sequence.T2W: (0.2498, 0.0626),
+    Sequence.T2F: (0.3034, 0.1017),
+    Sequence.T1C: (0.2404, 0.0623),
+}
+
 DISPLAY_NAMES: dict[Sequence, str] = {
     Sequence.T1N: "T1",
     Sequence.T1C: "T1 contrast-enhanced",

@@ -11,12 +11,12 @@ import SimpleITK as sitk
 import torch
 
 from MRISynthesisLib import __version__, metrics
-from MRISynthesisLib.cli import main
-from MRISynthesisLib.io import image_description
+from MRISynthesisLib.cli.main import main
+from MRISynthesisLib.core.io import image_description
 from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANGenerator
 from MRISynthesisLib.models.refiner import Refiner, RefinerConfig
 from MRISynthesisLib.phantom import generate_case, write_case
-from MRISynthesisLib.weights import save_bundle
+from MRISynthesisLib.core.weights import save_bundle
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_validate_writes_metrics_that_match_metrics_py(tmp_path, bundle_dir, cas
     label = sitk.GetArrayFromImage(sitk.ReadImage(str(case_dir / f"{case}-seg.nii.gz"))) > 0
     union = np.any([sitk.GetArrayFromImage(sitk.ReadImage(str(p))) != 0
                     for p in case_dir.glob("*-t*.nii.gz")], axis=0)
-    from MRISynthesisLib.preprocessing import brain_mask
+    from MRISynthesisLib.core.preprocessing import brain_mask
 
     brain = brain_mask([union])
     expected = metrics.image_metrics(acquired, synthetic, brain, label & brain)
@@ -146,7 +146,7 @@ def test_phantom_command(tmp_path):
 
 def test_training_choices_match_the_options_they_set():
     """The CLI spells the --keep and --input-patterns choices out (to stay light to import); they must agree."""
-    from MRISynthesisLib.cli import build_parser
+    from MRISynthesisLib.cli.main import build_parser
     from MRISynthesisLib.training.common import INPUT_PATTERNS, KEEP_CHOICES
 
     train = next(a for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions

@@ -11,12 +11,13 @@ import pytest
 import SimpleITK as sitk
 from PIL import Image
 
-from MRISynthesisLib import demo, metrics, montage, phantom
-from MRISynthesisLib.cli import main
-from MRISynthesisLib.pipeline import TargetResult
-from MRISynthesisLib.preprocessing import brain_mask
+from MRISynthesisLib.evaluation import demo_case as demo, montage
+from MRISynthesisLib import metrics, phantom
+from MRISynthesisLib.cli.main import main
+from MRISynthesisLib.core.pipeline import TargetResult
+from MRISynthesisLib.core.preprocessing import brain_mask
 from MRISynthesisLib.sequences import SEQUENCES, Sequence
-from MRISynthesisLib.weights import ModelBundle
+from MRISynthesisLib.core.weights import ModelBundle
 
 from test_evaluation import tiny_bundle
 

@@ -1,7 +1,7 @@
 """The packaged demo bundle: present, loadable, small, and honest about what it is."""
 from __future__ import annotations
 
-from MRISynthesisLib import weights
+from MRISynthesisLib.core import weights
 
 
 def test_demo_bundle_is_the_default_and_loads_completely():

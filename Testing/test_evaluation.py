@@ -1,4 +1,4 @@
-"""``mrisynth evaluate`` and MRISynthesisLib.evaluation: real phantom cases, a real tiny bundle, and every
+"""``mrisynth evaluate`` and MRISynthesisLib.evaluation.cases: real phantom cases, a real tiny bundle, and every
 number checked against metrics.py recomputed from the files the command wrote."""
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import SimpleITK as sitk
 import torch
 from PIL import Image
 
-from MRISynthesisLib import evaluation, metrics, phantom
-from MRISynthesisLib.cli import main
-from MRISynthesisLib.evaluation import EvaluationError
+from MRISynthesisLib.evaluation import cases as evaluation
+from MRISynthesisLib import metrics, phantom
+from MRISynthesisLib.cli.main import main
+from MRISynthesisLib.evaluation.cases import EvaluationError
 from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANGenerator
 from MRISynthesisLib.models.refiner import Refiner, RefinerConfig
 from MRISynthesisLib.models.segmenter import (
@@ -25,10 +26,10 @@ from MRISynthesisLib.models.segmenter import (
     predict_region_probabilities,
     regions_to_label,
 )
-from MRISynthesisLib.pipeline import brain_box
-from MRISynthesisLib.preprocessing import brain_mask
+from MRISynthesisLib.core.pipeline import brain_box
+from MRISynthesisLib.core.preprocessing import brain_mask
 from MRISynthesisLib.sequences import SEQUENCES, Sequence
-from MRISynthesisLib.weights import load_bundle, save_bundle
+from MRISynthesisLib.core.weights import load_bundle, save_bundle
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE_KEYS = ("ssim", "ssim_tumour", "ssim_healthy", "psnr", "nmse", "mae", "ssim_volume")

@@ -24,14 +24,14 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from MRISynthesisLib import pipeline
-from MRISynthesisLib.cli import main
-from MRISynthesisLib.io import InputError, read_image
+from MRISynthesisLib.core import pipeline
+from MRISynthesisLib.cli.main import main
+from MRISynthesisLib.core.io import InputError, read_image
 from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANGenerator
 from MRISynthesisLib.models.refiner import Refiner, RefinerConfig
 from MRISynthesisLib.phantom import generate_case, write_case
 from MRISynthesisLib.sequences import Sequence
-from MRISynthesisLib.weights import ModelBundle, save_bundle
+from MRISynthesisLib.core.weights import ModelBundle, save_bundle
 
 CASE = "Phantom-00031"
 
@@ -324,7 +324,7 @@ def _nifti_header_only(path: Path, shape: tuple, dtype=np.uint8) -> Path:
 
 _PEAK_MEMORY_SCRIPT = """
 import resource, sys
-from MRISynthesisLib.io import read_image, InputError
+from MRISynthesisLib.core.io import read_image, InputError
 try:
     read_image(sys.argv[1])
     print("read")
@@ -650,7 +650,7 @@ def test_a_data_file_that_is_a_fifo_fails_at_once(tmp_path):
                          ("pipe.mhd", "ObjectType = Image\nNDims = 3\nDimSize = 8 9 10\nElementSpacing = 1 1 1\n"
                                       f"ElementType = MET_FLOAT\nElementDataFile = {fifo.name}\n")):
         (tmp_path / header).write_text(text)
-        completed = subprocess.run([sys.executable, "-c", "import sys; from MRISynthesisLib.io import read_image\n"
+        completed = subprocess.run([sys.executable, "-c", "import sys; from MRISynthesisLib.core.io import read_image\n"
                                     "try: read_image(sys.argv[1])\nexcept Exception as e: print(e)",
                                     str(tmp_path / header)], capture_output=True, text=True, timeout=60)
         assert "FIFO" in completed.stdout, completed
@@ -738,7 +738,7 @@ def test_one_scan_in_disguise_given_for_two_sequences_is_refused(phantom_case, d
 
 
 def test_different_sequences_of_one_case_are_not_taken_for_duplicates(phantom_case):
-    from MRISynthesisLib.input_checks import find_duplicate
+    from MRISynthesisLib.core.input_checks import find_duplicate
 
     images = {s: read_image(phantom_case / f"{CASE}-{s}.nii.gz") for s in ("t1n", "t1c", "t2w", "t2f")}
     assert find_duplicate(images) is None
@@ -792,7 +792,7 @@ def test_more_python_api_misuse_is_named(phantom_case, arguments, words):
 
 
 def test_signals_during_the_final_move_wait_until_it_is_done():
-    from MRISynthesisLib.outputs import deferred_signals
+    from MRISynthesisLib.core.result_files import deferred_signals
 
     reached = []
     with pytest.raises(KeyboardInterrupt):

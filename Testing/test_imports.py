@@ -17,15 +17,15 @@ HEAVY = ("torch", "monai")
 LIGHT_MODULES = [
     "MRISynthesisLib",
     "MRISynthesisLib.sequences",
-    "MRISynthesisLib.io",
-    "MRISynthesisLib.preprocessing",
-    "MRISynthesisLib.devices",
-    "MRISynthesisLib.inference",
-    "MRISynthesisLib.progress",
-    "MRISynthesisLib.pipeline",
-    "MRISynthesisLib.weights",
+    "MRISynthesisLib.core.io",
+    "MRISynthesisLib.core.preprocessing",
+    "MRISynthesisLib.core.devices",
+    "MRISynthesisLib.core.inference",
+    "MRISynthesisLib.core.progress",
+    "MRISynthesisLib.core.pipeline",
+    "MRISynthesisLib.core.weights",
     "MRISynthesisLib.cli",
-    "MRISynthesisLib.mrml",
+    "MRISynthesisLib.scene.mrml",
 ]
 
 
@@ -40,7 +40,7 @@ def heavy_modules_after_import(module: str) -> list:
 
 @pytest.mark.parametrize("module", LIGHT_MODULES)
 def test_light_modules_do_not_import_torch_or_monai(module):
-    if module == "MRISynthesisLib.mrml" and importlib.util.find_spec("slicer") is None:
+    if module == "MRISynthesisLib.scene.mrml" and importlib.util.find_spec("slicer") is None:
         pytest.skip("slicer-core is not installed")
     assert heavy_modules_after_import(module) == []
 

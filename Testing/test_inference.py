@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from MRISynthesisLib import devices
-from MRISynthesisLib.devices import DeviceError, cgroup_cpu_limit, is_out_of_memory, resolve_device
-from MRISynthesisLib.inference import (
+from MRISynthesisLib.core import devices
+from MRISynthesisLib.core.devices import DeviceError, cgroup_cpu_limit, is_out_of_memory, resolve_device
+from MRISynthesisLib.core.inference import (
     Cancelled,
     InferenceOptionsError,
     MemoryBackoff,

@@ -1,4 +1,4 @@
-"""Tests for MRISynthesisLib.io: readers, BraTS case folders, grids, resampling, atomic writes.
+"""Tests for MRISynthesisLib.core.io: readers, BraTS case folders, grids, resampling, atomic writes.
 
 Every test works on real files written with SimpleITK or nibabel into a temporary folder.
 """
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from MRISynthesisLib import io
-from MRISynthesisLib.io import InputError, WriteError
+from MRISynthesisLib.core import io
+from MRISynthesisLib.core.io import InputError, WriteError
 from MRISynthesisLib.sequences import SEQUENCES, Sequence
 
 OBLIQUE_SPACING = (0.9, 1.1, 3.0)

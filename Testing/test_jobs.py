@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from MRISynthesisLib import io, jobs
-from MRISynthesisLib.weights import ModelBundle
-from MRISynthesisLib.inference import Cancelled, check_cancel
-from MRISynthesisLib.pipeline import SynthesisResult, TargetResult
+from MRISynthesisLib.core import io, jobs
+from MRISynthesisLib.core.weights import ModelBundle
+from MRISynthesisLib.core.inference import Cancelled, check_cancel
+from MRISynthesisLib.core.pipeline import SynthesisResult, TargetResult
 from MRISynthesisLib.sequences import SEQUENCES, Sequence
 
 WAIT_S = 10.0  # generous upper bound for a job to finish; never a timing assertion

@@ -468,7 +468,7 @@ def test_enhancement_contrast_tells_an_acquired_t1c_from_sequences_without_enhan
     import SimpleITK as sitk
 
     from MRISynthesisLib.phantom import generate_case
-    from MRISynthesisLib.preprocessing import brain_mask
+    from MRISynthesisLib.core.preprocessing import brain_mask
     from MRISynthesisLib.sequences import Sequence
 
     case = generate_case(5000, small=True)

@@ -2,7 +2,7 @@
 
 Volumes are loaded the way Slicer loads them (``vtkSlicerVolumesLogic`` reading real NIfTI and
 NRRD files) and compared with SimpleITK's own reading of the same files; result nodes are made
-from real :class:`~MRISynthesisLib.pipeline.SynthesisResult` objects built from real images.
+from real :class:`~MRISynthesisLib.core.pipeline.SynthesisResult` objects built from real images.
 """
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ if not hasattr(slicer, "vtkSlicerVolumesLogic"):
 import vtk  # noqa: E402  (after the skip: slicer-core brings the matching VTK)
 from vtk.util import numpy_support  # noqa: E402
 
-from MRISynthesisLib import __version__, mrml  # noqa: E402
-from MRISynthesisLib.pipeline import SynthesisResult, TargetResult  # noqa: E402
+from MRISynthesisLib import __version__  # noqa: E402
+from MRISynthesisLib.scene import mrml  # noqa: E402
+from MRISynthesisLib.core.pipeline import SynthesisResult, TargetResult  # noqa: E402
 from MRISynthesisLib.sequences import SEQUENCES, Sequence  # noqa: E402
 
 OBLIQUE_GEOMETRY = dict(spacing=(0.9, 1.1, 2.5), origin=(12.5, -30.0, 7.25))

@@ -9,17 +9,17 @@ import SimpleITK as sitk
 import torch
 
 from MRISynthesisLib import metrics
-from MRISynthesisLib.devices import DeviceError
-from MRISynthesisLib.inference import Cancelled, Stage1Options, run_stage1
-from MRISynthesisLib.io import InputError
+from MRISynthesisLib.core.devices import DeviceError
+from MRISynthesisLib.core.inference import Cancelled, Stage1Options, run_stage1
+from MRISynthesisLib.core.io import InputError
 from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANGenerator
 from MRISynthesisLib.models.refiner import Refiner, RefinerConfig
 from MRISynthesisLib.models.segmenter import SegmenterConfig, build_segmenter
 from MRISynthesisLib.phantom import generate_case
-from MRISynthesisLib.pipeline import SYNTHETIC_SCALE, synthesize
-from MRISynthesisLib.preprocessing import brain_mask
+from MRISynthesisLib.core.pipeline import SYNTHETIC_SCALE, synthesize
+from MRISynthesisLib.core.preprocessing import brain_mask
 from MRISynthesisLib.sequences import SEQUENCES
-from MRISynthesisLib.weights import ModelBundle
+from MRISynthesisLib.core.weights import ModelBundle
 
 T1N, T1C, T2W, T2F = SEQUENCES
 

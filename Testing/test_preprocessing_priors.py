@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from MRISynthesisLib.preprocessing import INTENSITY_PRIORS, estimate_intensity_priors, prior_intensity
+from MRISynthesisLib.core.preprocessing import INTENSITY_PRIORS, estimate_intensity_priors, prior_intensity
 from MRISynthesisLib.sequences import Sequence
 
 

@@ -2,7 +2,7 @@
 odd node names and misuse of the Python API.
 
 Everything is real: a ``slicer-core`` MRML scene with real volume, label-map, vector,
-segmentation and model nodes, real :class:`~MRISynthesisLib.jobs.Job` threads, and the real
+segmentation and model nodes, real :class:`~MRISynthesisLib.core.jobs.Job` threads, and the real
 engine with a tiny untrained torch bundle where the engine matters (elsewhere the job runs
 a plain Python function that returns a real ``SynthesisResult``).
 """
@@ -22,10 +22,11 @@ slicer = pytest.importorskip("slicer", reason="needs slicer-core (the real MRML 
 import vtk  # noqa: E402  (after the skip: slicer-core brings the matching VTK)
 from vtk.util import numpy_support  # noqa: E402
 
-from MRISynthesisLib import jobs, mrml  # noqa: E402
-from MRISynthesisLib.pipeline import SynthesisResult, TargetResult  # noqa: E402
+from MRISynthesisLib.core import jobs
+from MRISynthesisLib.scene import mrml  # noqa: E402
+from MRISynthesisLib.core.pipeline import SynthesisResult, TargetResult  # noqa: E402
 from MRISynthesisLib.sequences import SEQUENCES, Sequence  # noqa: E402
-from MRISynthesisLib.weights import ModelBundle  # noqa: E402
+from MRISynthesisLib.core.weights import ModelBundle  # noqa: E402
 
 WAIT_S = 30.0  # generous upper bound for a job to finish; never a timing assertion
 CASE = "Hostile-001"
@@ -434,7 +435,7 @@ def extension(request):
 
 
 def test_synthetic_file_loaded_from_disk_is_refused_by_name(case, tmp_path, extension):
-    from MRISynthesisLib import io
+    from MRISynthesisLib.core import io
 
     path = tmp_path / f"BraTS-synthetic-t1c{extension}"
     io.write_image(brain_like(4), path, description="SYNTHETIC T1c volume - not an acquired image")
@@ -448,7 +449,7 @@ def test_synthetic_file_loaded_from_disk_is_refused_by_name(case, tmp_path, exte
 
 
 def test_acquired_file_loaded_from_disk_is_accepted(case, tmp_path, extension):
-    from MRISynthesisLib import io
+    from MRISynthesisLib.core import io
 
     path = tmp_path / f"acquired-t1c{extension}"
     io.write_image(brain_like(4), path, description="acquired on scanner 3")

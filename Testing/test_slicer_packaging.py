@@ -112,16 +112,45 @@ def test_module_cmake_lists_every_module_file_and_nothing_else():
     assert sorted(present - listed) == [], "present in MRISynthesis/ but not listed in its CMakeLists.txt"
 
 
-def test_module_cmake_lists_every_library_file_and_nothing_else():
+#: What Slicer runs: the ground modules, the networks, the engine, the scene bridge and the phantom
+#: (sample data). The command line, training and research tools are not installed into Slicer.
+SHIPPED = ("__init__.py", "sequences.py", "metrics/", "models/", "core/", "scene/", "phantom/", "data/models/demo/")
+NOT_SHIPPED = ("cli/", "training/", "evaluation/")
+
+
+def shipped_library_files() -> set:
+    return {f"MRISynthesisLib/{name}" for name in files_under(LIBRARY_DIR)
+            if name.startswith(SHIPPED) or name in SHIPPED}
+
+
+def test_module_cmake_installs_what_slicer_runs_and_nothing_else():
     values = cmake_sets(MODULE_DIR / "CMakeLists.txt")
     scripts = set(values.get("LIBRARY_PYTHON_SCRIPTS", []))
     resources = set(values.get("LIBRARY_PYTHON_RESOURCES", []))
-    present = {f"MRISynthesisLib/{name}" for name in files_under(LIBRARY_DIR)}
-    missing = sorted(present - scripts - resources)
+    expected = shipped_library_files()
+    missing = sorted(expected - scripts - resources)
     assert missing == [], "add these lines to LIBRARY_PYTHON_SCRIPTS / _RESOURCES:\n  " + "\n  ".join(missing)
-    assert sorted((scripts | resources) - present) == [], "listed but not in MRISynthesisLib/"
+    extra = sorted((scripts | resources) - expected)
+    assert extra == [], "listed but not part of what Slicer runs (or not in MRISynthesisLib/):\n  " + "\n  ".join(extra)
+    assert not any(name.startswith(tuple(f"MRISynthesisLib/{p}" for p in NOT_SHIPPED)) for name in scripts | resources)
     assert all(name.endswith(".py") for name in scripts)
     assert not any(name.endswith(".py") for name in resources)
+
+
+def test_what_slicer_runs_imports_nothing_that_is_not_installed():
+    """The installed packages never import the command line, training or research tools."""
+    offenders = []
+    for name in sorted(shipped_library_files()):
+        if not name.endswith(".py"):
+            continue
+        path = ROOT / name
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                text = ("." * node.level) + module
+                if any(f"{part.rstrip('/')}" in text.replace(".", "/").split("/") for part in NOT_SHIPPED):
+                    offenders.append(f"{name}:{node.lineno} from {text}")
+    assert offenders == []
 
 
 def test_module_cmake_builds_the_module_installs_the_library_and_registers_the_self_test():
@@ -298,14 +327,15 @@ def test_what_the_module_imports_at_start_pulls_in_no_third_party_package():
 
 def test_jobs_and_mrml_import_without_qt_or_the_engine():
     output = run_python(
-        "import sys, MRISynthesisLib.jobs, MRISynthesisLib.mrml; "
+        "import sys, MRISynthesisLib.core.jobs, MRISynthesisLib.scene.mrml; "
         "print(sorted(m for m in ('qt','PythonQt','PyQt5','PySide2','PySide6','torch','monai','nibabel') "
         "if m in sys.modules))")
     assert output.strip() == "[]"
 
 
-@pytest.mark.parametrize("path", [MODULE_FILE, LIBRARY_DIR / "mrml.py", LIBRARY_DIR / "jobs.py",
-                                  ROOT / "Resources" / "make_icon.py"])
+@pytest.mark.parametrize("path", [MODULE_FILE, ROOT / "Resources" / "make_icon.py"] + sorted(
+    ROOT / name for name in shipped_library_files() if name.endswith(".py") and not name.endswith("__init__.py")),
+    ids=lambda path: path.name)
 def test_python_39_syntax_and_future_annotations(path):
     tree = ast.parse(path.read_text(encoding="utf-8"), feature_version=(3, 9))
     assert ast.get_docstring(tree)

@@ -10,8 +10,10 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from MRISynthesisLib import cli, phantom, pipeline
-from MRISynthesisLib.io import read_case
+from MRISynthesisLib.cli import main as cli
+from MRISynthesisLib import phantom
+from MRISynthesisLib.core import pipeline
+from MRISynthesisLib.core.io import read_case
 from MRISynthesisLib.models.discriminator import DiscriminatorConfig, PatchDiscriminator
 from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANGenerator
 from MRISynthesisLib.models.refiner import Refiner, RefinerConfig
@@ -61,7 +63,7 @@ from MRISynthesisLib.training.stage2 import (
     stage2_batch,
     train_stage2,
 )
-from MRISynthesisLib.weights import load_bundle, save_checkpoint
+from MRISynthesisLib.core.weights import load_bundle, save_checkpoint
 
 T1N, T1C, T2W, T2F = SEQUENCES
 SIZE = 96  # the small phantom grid: 96 x 96 pixels of 2.5 mm = the 240 mm model field of view

@@ -6,11 +6,11 @@ import json
 import pytest
 import torch
 
-from MRISynthesisLib import weights
+from MRISynthesisLib.core import weights
 from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANGenerator, seeded_reference_state_dict
 from MRISynthesisLib.models.refiner import Refiner, RefinerConfig
 from MRISynthesisLib.models.segmenter import SegmenterConfig, build_segmenter
-from MRISynthesisLib.weights import CheckpointError
+from MRISynthesisLib.core.weights import CheckpointError
 
 TINY = HFGANConfig(dim=8, dim_mults=(1, 2, 4), n_layers=1, n_heads=2, image_size=32)
 
@@ -109,7 +109,7 @@ def test_wrong_kind_and_bad_manifest(tmp_path):
 
 
 def test_intensity_priors_travel_with_the_generator(tmp_path):
-    from MRISynthesisLib.preprocessing import INTENSITY_PRIORS
+    from MRISynthesisLib.core.preprocessing import INTENSITY_PRIORS
     from MRISynthesisLib.sequences import Sequence
 
     torch.manual_seed(6)

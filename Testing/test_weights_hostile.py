@@ -18,11 +18,11 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from MRISynthesisLib import weights
+from MRISynthesisLib.core import weights
 from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANGenerator, seeded_reference_state_dict
 from MRISynthesisLib.models.refiner import Refiner, RefinerConfig
 from MRISynthesisLib.models.segmenter import SegmenterConfig, build_segmenter
-from MRISynthesisLib.weights import CheckpointError
+from MRISynthesisLib.core.weights import CheckpointError
 
 TINY = HFGANConfig(dim=8, dim_mults=(1, 2, 4), n_layers=1, n_heads=2, image_size=32)
 
@@ -261,7 +261,7 @@ def _load_checkpoint(path: Path) -> Any:
 #: ``argv[2]`` and prints its peak-RSS rise in bytes and the error message.
 _PEAK_SCRIPT = textwrap.dedent("""
     import resource, sys
-    from MRISynthesisLib import weights
+    from MRISynthesisLib.core import weights
     weights.load_bundle(sys.argv[1])
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -339,7 +339,7 @@ def summary_lines(summary: dict) -> list:
 
 def machine_info(device: str) -> dict:
     """CPU, cores, torch version and GPU of the machine (asked in a child process: torch stays out of this one)."""
-    code = ("import json, torch; from MRISynthesisLib.devices import available_cpu_cores as c; "
+    code = ("import json, torch; from MRISynthesisLib.core.devices import available_cpu_cores as c; "
             "print(json.dumps({'torch': torch.__version__, 'cores': c(), 'cuda': torch.cuda.is_available(), "
             "'gpu': torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}))")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")])))

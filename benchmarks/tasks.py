@@ -69,7 +69,7 @@ def demo_image_size() -> int:
     """Slice size of the packaged demo model (its manifest's metadata), so random weights match its cost."""
     import json
 
-    from MRISynthesisLib.weights import CATALOGUE_DIR
+    from MRISynthesisLib.core.weights import CATALOGUE_DIR
 
     manifest = json.loads((CATALOGUE_DIR / "demo" / "bundle.json").read_text())
     return int(manifest.get("metadata", {}).get("image_size", 96))
@@ -81,7 +81,7 @@ def build_bundle(spec: dict):
 
     from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANGenerator, seeded_reference_state_dict
     from MRISynthesisLib.models.refiner import Refiner, RefinerConfig
-    from MRISynthesisLib.weights import ModelBundle, load_bundle
+    from MRISynthesisLib.core.weights import ModelBundle, load_bundle
 
     model = spec["model"]
     if model.get("path"):
@@ -105,7 +105,7 @@ def build_bundle(spec: dict):
 
 def read_inputs(case_dir: str) -> tuple:
     """(acquired images without the target, the target image) of the benchmark case."""
-    from MRISynthesisLib.io import read_case
+    from MRISynthesisLib.core.io import read_case
     from MRISynthesisLib.sequences import parse_sequence
 
     images = read_case(case_dir)
@@ -135,7 +135,7 @@ def subset_of(brain_slices: np.ndarray, count: Optional[int]) -> np.ndarray:
 
 
 def stage1_options(spec: dict):
-    from MRISynthesisLib.inference import Stage1Options
+    from MRISynthesisLib.core.inference import Stage1Options
 
     if spec["mode"] == "naive":
         return Stage1Options.naive()
@@ -156,9 +156,9 @@ def window_count(shape: tuple, roi: tuple, overlap: float) -> int:
 
 def task_stage1(spec: dict, device, bundle, folder: Path) -> dict:
     """Time stage 1 on every slice (naive) or the brain slices (fast), or on a subset of brain slices."""
-    from MRISynthesisLib.inference import auto_batch_size, run_stage1
-    from MRISynthesisLib.pipeline import prepare_inputs
-    from MRISynthesisLib.preprocessing import prior_intensity
+    from MRISynthesisLib.core.inference import auto_batch_size, run_stage1
+    from MRISynthesisLib.core.pipeline import prepare_inputs
+    from MRISynthesisLib.core.preprocessing import prior_intensity
     from MRISynthesisLib.sequences import parse_sequence
 
     acquired, _ = read_inputs(spec["case_dir"])
@@ -198,9 +198,9 @@ def task_stage1(spec: dict, device, bundle, folder: Path) -> dict:
 
 def task_stage2(spec: dict, device, bundle, folder: Path) -> dict:
     """Time the refiner on the whole model-grid volume, stopping after ``max_windows`` windows."""
-    from MRISynthesisLib.inference import Stage2Options, refiner_roi, run_refiner
-    from MRISynthesisLib.pipeline import prepare_inputs
-    from MRISynthesisLib.preprocessing import fit_zscore
+    from MRISynthesisLib.core.inference import Stage2Options, refiner_roi, run_refiner
+    from MRISynthesisLib.core.pipeline import prepare_inputs
+    from MRISynthesisLib.core.preprocessing import fit_zscore
     from MRISynthesisLib.sequences import SEQUENCES, parse_sequence
 
     acquired, target_image = read_inputs(spec["case_dir"])
@@ -245,7 +245,7 @@ def task_stage2(spec: dict, device, bundle, folder: Path) -> dict:
 
 def task_pipeline(spec: dict, device, bundle, folder: Path) -> dict:
     """The whole synthesis of the missing T1c: prepare, stage 1, stage 2, maps, back to the input grid."""
-    from MRISynthesisLib.pipeline import synthesize
+    from MRISynthesisLib.core.pipeline import synthesize
 
     acquired, _ = read_inputs(spec["case_dir"])
     rss_before = current_rss_mib()
@@ -280,7 +280,7 @@ def _gpu_peak_mib(device) -> Optional[float]:
 
 def run_task(spec: dict, folder: Path) -> dict:
     """Set up threads and device, build the models, run the task; add memory figures."""
-    from MRISynthesisLib.devices import configure_cpu_threads, resolve_device
+    from MRISynthesisLib.core.devices import configure_cpu_threads, resolve_device
 
     device = resolve_device(spec["device"])
     threads = configure_cpu_threads()  # OMP_NUM_THREADS when the parent set it, else every core

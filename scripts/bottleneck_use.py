@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from MRISynthesisLib.io import read_case
-from MRISynthesisLib.pipeline import prepare_inputs
+from MRISynthesisLib.core.io import read_case
+from MRISynthesisLib.core.pipeline import prepare_inputs
 from MRISynthesisLib.sequences import SEQUENCES
-from MRISynthesisLib.weights import load_bundle
+from MRISynthesisLib.core.weights import load_bundle
 
 
 def target_sensitivity(generator, channels: torch.Tensor, target_channel: int, mean: float, std: float) -> dict:

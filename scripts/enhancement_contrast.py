@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from MRISynthesisLib.evaluation import find_evaluation_cases, read_label
-from MRISynthesisLib.io import CaseFiles, read_case
+from MRISynthesisLib.evaluation.cases import find_evaluation_cases, read_label
+from MRISynthesisLib.core.io import CaseFiles, read_case
 from MRISynthesisLib.metrics import enhancement_contrast
-from MRISynthesisLib.pipeline import synthesize
-from MRISynthesisLib.preprocessing import brain_mask
+from MRISynthesisLib.core.pipeline import synthesize
+from MRISynthesisLib.core.preprocessing import brain_mask
 from MRISynthesisLib.sequences import SEQUENCES, Sequence
 
 

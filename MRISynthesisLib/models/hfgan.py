@@ -31,8 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..preprocessing import INTENSITY_PRIORS  # re-exported: the prior table lives with the normalisation
-from ..sequences import Sequence, parse_sequence
+from ..sequences import INTENSITY_PRIORS, Sequence, parse_sequence  # INTENSITY_PRIORS re-exported
 from .config import ConfigDict
 
 __all__ = [

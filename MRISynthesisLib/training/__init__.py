@@ -10,5 +10,5 @@
 * :mod:`.common` - run folder, epoch loop, resumable checkpoints, time budget, bundle writing.
 
 Every command writes into one run folder whose model bundle ``mrisynth synthesize --model``
-loads directly; ``mrisynth train`` (``cli_training.py``) is the command-line front end.
+loads directly; ``mrisynth train`` (``cli/train.py``) is the command-line front end.
 """

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 import numpy as np
 
 from .. import __version__
-from ..io import atomic_path, write_text
+from ..core.io import atomic_path, write_text
 
 #: Written into resumable training checkpoints so foreign files are refused.
 TRAINING_STATE_FORMAT = "mrisynthesis-training-state"
@@ -246,7 +246,7 @@ def training_device(options: TrainOptions):
     """
     import torch
 
-    from ..devices import resolve_device
+    from ..core.devices import resolve_device
 
     device = resolve_device(options.device)
     if options.cpu_threads is not None:
@@ -321,7 +321,7 @@ def load_training_state(path: Path, kind: str) -> dict:
 
     if not path.is_file():
         raise TrainingError(f"{path}: no training checkpoint to resume from (train without --resume first)")
-    from ..weights import CheckpointError, check_checkpoint_archive
+    from ..core.weights import CheckpointError, check_checkpoint_archive
 
     try:
         check_checkpoint_archive(path)  # sizes from the zip index before anything is inflated
@@ -349,7 +349,7 @@ def file_sha256(path: Path) -> str:
 
 def load_run_model(run_dir: Path, kind: str):
     """The ``kind`` network saved in the run folder, or None when there is none."""
-    from ..weights import build_model, read_checkpoint
+    from ..core.weights import build_model, read_checkpoint
 
     path = Path(run_dir) / f"{kind}.pt"
     if not path.is_file():
@@ -364,7 +364,7 @@ def write_run_bundle(run_dir: Path, kind: str, model, info: Mapping, log: Option
     by the stage-1 file's SHA-256). Without a stage-1 model the checkpoint is written but no
     ``bundle.json`` (a bundle cannot synthesise without stage 1).
     """
-    from ..weights import BUNDLE_FILE, save_bundle, save_checkpoint
+    from ..core.weights import BUNDLE_FILE, save_bundle, save_checkpoint
 
     run_dir = Path(run_dir)
     provenance = {"software": f"MRISynthesis {__version__}", "run_dir": str(run_dir), "command": f"train {kind}",
@@ -393,7 +393,7 @@ def write_run_bundle(run_dir: Path, kind: str, model, info: Mapping, log: Option
 
 def _bundle_metadata(run_dir: Path, kind: str, provenance: Mapping) -> dict:
     """Earlier ``bundle.json`` metadata with this command's training record added."""
-    from ..weights import BUNDLE_FILE
+    from ..core.weights import BUNDLE_FILE
 
     metadata: dict = {}
     path = run_dir / BUNDLE_FILE

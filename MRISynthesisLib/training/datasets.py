@@ -5,7 +5,7 @@
   ``t1 t1ce t2 flair seg`` names; the 2021 enhancing label 4 becomes 3).
 * **Split**: train/validation by case, drawn from the seed and written to ``split.json`` so
   every command of a run folder (stage 1, segmenter, stage 2) uses the same one.
-* **Preparation**: :func:`MRISynthesisLib.pipeline.prepare_inputs` (the inference code)
+* **Preparation**: :func:`MRISynthesisLib.core.pipeline.prepare_inputs` (the inference code)
   with all four sequences gives the [-1, 1] stage-1 arrays, the raw model-grid arrays (for
   the stage-2 z-score) and the brain on the model grid; the label goes through the same
   grid. Arrays are cached as ``.npy`` in the run folder and memory-mapped.
@@ -29,7 +29,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from ..io import (
+from ..core.io import (
     CaseFiles,
     atomic_path,
     find_case_files,
@@ -41,7 +41,7 @@ from ..io import (
     write_text,
 )
 from ..metrics import BRATS_REGIONS
-from ..preprocessing import ZScore, fit_zscore, intensity_encoding_value, prior_intensity
+from ..core.preprocessing import ZScore, fit_zscore, intensity_encoding_value, prior_intensity
 from ..sequences import SEQUENCES, Sequence
 from .common import LogCallback, TrainingError, check_input_patterns, file_sha256
 
@@ -219,7 +219,7 @@ class PreparedCase:
 
 def prepare_case(files: CaseFiles, image_size: int) -> PreparedCase:
     """Read a case folder and prepare it with the inference code for ``image_size`` slices."""
-    from ..pipeline import prepare_inputs
+    from ..core.pipeline import prepare_inputs
 
     images = read_case(files.folder)
     prepared = prepare_inputs(images, [], GridSpec.of_size(image_size))
@@ -548,8 +548,8 @@ def stage1_volume(generator, case: PreparedCase, target: Sequence, sources: Sequ
     Calls ``pipeline.stage1_on_model_grid`` (the inference code: slice batches, empty slices skipped,
     prior-mean intensity encoding), so stage 2 trains on what it will see at inference.
     """
-    from ..pipeline import stage1_on_model_grid
-    from ..weights import ModelBundle
+    from ..core.pipeline import stage1_on_model_grid
+    from ..core.weights import ModelBundle
 
     bundle = ModelBundle(name="training", stage1=generator)
     intensity = prior_intensity(target, priors=generator.intensity_priors)

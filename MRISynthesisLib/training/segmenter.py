@@ -118,7 +118,7 @@ def load_segmenter_weights(path: str | Path, input_order: Optional[SequenceT[str
     A state dict that does not fit ``build_segmenter`` raises :class:`TrainingError` naming
     the file and the first mismatch.
     """
-    from ..weights import build_model, find_state_dict, is_project_checkpoint, read_checkpoint
+    from ..core.weights import build_model, find_state_dict, is_project_checkpoint, read_checkpoint
 
     path = Path(path)
     if path.is_dir():
@@ -213,7 +213,7 @@ def region_dice(probabilities: np.ndarray, label: np.ndarray, prefix: str = "val
 
 def segment_regions(model, volumes: np.ndarray, brain: np.ndarray, device) -> np.ndarray:
     """WT/TC/ET probabilities [3, Z, H, W] of z-scored volumes [4, Z, H, W], inside the brain box as the pipeline."""
-    from ..pipeline import brain_box, segmenter_roi
+    from ..core.pipeline import brain_box, segmenter_roi
 
     box = (slice(None),) + brain_box(brain, margin=4)
     inside = np.ascontiguousarray(volumes[box])

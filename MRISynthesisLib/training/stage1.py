@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from .. import metrics
 from ..models.discriminator import DiscriminatorConfig, PatchDiscriminator
 from ..models.hfgan import HFGANConfig, HFGANGenerator
-from ..preprocessing import estimate_intensity_priors
+from ..core.preprocessing import estimate_intensity_priors
 from ..sequences import SEQUENCES
 from .common import (
     EpochTrainer,

@@ -30,7 +30,7 @@ from monai.losses import DiceLoss
 from .. import metrics
 from ..models.refiner import Refiner, RefinerConfig
 from ..models.segmenter import label_to_regions
-from ..preprocessing import fit_zscore
+from ..core.preprocessing import fit_zscore
 from ..sequences import SEQUENCES
 from .common import (
     EpochTrainer,
@@ -169,8 +169,8 @@ def validate_stage2(refiner: Refiner, segmenter, cache: Stage1OutputCache, cases
     (and their mean, ``val_dice``) on the completed set, for the refined (``val_*``) and the
     stage-1 (``val_stage1_*``) volumes. ``val_ssim + val_dice`` picks the best epoch.
     """
-    from ..pipeline import completed_set, refine_on_model_grid
-    from ..weights import ModelBundle
+    from ..core.pipeline import completed_set, refine_on_model_grid
+    from ..core.weights import ModelBundle
 
     if not cases:
         return {}
@@ -230,7 +230,7 @@ def _adopt_stage1(run_dir: Path, stage1_path: Path, key: str, log: Callable[[str
 def train_stage2(options: Stage2TrainingOptions, progress: Optional[Callable[[float, str], None]] = None,
                  echo: Optional[Callable[[str], None]] = None) -> TrainingResult:
     """Train (or resume) the Refiner in ``options.run_dir``; writes ``refiner.pt`` (and the segmenter used)."""
-    from ..weights import load_bundle_file
+    from ..core.weights import load_bundle_file
 
     budget, cases, run_dir, log, device, rng, state = start_run(options, "stage2", echo)
     stage1_path = _stage1_path(options)

@@ -1022,7 +1022,7 @@ def write_case(case: PhantomCase, output_dir: Union[str, Path]) -> Path:
     Files are written atomically (``io.write_image``) and replace earlier ones of the same
     name. Returns the case folder.
     """
-    from MRISynthesisLib.io import write_image, write_text
+    from MRISynthesisLib.core.io import write_image, write_text
 
     folder = Path(output_dir) / case.case_id
     folder.mkdir(parents=True, exist_ok=True)

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Mapping, Optional
 import numpy as np
 import SimpleITK as sitk
 
-from .io import resample_to, same_grid
-from .outputs import png_metadata
-from .sequences import SEQUENCES, parse_sequence
+from ..core.io import resample_to, same_grid
+from ..core.result_files import png_metadata
+from ..sequences import SEQUENCES, parse_sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure

@@ -24,7 +24,7 @@ import SimpleITK as sitk
 
 from .file_checks import check_geometry, check_header, check_input_path, check_size
 from .input_checks import InputError, check_voxel_values
-from .sequences import (
+from ..sequences import (
     SEQUENCES,
     Sequence,
     UnknownSequenceError,

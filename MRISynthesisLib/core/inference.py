@@ -395,7 +395,7 @@ def run_refiner(
     """
     import torch
 
-    from .models.refiner import refine_volume
+    from ..models.refiner import refine_volume
 
     options = options or Stage2Options()
     device = torch.device(device)

@@ -13,16 +13,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from .sequences import Sequence
+from ..sequences import INTENSITY_PRIORS, Sequence  # the priors are facts about the sequences
 
-#: Intensity-encoding priors (mean, std) of the median brain intensity on the [0, 1] scale,
-#: measured on BraSyn 2024 training data (two-stage paper, appendix A.1).
-INTENSITY_PRIORS: dict[Sequence, tuple[float, float]] = {
-    Sequence.T1N: (0.4332, 0.1003),
-    Sequence.T2W: (0.2498, 0.0626),
-    Sequence.T2F: (0.3034, 0.1017),
-    Sequence.T1C: (0.2404, 0.0623),
-}
 
 #: Stage-1 model grid: axial slices of this many voxels at this in-plane spacing.
 MODEL_SLICE_SHAPE: tuple[int, int] = (240, 240)

@@ -18,8 +18,8 @@ from typing import Optional
 import numpy as np
 import SimpleITK as sitk
 
-from .progress import ProgressCallback, scaled
-from .sequences import SEQUENCES, Sequence, parse_sequence
+from ..core.progress import ProgressCallback, scaled
+from ..sequences import SEQUENCES, Sequence, parse_sequence
 
 __all__ = ["DEFAULT_SEED", "DEFAULT_OUTPUT_DIR", "DemoResult", "demo_seed", "run_demo", "format_table"]
 
@@ -60,7 +60,7 @@ def demo_seed(bundle, seed: Optional[int] = None) -> tuple:
 
 def resolution_note(generator, image: sitk.Image) -> Optional[str]:
     """A note when the model grid is coarser in-plane than ``image``: the result cannot be sharper than it."""
-    from .pipeline import model_grid_for
+    from ..core.pipeline import model_grid_for
 
     model_mm = float(model_grid_for(generator)[1])
     case_mm = float(min(image.GetSpacing()[:2]))
@@ -74,7 +74,7 @@ def resolution_note(generator, image: sitk.Image) -> Optional[str]:
 def _stage_metrics(acquired: np.ndarray, synthetic: np.ndarray, brain: np.ndarray, tumour: np.ndarray,
                    computed: dict) -> dict:
     """SSIM (from the pipeline) and PSNR whole/tumour/healthy of one stage."""
-    from .evaluation import region_psnr
+    from .cases import region_psnr
 
     values = {key: computed.get(key, math.nan)
               for key in ("ssim", "ssim_tumour", "ssim_healthy", "ssim_volume", "psnr")}
@@ -84,8 +84,8 @@ def _stage_metrics(acquired: np.ndarray, synthetic: np.ndarray, brain: np.ndarra
 
 def _brain(inputs: dict) -> np.ndarray:
     """The brain mask the pipeline evaluates in: from the aligned inputs."""
-    from .io import align_inputs
-    from .preprocessing import brain_mask
+    from ..core.io import align_inputs
+    from ..core.preprocessing import brain_mask
 
     aligned = align_inputs(inputs)
     return brain_mask(sitk.GetArrayViewFromImage(image) for image in aligned.images.values())
@@ -99,12 +99,12 @@ def run_demo(output_dir: Path = DEFAULT_OUTPUT_DIR, missing=DEFAULT_MISSING, see
     ``model``: catalogue name, folder, file or loaded bundle (default: the catalogue default).
     ``small`` uses the 96 x 96 x 64 phantom grid (tests).
     """
-    from . import phantom
-    from .io import write_image
+    from .. import phantom
+    from ..core.io import write_image
     from .montage import save_montage
-    from .outputs import OutputPlan, build_report, write_report, write_result
-    from .pipeline import synthesize
-    from .weights import load_bundle
+    from ..core.result_files import OutputPlan, build_report, write_report, write_result
+    from ..core.pipeline import synthesize
+    from ..core.weights import load_bundle
 
     report = progress or (lambda fraction, message: None)
     missing = parse_sequence(missing)

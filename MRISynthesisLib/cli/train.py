@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .devices import DEVICE_CHOICES
+from ..core.devices import DEVICE_CHOICES
 
 #: Paper defaults (epochs, batch size) per command; CPU demos pass smaller values.
 DEFAULTS = {"stage1": (20, 8), "segmenter": (100, 2), "stage2": (100, 4)}
@@ -142,8 +142,8 @@ def _run(train, options, description: str) -> int:
     """Run a training function with a progress bar and log lines, then print where things are."""
     from tqdm import tqdm
 
-    from .progress import terminal_progress
-    from .training.common import is_headline
+    from ..core.progress import terminal_progress
+    from ..training.common import is_headline
 
     def echo(message: str) -> None:
         tqdm.write(message, file=sys.stderr)
@@ -161,7 +161,7 @@ def _run(train, options, description: str) -> int:
 
 def run_train_stage1(args: argparse.Namespace) -> int:
     """``train stage1``."""
-    from .training.stage1 import Stage1TrainingOptions, train_stage1
+    from ..training.stage1 import Stage1TrainingOptions, train_stage1
 
     options = Stage1TrainingOptions(image_size=args.image_size, input_patterns=args.input_patterns,
                                     tumour_fraction=args.tumour_fraction, **_common_options(args))
@@ -170,7 +170,7 @@ def run_train_stage1(args: argparse.Namespace) -> int:
 
 def run_train_segmenter(args: argparse.Namespace) -> int:
     """``train segmenter``."""
-    from .training.segmenter import SegmenterTrainingOptions, train_segmenter
+    from ..training.segmenter import SegmenterTrainingOptions, train_segmenter
 
     options = SegmenterTrainingOptions(image_size=args.image_size, crop_size=tuple(args.crop_size), init=args.init,
                                        input_order=_split(args.inputs), output_order=_split(args.outputs),
@@ -180,7 +180,7 @@ def run_train_segmenter(args: argparse.Namespace) -> int:
 
 def run_train_stage2(args: argparse.Namespace) -> int:
     """``train stage2``."""
-    from .training.stage2 import Stage2TrainingOptions, train_stage2
+    from ..training.stage2 import Stage2TrainingOptions, train_stage2
 
     options = Stage2TrainingOptions(crop_size=tuple(args.crop_size), stage1=args.stage1, segmenter=args.segmenter,
                                     segmenter_input_order=_split(args.segmenter_inputs),

@@ -22,9 +22,9 @@ from typing import Callable, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import SimpleITK as sitk
 
-from . import __version__
+from .. import __version__
 from .io import InputError, write_image, write_text
-from .sequences import SEQUENCES, Sequence
+from ..sequences import SEQUENCES, Sequence
 
 #: Output roles, their file-name suffixes and the attribute of TargetResult that holds them.
 ROLES: tuple[tuple[str, str, str], ...] = (

@@ -29,7 +29,7 @@ from .preprocessing import (
     prior_intensity,
 )
 from .progress import ProgressCallback, scaled
-from .sequences import SEQUENCES, Sequence, parse_sequence
+from ..sequences import SEQUENCES, Sequence, parse_sequence
 
 __all__ = ["synthesize", "SynthesisResult", "TargetResult", "Cancelled", "ModelOutputError", "SYNTHETIC_SCALE"]
 
@@ -281,8 +281,8 @@ def synthesize(
 ) -> SynthesisResult:
     """Synthesise ``targets`` (default: every missing sequence) from the acquired ``images``.
 
-    ``bundle``: a :class:`~MRISynthesisLib.weights.ModelBundle` or a name/path for
-    :func:`~MRISynthesisLib.weights.load_bundle`. ``intensity``: ``None``/``"mean"`` for the
+    ``bundle``: a :class:`~MRISynthesisLib.core.weights.ModelBundle` or a name/path for
+    :func:`~MRISynthesisLib.core.weights.load_bundle`. ``intensity``: ``None``/``"mean"`` for the
     prior mean, ``"+1sigma"``-style strings for mean + k sigma, a number, or a per-target
     mapping. ``ground_truth`` (acquired versions of targets, for validation) adds error maps
     and metrics; ``label`` (BraTS label map) then defines the tumour region for the metrics.
@@ -476,7 +476,7 @@ def segment_whole_tumour(segmenter, volumes: np.ndarray, brain: np.ndarray, devi
     """Whole-tumour mask (WT > 0.5) from the segmenter on z-scored [4, Z, H, W] volumes."""
     import torch
 
-    from .models.segmenter import predict_region_probabilities
+    from ..models.segmenter import predict_region_probabilities
 
     probabilities = predict_region_probabilities(
         segmenter, torch.from_numpy(volumes)[None], roi_size=segmenter_roi(volumes.shape[1:]),
@@ -496,7 +496,7 @@ def _as_uint8(image: sitk.Image) -> sitk.Image:
 def _add_validation(output: dict, ground_truth: Mapping, prepared: PreparedInputs, label: Optional[sitk.Image],
                     messages: list) -> None:
     """Error maps and metrics against the acquired versions of the targets (leave-one-out)."""
-    from . import metrics
+    from .. import metrics
 
     reference = prepared.reference
     brain = prepared.input_brain

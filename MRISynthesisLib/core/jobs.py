@@ -27,7 +27,7 @@ import threading
 import traceback
 from typing import Any, Callable, Mapping, Optional
 
-from .sequences import SEQUENCES, Sequence
+from ..sequences import SEQUENCES, Sequence
 
 
 class JobState(str, enum.Enum):

@@ -11,7 +11,7 @@ The module's flow, in the order the Slicer widget runs it:
 
 1. :func:`assign_sequences` fills the four input slots from node names;
 2. :func:`prepare_inputs` copies the selected volumes into images on one grid (main thread);
-3. :mod:`MRISynthesisLib.jobs` runs the synthesis on those images (worker thread, no MRML);
+3. :mod:`MRISynthesisLib.core.jobs` runs the synthesis on those images (worker thread, no MRML);
 4. :func:`add_result_nodes` turns the result into new nodes, :func:`show_result` displays them.
 
 Input nodes are only read, never modified.
@@ -31,9 +31,9 @@ from vtk.util import numpy_support
 
 import slicer
 
-from . import __version__
-from .input_checks import SYNTHETIC_MARK, is_synthetic
-from .sequences import SEQUENCES, Sequence, guess_sequence
+from .. import __version__
+from ..core.input_checks import SYNTHETIC_MARK, is_synthetic
+from ..sequences import SEQUENCES, Sequence, guess_sequence
 
 #: Prefix of every node attribute and node reference this module writes.
 ATTRIBUTE_PREFIX = "MRISynthesis"
@@ -422,7 +422,7 @@ def synthetic_text(metadata: Mapping[str, str]) -> str | None:
     """The one-line header text that marks a synthetic volume of this tool, else None.
 
     ``metadata``: header keys to values. The decision is the engine's own
-    (:func:`~MRISynthesisLib.input_checks.is_synthetic`), made on a 1-voxel image that carries
+    (:func:`~MRISynthesisLib.core.input_checks.is_synthetic`), made on a 1-voxel image that carries
     just these keys, so the two sides never disagree on what counts as synthetic.
     """
     probe = sitk.Image([1, 1, 1], sitk.sitkUInt8)
@@ -511,10 +511,10 @@ def check_input_node(node: Any, scene: Any = None) -> None:
 def image_from_input_node(node: Any) -> sitk.Image:
     """The node's voxels as an image, refused (naming the node) when empty, constant or not finite.
 
-    Uses the engine's own :func:`~MRISynthesisLib.io.check_image` with the node's name, so a bad
+    Uses the engine's own :func:`~MRISynthesisLib.core.io.check_image` with the node's name, so a bad
     volume is reported here, by name, rather than later by sequence from the worker thread.
     """
-    from .io import InputError, check_image  # imported here: io needs packages installed on first use
+    from ..core.io import InputError, check_image  # imported here: io needs packages installed on first use
 
     image = image_from_volume_node(node)
     try:
@@ -539,7 +539,7 @@ def prepare_inputs(selected: Mapping[Sequence, Any], scene: Any = None) -> Prepa
     for node in nodes.values():
         check_input_node(node, scene)
     _check_no_node_twice(nodes)
-    from .io import align_inputs  # imported here: io needs packages installed on first use
+    from ..core.io import align_inputs  # imported here: io needs packages installed on first use
 
     images = {sequence: image_from_input_node(node) for sequence, node in nodes.items()}
     aligned = align_inputs(images)
@@ -777,7 +777,7 @@ def _validation_results(results: Any) -> list:
 
 def add_result_nodes(scene: Any, result: Any, prepared: PreparedInputs, keep_stage1: bool = False,
                      folder_name: str | None = None, folder_item: int | None = None) -> ResultNodes:
-    """Turn a :class:`~MRISynthesisLib.pipeline.SynthesisResult` into nodes in a folder beside the inputs.
+    """Turn a :class:`~MRISynthesisLib.core.pipeline.SynthesisResult` into nodes in a folder beside the inputs.
 
     Per target: the synthetic volume, optionally the stage-1 volume, and whichever maps the
     result holds (refinement, tumour, error). Each node gets a name, a description and
@@ -1052,7 +1052,7 @@ def add_case_nodes(scene: Any, images: Mapping[Any, sitk.Image], case_id: str,
 
 def add_phantom_case(scene: Any, seed: int = 0, small: bool = False) -> dict:
     """Generate a phantom case (:func:`MRISynthesisLib.phantom.generate_case`) and load it into the scene."""
-    from .phantom import generate_case
+    from ..phantom import generate_case
 
     case = generate_case(seed, small=small)
     return add_case_nodes(scene, case.images, case.case_id, label=case.label)
@@ -1065,9 +1065,9 @@ def synthesize_in_scene(scene: Any, selected: Mapping[Sequence, Any], bundle: An
     """The module's whole flow without Qt and without a thread: nodes -> images -> synthesis -> nodes.
 
     Used by the self-test and by scripts; the widget runs the same steps with the synthesis
-    in a :class:`~MRISynthesisLib.jobs.Job`.
+    in a :class:`~MRISynthesisLib.core.jobs.Job`.
     """
-    from .jobs import JobContext, synthesis_task
+    from ..core.jobs import JobContext, synthesis_task
 
     say = log or (lambda text: None)
     prepared = prepare_inputs(selected, scene)

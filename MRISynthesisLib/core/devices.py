@@ -1,7 +1,7 @@
 """Choosing where the networks run: ``auto``, ``cpu`` or ``cuda``, and how many CPU threads.
 
 Also the one place that knows what an out-of-memory error looks like, so the runners in
-:mod:`MRISynthesisLib.inference` can back off instead of crashing.
+:mod:`MRISynthesisLib.core.inference` can back off instead of crashing.
 """
 from __future__ import annotations
 

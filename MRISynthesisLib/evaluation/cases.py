@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Sequence as Typin
 import numpy as np
 import SimpleITK as sitk
 
-from .io import CaseFiles, InputError, find_case_files, is_image_file, read_image, same_grid, resample_to
-from .progress import ProgressCallback, scaled
-from .sequences import SEQUENCES, Sequence, parse_sequence
+from ..core.io import CaseFiles, InputError, find_case_files, is_image_file, read_image, same_grid, resample_to
+from ..core.progress import ProgressCallback, scaled
+from ..sequences import SEQUENCES, Sequence, parse_sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -130,8 +130,8 @@ def segment_label(segmenter, volumes: np.ndarray, brain: np.ndarray, device) -> 
     """
     import torch
 
-    from .models.segmenter import predict_region_probabilities, regions_to_label
-    from .pipeline import brain_box, segmenter_roi
+    from ..models.segmenter import predict_region_probabilities, regions_to_label
+    from ..core.pipeline import brain_box, segmenter_roi
 
     box = brain_box(brain, margin=4)
     cropped = np.ascontiguousarray(volumes[(slice(None),) + box])
@@ -165,7 +165,7 @@ class _Segmentation:
 
     def predict(self, synthetic: Mapping) -> sitk.Image:
         """Label image (case grid) of the completed set with ``{target: model-grid volume}`` put in."""
-        from .pipeline import completed_set
+        from ..core.pipeline import completed_set
 
         volumes = completed_set(self.prepared, dict(synthetic))
         label = segment_label(self.segmenter, volumes, self.prepared.brain, self.device)
@@ -173,7 +173,7 @@ class _Segmentation:
 
     def score(self, predicted: sitk.Image) -> dict:
         """Dice and HD95 (mm) of WT, TC and ET."""
-        from .metrics import segmentation_metrics
+        from ..metrics import segmentation_metrics
 
         return segmentation_metrics(sitk.GetArrayFromImage(predicted), self.truth, self.spacing)
 
@@ -193,8 +193,8 @@ def evaluate_case(files: CaseFiles, bundle, device: str = "auto", targets: Optio
     predicted label maps ``<case>-<target>-segmentation[-stage1].nii.gz`` and
     ``<case>-segmentation-acquired.nii.gz``.
     """
-    from .devices import resolve_device
-    from .pipeline import synthesize
+    from ..core.devices import resolve_device
+    from ..core.pipeline import synthesize
 
     report = progress or (lambda fraction, message: None)
     images = {s: read_image(p) for s, p in sorted(files.sequences.items(), key=lambda i: SEQUENCES.index(i[0]))}
@@ -237,8 +237,8 @@ def evaluate_case(files: CaseFiles, bundle, device: str = "auto", targets: Optio
 
 
 def _write_volumes(result, predictions: Mapping, folder: Path, case_id: str) -> None:
-    from .io import write_image
-    from .outputs import write_result
+    from ..core.io import write_image
+    from ..core.result_files import write_result
 
     write_result(result, folder, case_id)
     for name, image in predictions.items():
@@ -252,7 +252,7 @@ def evaluate_cases(case_dirs: Iterable, bundle, device: str = "auto",
 
     ``case_dirs`` are case folders (or :class:`io.CaseFiles`); ``targets`` defaults to all four.
     """
-    from .weights import load_bundle
+    from ..core.weights import load_bundle
 
     bundle = load_bundle(bundle)
     cases = [c if isinstance(c, CaseFiles) else _complete_case(Path(c)) for c in case_dirs]
@@ -282,7 +282,7 @@ def region_psnr(reference: np.ndarray, test: np.ndarray, brain: np.ndarray,
     """PSNR (dB) over the tumour region and over the healthy brain, as :func:`metrics.image_metrics`
     computes the whole-brain PSNR: both images mapped to [0, 1] by their own brain percentiles,
     data range 1. Empty regions give NaN."""
-    from . import metrics
+    from .. import metrics
 
     brain = np.asarray(brain, dtype=bool)
     reference_01 = metrics.normalise_for_metrics(reference, brain)
@@ -304,10 +304,17 @@ def _columns(rows: list) -> list:
     return columns
 
 
-def rows_to_csv(rows: list) -> str:
-    """CSV text, one row per case x target x stage; empty cells where a value does not apply."""
+def rows_to_csv(rows: list, columns: Optional[list] = None) -> str:
+    """CSV text of metric rows, one per line; empty cells where a value does not apply.
+
+    ``columns`` default to the evaluation's (case, target, stage, the image metrics and, when
+    present, Dice/HD95); the validation table passes its own row keys.
+    """
+    if not rows:
+        return ""
     buffer = text_io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=_columns(rows), lineterminator="\n", extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=columns or _columns(rows), lineterminator="\n",
+                            extrasaction="ignore")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
@@ -481,7 +488,7 @@ def _figure_legend(figure, entries: int) -> None:
 def save_boxplots(rows: list, folder: Path, refiner: bool = True) -> list:
     """``ssim_boxplot.png`` (SSIM whole/tumour/healthy per target) and, with Dice rows,
     ``dice_boxplot.png`` (Dice per region); returns the paths written."""
-    from .outputs import png_metadata
+    from ..core.result_files import png_metadata
 
     folder = Path(folder)
     stages = ("stage1", "final") if refiner else ("stage1",)
@@ -523,7 +530,7 @@ def save_boxplots(rows: list, folder: Path, refiner: bool = True) -> list:
 def write_evaluation(rows: list, folder: Path, model: str, segmenter: bool, refiner: bool,
                      notes: TypingSequence = ()) -> dict:
     """Write ``evaluation.csv``, ``evaluation.md`` and the box plots into ``folder``; returns the paths."""
-    from .io import write_text
+    from ..core.io import write_text
 
     folder = Path(folder)
     paths = {"csv": write_text(rows_to_csv(rows), folder / "evaluation.csv"),

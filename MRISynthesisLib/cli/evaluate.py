@@ -1,17 +1,18 @@
-"""``mrisynth evaluate`` (a bundle on complete cases, the paper's tables) and ``mrisynth demo``."""
+"""``mrisynth evaluate``: a bundle on many complete cases, the paper's tables and box plots."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from .devices import DEVICE_CHOICES
+from ..core.devices import DEVICE_CHOICES
 
 #: The files of one evaluation that a second evaluation into the same folder replaces as a set.
 EVALUATION_FILES = ("evaluation.csv", "evaluation.md", "ssim_boxplot.png", "dice_boxplot.png")
 
 
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``evaluate`` and ``demo``."""
+    """Add ``evaluate``."""
     parser = subparsers.add_parser(
         "evaluate", help="evaluate a model bundle on complete cases (paper Tables 1-3)",
         description="For every case under --data (all four sequences and a -seg label map) and every target, "
@@ -33,24 +34,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="replace an earlier evaluation's tables and plots in the output folder (as one set)")
     parser.set_defaults(handler=run_evaluate)
 
-    parser = subparsers.add_parser(
-        "demo", help="synthesise a hidden sequence of a new phantom case and compare",
-        description="Generate a full-size phantom case the model never saw, hide one sequence, synthesise it "
-        "from the other three and write the inputs, the hidden ground truth, the synthetic volume with its "
-        "maps, a JSON report and montage.png; print SSIM/PSNR against the hidden sequence. No network needed.",
-    )
-    parser.add_argument("-o", "--output-dir", type=Path, default=Path("mrisynth-demo"),
-                        help="folder for the results (default ./mrisynth-demo)")
-    parser.add_argument("--missing", default="t1c", help="sequence to hide and synthesise (default t1c)")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="phantom seed (default: the model's demo seed, else 90210)")
-    parser.add_argument("--model", default=None, help="catalogue bundle name, bundle folder or checkpoint "
-                        "(default: the catalogue's default bundle)")
-    parser.add_argument("--device", choices=DEVICE_CHOICES + ("gpu",), default="auto",
-                        help="where the networks run (default auto: CUDA when present)")
-    parser.add_argument("--small", action="store_true", help=argparse.SUPPRESS)  # 96x96x64 case, for tests
-    parser.set_defaults(handler=run_demo)
-
 
 def is_evaluation_file(name: str) -> bool:
     """Files of an evaluation set: the tables, the plots and (``--save-volumes``) the volumes."""
@@ -59,10 +42,10 @@ def is_evaluation_file(name: str) -> bool:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Find the cases, evaluate, write the tables and figures atomically, print the summary."""
-    from .evaluation import console_summary, evaluate_cases, find_evaluation_cases, write_evaluation
-    from .outputs import OutputPlan
-    from .progress import terminal_progress
-    from .weights import load_bundle
+    from ..evaluation.cases import console_summary, evaluate_cases, find_evaluation_cases, write_evaluation
+    from ..core.result_files import OutputPlan
+    from ..core.progress import terminal_progress
+    from ..core.weights import load_bundle
 
     cases = find_evaluation_cases(args.data, args.cases)
     plan = OutputPlan(args.output_dir, is_evaluation_file, inputs=tuple(case.folder for case in cases),
@@ -85,34 +68,4 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(console_summary(rows, segmenter=bundle.segmenter is not None, refiner=bundle.refiner is not None))
     for path in paths.values():
         print(f"wrote {args.output_dir / path.name}")
-    return 0
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    """Run the demo and print the metrics table and where the files are."""
-    from . import demo
-    from .progress import terminal_progress
-
-    with terminal_progress(description="demo") as progress:
-        result = demo.run_demo(args.output_dir, missing=args.missing, seed=args.seed, model=args.model,
-                               device=args.device, small=args.small, progress=progress)
-    for note in result.notes:
-        print(f"note: {note}")
-    sources = ", ".join(s.short_name for s in result.sources)
-    print(f"Phantom case {result.case_id} (seed {result.seed}): {result.missing.display_name} hidden and "
-          f"synthesised from {sources} by model {result.model_name}.")
-    print(f"Compared with the hidden {result.missing.short_name}:")
-    print(demo.format_table(result.metrics))
-    files = result.files
-    print(f"Files in {result.output_dir}:")
-    rows = [("inputs", ", ".join(files[k].name for k in files if k.startswith("input_"))),
-            ("ground truth", f"{files['ground_truth'].name} (hidden from the model), {files['label'].name}"),
-            ("synthetic", files["synthetic"].name),
-            ("maps", ", ".join(files[k].name for k in ("stage1", "refinement_map", "tumour_map", "error_map")
-                               if k in files)),
-            ("report", files["report"].name), ("montage", files["montage"].name)]
-    for name, value in rows:
-        print(f"  {name + ':':<14}{value}")
-    steps = ("phantom_s", "synthesis_s", "metrics_s", "write_s", "montage_s")
-    print("Time: " + ", ".join(f"{k[:-2]} {result.timings[k]:.1f} s" for k in steps))
     return 0

@@ -18,14 +18,14 @@ import zipfile
 from pathlib import Path, PureWindowsPath
 from typing import Any, Callable, Mapping
 
-from .sequences import SEQUENCES, Sequence
+from ..sequences import SEQUENCES, Sequence
 
 CHECKPOINT_FORMAT = "mrisynthesis-checkpoint"
 CHECKPOINT_VERSION = 1
 BUNDLE_FILE = "bundle.json"
 KINDS = ("stage1", "refiner", "segmenter")
 DEFAULT_BUNDLE_NAME = "demo"
-CATALOGUE_DIR = Path(__file__).resolve().parent / "data" / "models"
+CATALOGUE_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
 
 #: Most values (parameters + buffers) a checkpoint's network may declare: 5x the paper's
 #: 80.0 M-parameter HF-GAN generator, 1.6 GB as float32. Room for wider variants, and a
@@ -219,14 +219,14 @@ def _check_header(payload: Mapping[str, Any], path: str | Path) -> str:
 def _network_factory(kind: str) -> tuple[Any, Callable[[Any], Any]]:
     """The config class of a network kind and the function that builds the network from a config."""
     if kind == "stage1":
-        from .models.hfgan import HFGANConfig, HFGANGenerator
+        from ..models.hfgan import HFGANConfig, HFGANGenerator
 
         return HFGANConfig, HFGANGenerator
     if kind == "refiner":
-        from .models.refiner import Refiner, RefinerConfig
+        from ..models.refiner import Refiner, RefinerConfig
 
         return RefinerConfig, Refiner
-    from .models.segmenter import SegmenterConfig, build_segmenter
+    from ..models.segmenter import SegmenterConfig, build_segmenter
 
     return SegmenterConfig, build_segmenter
 
@@ -391,7 +391,7 @@ def load_reference_generator(payload: Mapping[str, Any], path: str | Path) -> An
     values and all finite (the layout itself is checked on the meta device by
     :meth:`HFGANGenerator.from_reference_state_dict`).
     """
-    from .models.hfgan import HFGANGenerator
+    from ..models.hfgan import HFGANGenerator
 
     state = find_state_dict(payload)
     if state is None:

@@ -1,0 +1,106 @@
+"""What the commands that synthesise share: their options, reading and checking the input
+files, and the checked output plan of one case."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..core.devices import DEVICE_CHOICES
+
+
+class UsageError(ValueError):
+    """Arguments that do not describe a run."""
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None,
+                        help="catalogue bundle name, bundle folder, or checkpoint file (default: the catalogue's "
+                             "default bundle)")
+    parser.add_argument("--device", choices=DEVICE_CHOICES + ("gpu",), default="auto",
+                        help="where the networks run (default auto: CUDA when present)")
+    parser.add_argument("--case", default=None, help="case name used in output file names")
+    parser.add_argument("--intensity", default="mean",
+                        help="intensity encoding at inference: 'mean' (prior mean, default), '+1sigma'/'-2sigma', "
+                             "or a value in [0, 1]")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace this case's results from an earlier run in the output folder (as one set; "
+                             "inputs are never replaced). Without it, an earlier set is refused")
+
+
+def parse_inputs(case_dir, pairs: list) -> tuple:
+    """``(case_id, {Sequence: path})`` from a case folder and/or ``SEQ=PATH`` pairs."""
+    from ..core.io import find_case_files, sequence_paths, strip_image_extension
+
+    found = find_case_files(case_dir) if case_dir is not None else None
+    named = []
+    for pair in pairs:
+        if "=" not in pair:
+            raise UsageError(f"--input {pair!r}: expected SEQ=PATH, e.g. t1n=scan.nii.gz")
+        named.append(tuple(pair.split("=", 1)))
+    files = sequence_paths(named, found.sequences if found else None)
+    if not files:
+        raise UsageError("give a case folder or at least one --input SEQ=PATH")
+    refuse_repeated_files(files)
+    if found is not None:
+        return found.case_id, files
+    first = next(iter(files.values()))
+    return strip_image_extension(first.name).rsplit("-", 1)[0] or "case", files
+
+
+def refuse_repeated_files(files: dict) -> None:
+    """One file (or two links to it) given for two sequences is refused before anything is read."""
+    from ..core.result_files import same_file
+
+    items = list(files.items())
+    for index, (sequence, path) in enumerate(items):
+        for other, other_path in items[index + 1:]:
+            if same_file(path, other_path):
+                raise UsageError(f"{other_path}: given as both {sequence.display_name} and {other.display_name}")
+
+
+def load_inputs(files: dict) -> dict:
+    """Read and check every input file; a synthetic volume or a repeated scan is refused by file name."""
+    from ..core.input_checks import check_acquired, find_duplicate
+    from ..core.io import read_image
+
+    images = {}
+    for sequence, path in files.items():
+        images[sequence] = read_image(path)
+        check_acquired(images[sequence], str(path))
+    duplicate = find_duplicate(images)
+    if duplicate is not None:
+        first, second = duplicate
+        raise UsageError(f"{files[second]}: holds exactly the voxels of {files[first]} (given as "
+                         f"{second.display_name} and {first.display_name})")
+    return images
+
+
+def output_plan(args: argparse.Namespace, case_id: str, files: dict, targets) -> "OutputPlan":
+    """The checked output plan of one case: refuses bad case names, outputs onto inputs and earlier sets."""
+    from ..core.result_files import ROLES, OutputPlan, case_family, check_case_name
+    from ..sequences import parse_sequence
+
+    source = "--case" if args.case else "case name"
+    case_id = check_case_name(case_id, source)
+    plan = OutputPlan(args.output_dir, case_family(case_id), inputs=tuple(Path(p) for p in files.values()),
+                      overwrite=args.overwrite, what=f"results of case {case_id}")
+    names = [f"{case_id}-report.json"] + [f"{case_id}-{parse_sequence(t).value}{suffix}.nii.gz"
+                                           for t in targets for _, suffix, _ in ROLES]
+    plan.check(names)
+    return plan
+
+
+def targets_to_synthesise(text, files: dict) -> list:
+    """The asked targets, or the missing sequences (validated again by the engine)."""
+    from ..sequences import SEQUENCES, parse_sequence
+
+    if text:
+        return [parse_sequence(name.strip()) for name in text.split(",") if name.strip()]
+    return [s for s in SEQUENCES if s not in files]
+
+
+def add_output_dir(parser: argparse.ArgumentParser, required: bool = True, default: str | None = None) -> None:
+    parser.add_argument(
+        "-o", "--output-dir", type=Path, required=required, default=default,
+        help="folder for the results (created if missing)" + (f"; default {default}" if default else ""),
+    )
