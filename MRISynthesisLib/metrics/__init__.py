@@ -18,6 +18,8 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
+from .names import IMAGE_METRICS, METRIC_TITLES, SEGMENTATION_METRICS  # noqa: F401 (the public table)
+
 __all__ = [
     "MetricsError",
     "BRATS_HD95_PENALTY",
