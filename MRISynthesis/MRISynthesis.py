@@ -1,9 +1,9 @@
 """MRISynthesis: 3D Slicer module that synthesises missing brain MRI sequences.
 
 The widget is Qt wiring only; the logic delegates to the engine (``MRISynthesisLib``):
-``mrml.py`` converts nodes to images and results to nodes, ``jobs.py`` runs the synthesis
-in a worker thread. Nothing heavy (torch, MONAI, SimpleITK) is imported when Slicer starts:
-the engine is imported on first use, after its Python packages were checked.
+``MRISynthesisLib.scene`` converts nodes to images and results to nodes, ``core.jobs`` runs
+the synthesis in a worker thread. Nothing heavy (torch, MONAI, SimpleITK) is imported when
+Slicer starts: the engine is imported on first use, after its Python packages were checked.
 """
 from __future__ import annotations
 
@@ -156,7 +156,7 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._job = None
         self._jobKind = ""
-        self._prepared = None
+        self._selectedInputs = None
         self._discardResult = False
         self._previousModelIndex = 0
         self._catalogueNames: set = set()
@@ -230,15 +230,15 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     @vtk.calldata_type(vtk.VTK_OBJECT)
     def onNodeRemoved(self, caller, event, node) -> None:
         """An input of the running job left the scene: say so now (its results will not reference it)."""
-        if self._job is None or self._prepared is None or node is None:
+        if self._job is None or self._selectedInputs is None or node is None:
             return
-        from MRISynthesisLib.scene import mrml
+        from MRISynthesisLib.scene.nodes import node_label
 
-        for sequence, inputNode in self._prepared.nodes.items():
+        for sequence, inputNode in self._selectedInputs.nodes.items():
             if inputNode is node:
                 self.appendLog(_("{name} ({sequence} input) was removed from the scene; the job goes on with its "
                                  "copy and the results will not reference it.").format(
-                    name=mrml.node_label(node), sequence=sequence.display_name))
+                    name=node_label(node), sequence=sequence.display_name))
 
     def initializeParameterNode(self) -> None:
         parameterNode = self.logic.getParameterNode()
@@ -416,15 +416,15 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         start = self.logic.startSynthesis if kind == "synthesis" else self.logic.startValidation
         try:
-            prepared = self.logic.prepareInputs(self.selectedNodes())
-            job = start(prepared, self.currentModel(), **self.options())
+            selectedInputs = self.logic.copySelectedInputs(self.selectedNodes())
+            job = start(selectedInputs, self.currentModel(), **self.options())
         except ValueError as error:  # bad inputs: one line that names the node and the problem
             slicer.util.errorDisplay(str(error), windowTitle=_("MRISynthesis"))
             return
-        for line in prepared.messages:
+        for line in selectedInputs.messages:
             self.appendLog(line)
         self._job = job
-        self._jobKind, self._prepared, self._discardResult = kind, prepared, False
+        self._jobKind, self._selectedInputs, self._discardResult = kind, selectedInputs, False
         self.appendLog(_("Started {kind} with model {model} on {device}.").format(
             kind=kind, model=self.currentModel(), device=self._parameterNode.device.label()))
         self.ui.progressBar.setValue(0)
@@ -477,16 +477,17 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         else:
             self.ui.statusLabel.text = _("Cancelled: nothing was added to the scene.")
             self.ui.progressBar.setValue(0)
-        self._prepared = None
+        self._selectedInputs = None
 
     def showResult(self, result) -> None:
         if self._jobKind == "validation":
-            nodes = self.logic.addValidationResults(result, self._prepared)
+            nodes = self.logic.addValidationResults(result, self._selectedInputs)
             self.ui.metricsTableView.setMRMLTableNode(nodes.table)
             self.ui.metricsCollapsibleButton.collapsed = False
             messages = [line for item in result for line in item.messages]
         else:
-            nodes = self.logic.addSynthesisResult(result, self._prepared, keepStage1=self._parameterNode.keepStage1)
+            nodes = self.logic.addSynthesisResult(result, self._selectedInputs,
+                                                  keepStage1=self._parameterNode.keepStage1)
             messages = list(result.messages)
         for line in messages:
             self.appendLog(line)
@@ -504,7 +505,7 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class MRISynthesisLogic(ScriptedLoadableModuleLogic):
-    """Batch-usable logic; every step delegates to ``MRISynthesisLib`` (mrml.py, jobs.py)."""
+    """Batch-usable logic; every step delegates to ``MRISynthesisLib`` (the ``scene`` modules, ``core.jobs``)."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
@@ -558,20 +559,20 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
     # ---------------------------------------------------------------- inputs
 
     def autoAssign(self, current: dict) -> dict:
-        from MRISynthesisLib.scene import mrml
+        from MRISynthesisLib.scene.assignment import fill_empty_slots
 
-        return mrml.fill_empty_slots(current, slicer.mrmlScene)
+        return fill_empty_slots(current, slicer.mrmlScene)
 
     def assignmentNotes(self, current: dict) -> list:
         """Why some empty slots were not filled (several candidates)."""
-        from MRISynthesisLib.scene import mrml
+        from MRISynthesisLib.scene.assignment import assignment_notes
 
-        return mrml.assignment_notes(current, slicer.mrmlScene)
+        return assignment_notes(current, slicer.mrmlScene)
 
     def selectionState(self, selected: dict, modelProblem: str = "", busy: bool = False):
-        from MRISynthesisLib.scene import mrml
+        from MRISynthesisLib.scene.panel import selection_state
 
-        return mrml.selection_state(selected, model_problem=modelProblem, busy=busy)
+        return selection_state(selected, model_problem=modelProblem, busy=busy)
 
     def availableModels(self) -> list:
         """Catalogue bundles (``weights.list_bundles``); empty when the catalogue cannot be read."""
@@ -583,54 +584,57 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
             logging.warning(f"MRISynthesis: cannot list model bundles: {error}")
             return []
 
-    def prepareInputs(self, selected: dict):
-        from MRISynthesisLib.scene import mrml
+    def copySelectedInputs(self, selected: dict):
+        """Copies of the selected volumes for a job (``scene.inputs.SelectedInputs``); refuses bad inputs by name."""
+        from MRISynthesisLib.scene.inputs import copy_selected_inputs
 
-        return mrml.prepare_inputs(selected, slicer.mrmlScene)
+        return copy_selected_inputs(selected, slicer.mrmlScene)
 
     # ---------------------------------------------------------------- running
 
-    def startSynthesis(self, prepared, model: Optional[str], device: str = "auto", tumourMaps: bool = True):
+    def startSynthesis(self, selectedInputs, model: Optional[str], device: str = "auto", tumourMaps: bool = True):
         """Start a background job that synthesises the missing sequences; returns the running job."""
         from MRISynthesisLib.core import jobs
 
-        task = jobs.synthesis_task(prepared.images, model, device=device, tumour_maps=tumourMaps)
+        task = jobs.synthesis_task(selectedInputs.images, model, device=device, tumour_maps=tumourMaps)
         return jobs.Job(task, name="synthesis").start()
 
-    def startValidation(self, prepared, model: Optional[str], device: str = "auto", tumourMaps: bool = True):
+    def startValidation(self, selectedInputs, model: Optional[str], device: str = "auto", tumourMaps: bool = True):
         """Start a leave-one-out validation job on a complete case."""
         from MRISynthesisLib.core import jobs
 
-        task = jobs.validation_task(prepared.images, model, device=device, tumour_maps=tumourMaps)
+        task = jobs.validation_task(selectedInputs.images, model, device=device, tumour_maps=tumourMaps)
         return jobs.Job(task, name="validation").start()
 
-    def addSynthesisResult(self, result, prepared, keepStage1: bool = False):
-        from MRISynthesisLib.scene import mrml
+    def addSynthesisResult(self, result, selectedInputs, keepStage1: bool = False):
+        from MRISynthesisLib.scene.display import show_result
+        from MRISynthesisLib.scene.results import add_result_nodes
 
-        nodes = mrml.add_result_nodes(slicer.mrmlScene, result, prepared, keep_stage1=keepStage1)
-        mrml.show_result(slicer.mrmlScene, nodes)
+        nodes = add_result_nodes(slicer.mrmlScene, result, selectedInputs, keep_stage1=keepStage1)
+        show_result(slicer.mrmlScene, nodes)
         return nodes
 
-    def addValidationResults(self, results, prepared):
-        from MRISynthesisLib.scene import mrml
+    def addValidationResults(self, results, selectedInputs):
+        from MRISynthesisLib.scene.display import show_result
+        from MRISynthesisLib.scene.validation_table import add_validation_nodes
 
-        nodes = mrml.add_validation_nodes(slicer.mrmlScene, results, prepared)
-        mrml.show_result(slicer.mrmlScene, nodes)
+        nodes = add_validation_nodes(slicer.mrmlScene, results, selectedInputs)
+        show_result(slicer.mrmlScene, nodes)
         return nodes
 
     def process(self, selected: dict, model: Optional[str] = None, device: str = "auto",
                 keepStage1: bool = False, tumourMaps: bool = True):
         """Synthesise the missing sequences and add the result nodes, blocking (scripts and tests)."""
-        from MRISynthesisLib.scene import mrml
+        from MRISynthesisLib.scene.flow import synthesize_in_scene
 
-        return mrml.synthesize_in_scene(slicer.mrmlScene, selected, model, device=device, keep_stage1=keepStage1,
-                                        tumour_maps=tumourMaps, log=logging.info)
+        return synthesize_in_scene(slicer.mrmlScene, selected, model, device=device, keep_stage1=keepStage1,
+                                   tumour_maps=tumourMaps, log=logging.info)
 
     def loadPhantom(self, seed: int = 0, small: bool = False) -> dict:
         """Generate a phantom case and load its four volumes and label map."""
-        from MRISynthesisLib.scene import mrml
+        from MRISynthesisLib.scene.flow import add_phantom_case
 
-        nodes = mrml.add_phantom_case(slicer.mrmlScene, seed=seed, small=small)
+        nodes = add_phantom_case(slicer.mrmlScene, seed=seed, small=small)
         slicer.util.setSliceViewerLayers(background=nodes[Sequence.T1N], fit=True)
         return nodes
 
@@ -653,8 +657,8 @@ class MRISynthesisTest(ScriptedLoadableModuleTest):
     def test_synthesize_missing_t1c(self) -> None:
         import numpy as np
 
-        from MRISynthesisLib.scene import mrml
         from MRISynthesisLib.core import weights
+        from MRISynthesisLib.scene.geometry import image_from_volume_node
 
         logic = MRISynthesisLogic()
         self.delayDisplay("Checking Python packages")
@@ -681,8 +685,8 @@ class MRISynthesisTest(ScriptedLoadableModuleTest):
         self.assertEqual(target.synthetic.GetName(), f"{caseId} T1c (synthetic)")
         self.assertIn("SYNTHETIC", target.synthetic.GetDescription())
         self.assertEqual(target.synthetic.GetAttribute("MRISynthesis.Model"), demo)
-        reference = mrml.image_from_volume_node(inputs[Sequence.T1N])
-        synthetic = mrml.image_from_volume_node(target.synthetic)
+        reference = image_from_volume_node(inputs[Sequence.T1N])
+        synthetic = image_from_volume_node(target.synthetic)
         self.assertEqual(synthetic.GetSize(), reference.GetSize())
         np.testing.assert_allclose(synthetic.GetSpacing(), reference.GetSpacing(), atol=1e-6)
         np.testing.assert_allclose(synthetic.GetOrigin(), reference.GetOrigin(), atol=1e-5)

@@ -25,7 +25,10 @@ LIGHT_MODULES = [
     "MRISynthesisLib.core.pipeline",
     "MRISynthesisLib.core.weights",
     "MRISynthesisLib.cli",
-    "MRISynthesisLib.scene.mrml",
+    "MRISynthesisLib.scene.flow",
+    "MRISynthesisLib.scene.validation_table",
+    "MRISynthesisLib.scene.assignment",
+    "MRISynthesisLib.scene.panel",
 ]
 
 
@@ -40,7 +43,7 @@ def heavy_modules_after_import(module: str) -> list:
 
 @pytest.mark.parametrize("module", LIGHT_MODULES)
 def test_light_modules_do_not_import_torch_or_monai(module):
-    if module == "MRISynthesisLib.scene.mrml" and importlib.util.find_spec("slicer") is None:
+    if module.startswith("MRISynthesisLib.scene.") and importlib.util.find_spec("slicer") is None:
         pytest.skip("slicer-core is not installed")
     assert heavy_modules_after_import(module) == []
 

@@ -23,10 +23,14 @@ import vtk  # noqa: E402  (after the skip: slicer-core brings the matching VTK)
 from vtk.util import numpy_support  # noqa: E402
 
 from MRISynthesisLib.core import jobs
-from MRISynthesisLib.scene import mrml  # noqa: E402
 from MRISynthesisLib.core.pipeline import SynthesisResult, TargetResult  # noqa: E402
 from MRISynthesisLib.sequences import SEQUENCES, Sequence  # noqa: E402
 from MRISynthesisLib.core.weights import ModelBundle  # noqa: E402
+from MRISynthesisLib.scene.geometry import update_volume_node_from_image, volume_node_from_image  # noqa: E402
+from MRISynthesisLib.scene.inputs import copy_selected_inputs  # noqa: E402
+from MRISynthesisLib.scene.nodes import ATTRIBUTE_PREFIX, MRMLInputError, is_output_node, node_label  # noqa: E402
+from MRISynthesisLib.scene.results import ROLE_ERROR, ROLE_SYNTHETIC, add_result_nodes  # noqa: E402
+from MRISynthesisLib.scene.validation_table import add_validation_nodes  # noqa: E402
 
 WAIT_S = 30.0  # generous upper bound for a job to finish; never a timing assertion
 CASE = "Hostile-001"
@@ -73,7 +77,7 @@ def case(scene):
     patient = hierarchy.CreateFolderItem(hierarchy.GetSceneItemID(), "Patient 1")
     nodes = {}
     for seed, sequence in enumerate(INPUTS):
-        node = mrml.volume_node_from_image(scene, brain_like(seed + 1), f"{CASE}-{sequence.value}")
+        node = volume_node_from_image(scene, brain_like(seed + 1), f"{CASE}-{sequence.value}")
         hierarchy.CreateItem(patient, node)
         nodes[sequence] = node
     return SimpleNamespace(scene=scene, nodes=nodes, patient=patient, hierarchy=hierarchy)
@@ -131,7 +135,7 @@ def run_job_while(function, during) -> jobs.Job:
 
 def input_references(node) -> list:
     """The IDs of a result node's ``MRISynthesis.Input`` references."""
-    role = f"{mrml.ATTRIBUTE_PREFIX}.Input"
+    role = f"{ATTRIBUTE_PREFIX}.Input"
     return [node.GetNthNodeReferenceID(role, index) for index in range(node.GetNumberOfNodeReferences(role))]
 
 
@@ -146,8 +150,8 @@ def assert_references_resolve(scene, made, expected_nodes) -> None:
         for node_id in ids:
             referenced = scene.GetNodeByID(node_id)
             assert referenced is not None and scene.IsNodePresent(referenced), f"{node.GetName()} -> {node_id}"
-        for index in range(node.GetNumberOfNodeReferences(f"{mrml.ATTRIBUTE_PREFIX}.Input")):
-            assert node.GetNthNodeReference(f"{mrml.ATTRIBUTE_PREFIX}.Input", index) is not None
+        for index in range(node.GetNumberOfNodeReferences(f"{ATTRIBUTE_PREFIX}.Input")):
+            assert node.GetNthNodeReference(f"{ATTRIBUTE_PREFIX}.Input", index) is not None
 
 
 def assert_folder_holds(hierarchy, made, parent: int) -> None:
@@ -246,12 +250,12 @@ def test_cancel_racing_the_end_of_many_jobs_never_both_delivers_and_cancels():
 def test_input_removed_while_the_real_engine_runs_leaves_no_dangling_reference(case):
     scene, nodes = case.scene, case.nodes
     flair = nodes[Sequence.T2F]
-    prepared = mrml.prepare_inputs(nodes)
-    task = jobs.synthesis_task(prepared.images, tiny_bundle(), targets=[Sequence.T1C], device="cpu",
+    selected_inputs = copy_selected_inputs(nodes)
+    task = jobs.synthesis_task(selected_inputs.images, tiny_bundle(), targets=[Sequence.T1C], device="cpu",
                                tumour_maps=False)
 
     job = run_job_while(task, lambda: scene.RemoveNode(flair))
-    made = mrml.add_result_nodes(scene, job.result, prepared)
+    made = add_result_nodes(scene, job.result, selected_inputs)
 
     synthetic = made.targets[Sequence.T1C].synthetic
     assert synthetic.GetAttribute("MRISynthesis.Inputs") == "t1n,t2w,t2f"  # the engine did use FLAIR
@@ -265,26 +269,26 @@ def test_input_removed_while_the_real_engine_runs_leaves_no_dangling_reference(c
 
 def test_reference_input_removed_puts_the_folder_beside_another_input(case):
     scene, nodes = case.scene, case.nodes
-    prepared = mrml.prepare_inputs(nodes)
-    reference = nodes[prepared.reference]
-    task = jobs.synthesis_task(prepared.images, MEAN_BUNDLE, synthesize=mean_synthesis)
+    selected_inputs = copy_selected_inputs(nodes)
+    reference = nodes[selected_inputs.reference]
+    task = jobs.synthesis_task(selected_inputs.images, MEAN_BUNDLE, synthesize=mean_synthesis)
 
     job = run_job_while(task, lambda: scene.RemoveNode(reference))
-    made = mrml.add_result_nodes(scene, job.result, prepared)
+    made = add_result_nodes(scene, job.result, selected_inputs)
 
     assert_references_resolve(scene, made, [nodes[Sequence.T2W], nodes[Sequence.T2F]])
-    assert made.messages == [removal_line(reference, prepared.reference)]
+    assert made.messages == [removal_line(reference, selected_inputs.reference)]
     assert_folder_holds(case.hierarchy, made, case.patient)
     assert case.hierarchy.GetItemName(made.folder_item) == f"{CASE} synthetic T1c"
 
 
 def test_every_input_removed_puts_the_folder_at_the_scene_level(case):
     scene, nodes = case.scene, case.nodes
-    prepared = mrml.prepare_inputs(nodes)
-    task = jobs.synthesis_task(prepared.images, MEAN_BUNDLE, synthesize=mean_synthesis)
+    selected_inputs = copy_selected_inputs(nodes)
+    task = jobs.synthesis_task(selected_inputs.images, MEAN_BUNDLE, synthesize=mean_synthesis)
 
     job = run_job_while(task, lambda: [scene.RemoveNode(node) for node in nodes.values()])
-    made = mrml.add_result_nodes(scene, job.result, prepared)
+    made = add_result_nodes(scene, job.result, selected_inputs)
 
     assert_references_resolve(scene, made, [])
     assert made.messages == [removal_line(nodes[s], s) for s in INPUTS]
@@ -299,14 +303,14 @@ def test_input_removed_during_validation_leaves_no_dangling_reference(scene):
     study = hierarchy.CreateFolderItem(hierarchy.GetSceneItemID(), "Study")
     nodes = {}
     for seed, sequence in enumerate(SEQUENCES):
-        nodes[sequence] = mrml.volume_node_from_image(scene, brain_like(seed + 1), f"{CASE}-{sequence.value}")
+        nodes[sequence] = volume_node_from_image(scene, brain_like(seed + 1), f"{CASE}-{sequence.value}")
         hierarchy.CreateItem(study, nodes[sequence])
-    prepared = mrml.prepare_inputs(nodes)
+    selected_inputs = copy_selected_inputs(nodes)
     removed = nodes[Sequence.T2W]
-    task = jobs.validation_task(prepared.images, MEAN_BUNDLE, synthesize=mean_synthesis)
+    task = jobs.validation_task(selected_inputs.images, MEAN_BUNDLE, synthesize=mean_synthesis)
 
     job = run_job_while(task, lambda: scene.RemoveNode(removed))
-    made = mrml.add_validation_nodes(scene, job.result, prepared)
+    made = add_validation_nodes(scene, job.result, selected_inputs)
 
     for target in made.targets.values():
         for node in target.all_nodes():
@@ -329,28 +333,28 @@ def three_inputs(case, **replace) -> dict:
 
 
 def test_label_map_is_refused_with_its_name(case):
-    label = mrml.volume_node_from_image(case.scene, sitk.Cast(brain_like(7) > 500, sitk.sitkUInt8),
+    label = volume_node_from_image(case.scene, sitk.Cast(brain_like(7) > 500, sitk.sitkUInt8),
                                         f"{CASE}-seg", class_name="vtkMRMLLabelMapVolumeNode")
 
-    with pytest.raises(mrml.MRMLInputError, match=f"^{CASE}-seg: is a label map, not an MR image$"):
-        mrml.prepare_inputs(three_inputs(case, t2w=label))
+    with pytest.raises(MRMLInputError, match=f"^{CASE}-seg: is a label map, not an MR image$"):
+        copy_selected_inputs(three_inputs(case, t2w=label))
 
 
-@pytest.mark.parametrize("role", [mrml.ROLE_SYNTHETIC, mrml.ROLE_ERROR])
+@pytest.mark.parametrize("role", [ROLE_SYNTHETIC, ROLE_ERROR])
 def test_output_node_is_refused_as_an_input(case, role):
-    prepared = mrml.prepare_inputs(case.nodes)
+    selected_inputs = copy_selected_inputs(case.nodes)
     result = SynthesisResult(
-        targets={Sequence.T1C: TargetResult(sequence=Sequence.T1C, synthetic=prepared.images[Sequence.T1N],
-                                            stage1=prepared.images[Sequence.T1N],
-                                            error_map=prepared.images[Sequence.T2W])},
+        targets={Sequence.T1C: TargetResult(sequence=Sequence.T1C, synthetic=selected_inputs.images[Sequence.T1N],
+                                            stage1=selected_inputs.images[Sequence.T1N],
+                                            error_map=selected_inputs.images[Sequence.T2W])},
         inputs=list(INPUTS), model_name="earlier run", device="cpu", timings={}, messages=[])
-    made = mrml.add_result_nodes(case.scene, result, prepared).targets[Sequence.T1C]
-    output = made.synthetic if role == mrml.ROLE_SYNTHETIC else made.error_map
+    made = add_result_nodes(case.scene, result, selected_inputs).targets[Sequence.T1C]
+    output = made.synthetic if role == ROLE_SYNTHETIC else made.error_map
 
     expected = (f"^{re.escape(output.GetName())}: is a synthetic volume made by MRISynthesis "
                 f"\\({role}\\); select an acquired image$")
-    with pytest.raises(mrml.MRMLInputError, match=expected):
-        mrml.prepare_inputs({Sequence.T1N: case.nodes[Sequence.T1N], Sequence.T1C: output})
+    with pytest.raises(MRMLInputError, match=expected):
+        copy_selected_inputs({Sequence.T1N: case.nodes[Sequence.T1N], Sequence.T1C: output})
 
 
 def vector_image_data(components: int) -> vtk.vtkImageData:
@@ -368,9 +372,9 @@ def test_vector_volume_is_refused_with_its_name(case, class_name):
     node.SetAndObserveImageData(vector_image_data(3))
     node.CreateDefaultDisplayNodes()
 
-    with pytest.raises(mrml.MRMLInputError,
+    with pytest.raises(MRMLInputError,
                        match=r"^colour map RGB: is a vector or multi-component volume \(.+\), not a scalar MR image$"):
-        mrml.prepare_inputs(three_inputs(case, t2f=node))
+        copy_selected_inputs(three_inputs(case, t2f=node))
 
 
 @pytest.mark.parametrize("class_name, kind", [("vtkMRMLSegmentationNode", "a segmentation"),
@@ -378,31 +382,31 @@ def test_vector_volume_is_refused_with_its_name(case, class_name):
 def test_node_of_another_class_is_refused_with_its_name(case, class_name, kind):
     node = case.scene.AddNewNodeByClass(class_name, "tumour outline")
 
-    with pytest.raises(mrml.MRMLInputError, match=f"^tumour outline: is {kind}, not an MR image$"):
-        mrml.prepare_inputs(three_inputs(case, t2w=node))
+    with pytest.raises(MRMLInputError, match=f"^tumour outline: is {kind}, not an MR image$"):
+        copy_selected_inputs(three_inputs(case, t2w=node))
 
 
 # --------------------------------------------------------------------------- 4. stale references and bad voxels
 
 
-def test_node_removed_before_prepare_is_refused_by_name(case):
+def test_node_removed_before_copying_is_refused_by_name(case):
     stale = case.nodes[Sequence.T2W]
     case.scene.RemoveNode(stale)  # the Python reference still reads its name and voxels
     assert stale.GetImageData() is not None
 
     expected = f"^{CASE}-t2w: is no longer in the scene \\(it was removed\\); select a volume that is in the scene$"
-    with pytest.raises(mrml.MRMLInputError, match=expected):  # without a scene: the node's own is asked
-        mrml.prepare_inputs(case.nodes)
-    with pytest.raises(mrml.MRMLInputError, match=expected):
-        mrml.prepare_inputs(case.nodes, case.scene)
+    with pytest.raises(MRMLInputError, match=expected):  # without a scene: the node's own is asked
+        copy_selected_inputs(case.nodes)
+    with pytest.raises(MRMLInputError, match=expected):
+        copy_selected_inputs(case.nodes, case.scene)
 
 
 def test_node_of_another_scene_is_refused_by_name(case):
     other_scene = slicer.vtkMRMLScene()
-    stranger = mrml.volume_node_from_image(other_scene, brain_like(5), "other scene t2")
+    stranger = volume_node_from_image(other_scene, brain_like(5), "other scene t2")
 
-    with pytest.raises(mrml.MRMLInputError, match="^other scene t2: is no longer in the scene"):
-        mrml.prepare_inputs(three_inputs(case, t2w=stranger), case.scene)
+    with pytest.raises(MRMLInputError, match="^other scene t2: is no longer in the scene"):
+        copy_selected_inputs(three_inputs(case, t2w=stranger), case.scene)
 
 
 @pytest.mark.parametrize("spoil, problem", [
@@ -419,10 +423,10 @@ def test_node_with_unusable_voxels_is_refused_with_its_name(case, spoil, problem
     image = sitk.GetImageFromArray(array)
     image.SetSpacing((2.5, 2.5, 2.5))
     image.SetOrigin((10.0, -20.0, 5.0))
-    bad = mrml.volume_node_from_image(case.scene, image, "scanner export FLAIR")
+    bad = volume_node_from_image(case.scene, image, "scanner export FLAIR")
 
-    with pytest.raises(mrml.MRMLInputError, match=f"^scanner export FLAIR: .*{problem}"):
-        mrml.prepare_inputs(three_inputs(case, t2f=bad))
+    with pytest.raises(MRMLInputError, match=f"^scanner export FLAIR: .*{problem}"):
+        copy_selected_inputs(three_inputs(case, t2f=bad))
 
 
 # ------------------------------------------------------------ 5. synthetic volumes without this module's tag
@@ -440,12 +444,12 @@ def test_synthetic_file_loaded_from_disk_is_refused_by_name(case, tmp_path, exte
     path = tmp_path / f"BraTS-synthetic-t1c{extension}"
     io.write_image(brain_like(4), path, description="SYNTHETIC T1c volume - not an acquired image")
     loaded = case.scene.keep_logics[2].AddArchetypeVolume(str(path), "P-t1c", 0)  # as File > Add Data does
-    assert loaded is not None and not mrml.is_output_node(loaded)
+    assert loaded is not None and not is_output_node(loaded)
 
     expected = (f"^P-t1c: was loaded from {re.escape(str(path))}, a synthetic volume "
                 r"\('SYNTHETIC T1c volume - not an acquired image'\); select an acquired image$")
-    with pytest.raises(mrml.MRMLInputError, match=expected):
-        mrml.prepare_inputs(three_inputs(case, t1c=loaded), case.scene)
+    with pytest.raises(MRMLInputError, match=expected):
+        copy_selected_inputs(three_inputs(case, t1c=loaded), case.scene)
 
 
 def test_acquired_file_loaded_from_disk_is_accepted(case, tmp_path, extension):
@@ -455,19 +459,19 @@ def test_acquired_file_loaded_from_disk_is_accepted(case, tmp_path, extension):
     io.write_image(brain_like(4), path, description="acquired on scanner 3")
     loaded = case.scene.keep_logics[2].AddArchetypeVolume(str(path), "P-t1c", 0)
 
-    prepared = mrml.prepare_inputs(three_inputs(case, t1c=loaded), case.scene)
+    selected_inputs = copy_selected_inputs(three_inputs(case, t1c=loaded), case.scene)
 
-    assert prepared.nodes[Sequence.T1C] is loaded
+    assert selected_inputs.nodes[Sequence.T1C] is loaded
 
 
 def test_node_described_as_synthetic_is_refused_by_name(case):
-    node = mrml.volume_node_from_image(case.scene, brain_like(4), "FLAIR from elsewhere")
+    node = volume_node_from_image(case.scene, brain_like(4), "FLAIR from elsewhere")
     node.SetDescription("SYNTHETIC FLAIR volume - made by another run\nsecond line")
 
     expected = (r"^FLAIR from elsewhere: its description says it is a synthetic volume "
                 r"\('SYNTHETIC FLAIR volume - made by another run second line'\); select an acquired image$")
-    with pytest.raises(mrml.MRMLInputError, match=expected):
-        mrml.prepare_inputs(three_inputs(case, t2f=node))
+    with pytest.raises(MRMLInputError, match=expected):
+        copy_selected_inputs(three_inputs(case, t2f=node))
 
 
 # --------------------------------------------------------------------------- 6. nodes never added to a scene
@@ -477,7 +481,7 @@ def loose_node(name: str):
     """A volume node with voxels that was never added to any scene (no scene, no ID)."""
     node = slicer.vtkMRMLScalarVolumeNode()
     node.SetName(name)
-    mrml.update_volume_node_from_image(node, brain_like(6))
+    update_volume_node_from_image(node, brain_like(6))
     return node
 
 
@@ -485,10 +489,10 @@ def test_node_never_added_to_a_scene_is_not_called_removed(case):
     node = loose_node("loose t2")
 
     expected = "^loose t2: is not in a scene \\(it was never added to one\\); select a volume that is in the scene$"
-    with pytest.raises(mrml.MRMLInputError, match=expected):
-        mrml.prepare_inputs(three_inputs(case, t2w=node))
-    with pytest.raises(mrml.MRMLInputError, match=expected):
-        mrml.prepare_inputs(three_inputs(case, t2w=node), case.scene)
+    with pytest.raises(MRMLInputError, match=expected):
+        copy_selected_inputs(three_inputs(case, t2w=node))
+    with pytest.raises(MRMLInputError, match=expected):
+        copy_selected_inputs(three_inputs(case, t2w=node), case.scene)
 
 
 # ------------------------------------------------------------ 7. names with newlines and control characters
@@ -496,30 +500,30 @@ def test_node_never_added_to_a_scene_is_not_called_removed(case):
 
 def test_node_label_is_one_line():
     node = loose_node("../x\n\r\tFLAIR\x1b[31m \u2028 end  ")
-    assert mrml.node_label(node) == "../x FLAIR [31m end"
+    assert node_label(node) == "../x FLAIR [31m end"
     scene = slicer.vtkMRMLScene()
     blank = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "\n\t \r")
-    assert mrml.node_label(blank) == blank.GetID()
+    assert node_label(blank) == blank.GetID()
 
 
 def test_refusal_of_a_node_with_a_multi_line_name_is_one_line(case):
-    label = mrml.volume_node_from_image(case.scene, sitk.Cast(brain_like(7) > 500, sitk.sitkUInt8),
+    label = volume_node_from_image(case.scene, sitk.Cast(brain_like(7) > 500, sitk.sitkUInt8),
                                         "seg\nFLAIR\r\n", class_name="vtkMRMLLabelMapVolumeNode")
 
-    with pytest.raises(mrml.MRMLInputError) as raised:
-        mrml.prepare_inputs(three_inputs(case, t2f=label))
+    with pytest.raises(MRMLInputError) as raised:
+        copy_selected_inputs(three_inputs(case, t2f=label))
 
     assert str(raised.value) == "seg FLAIR: is a label map, not an MR image"
 
 
 def test_result_names_are_one_line_for_multi_line_input_names(scene):
-    nodes = {sequence: mrml.volume_node_from_image(scene, brain_like(index + 1), f"../x\n{sequence.value}")
+    nodes = {sequence: volume_node_from_image(scene, brain_like(index + 1), f"../x\n{sequence.value}")
              for index, sequence in enumerate(INPUTS)}
-    prepared = mrml.prepare_inputs(nodes)
-    assert all(line.count("\n") == 0 for line in prepared.messages)
-    result = mean_synthesis(prepared.images, MEAN_BUNDLE, targets=[Sequence.T1C])
+    selected_inputs = copy_selected_inputs(nodes)
+    assert all(line.count("\n") == 0 for line in selected_inputs.messages)
+    result = mean_synthesis(selected_inputs.images, MEAN_BUNDLE, targets=[Sequence.T1C])
 
-    made = mrml.add_result_nodes(scene, result, prepared)
+    made = add_result_nodes(scene, result, selected_inputs)
 
     assert made.targets[Sequence.T1C].synthetic.GetName() == "../x T1c (synthetic)"
     assert scene.GetSubjectHierarchyNode().GetItemName(made.folder_item) == "../x synthetic T1c"
@@ -528,17 +532,17 @@ def test_result_names_are_one_line_for_multi_line_input_names(scene):
 
 def test_inputs_renamed_during_the_run_do_not_change_the_result_names(case):
     scene, nodes = case.scene, case.nodes
-    prepared = mrml.prepare_inputs(nodes)
-    task = jobs.synthesis_task(prepared.images, MEAN_BUNDLE, synthesize=mean_synthesis)
+    selected_inputs = copy_selected_inputs(nodes)
+    task = jobs.synthesis_task(selected_inputs.images, MEAN_BUNDLE, synthesize=mean_synthesis)
 
     def rename():
         for index, node in enumerate(nodes.values()):
             node.SetName(f"renamed {index}")
 
     job = run_job_while(task, rename)
-    made = mrml.add_result_nodes(scene, job.result, prepared)
+    made = add_result_nodes(scene, job.result, selected_inputs)
 
-    assert prepared.base_name == CASE
+    assert selected_inputs.base_name == CASE
     assert made.targets[Sequence.T1C].synthetic.GetName() == f"{CASE} T1c (synthetic)"
     assert case.hierarchy.GetItemName(made.folder_item) == f"{CASE} synthetic T1c"
 
@@ -546,20 +550,20 @@ def test_inputs_renamed_during_the_run_do_not_change_the_result_names(case):
 # --------------------------------------------------------------------------- 8. Python API misuse
 
 
-def test_prepare_inputs_needs_a_mapping(case):
+def test_copy_selected_inputs_needs_a_mapping(case):
     with pytest.raises(TypeError, match=r"^selected must be a mapping \{sequence: volume node\}.*got list"):
-        mrml.prepare_inputs([case.nodes[Sequence.T1N]])
+        copy_selected_inputs([case.nodes[Sequence.T1N]])
 
 
-def test_prepare_inputs_needs_nodes_not_names(case):
+def test_copy_selected_inputs_needs_nodes_not_names(case):
     expected = r"^T1 input \(t1n\) must be an MRML volume node, got str \('P-t1n'\)$"
     with pytest.raises(TypeError, match=expected):
-        mrml.prepare_inputs({Sequence.T1N: "P-t1n", Sequence.T2W: case.nodes[Sequence.T2W]})
+        copy_selected_inputs({Sequence.T1N: "P-t1n", Sequence.T2W: case.nodes[Sequence.T2W]})
 
 
 def test_results_of_a_cancelled_job_are_refused_clearly(case):
-    prepared = mrml.prepare_inputs(case.nodes)
-    job = jobs.Job(lambda context: mean_synthesis(prepared.images, MEAN_BUNDLE)).start()
+    selected_inputs = copy_selected_inputs(case.nodes)
+    job = jobs.Job(lambda context: mean_synthesis(selected_inputs.images, MEAN_BUNDLE)).start()
     assert job.wait(WAIT_S)
     job.cancel()
     result = job.take_result()
@@ -567,17 +571,17 @@ def test_results_of_a_cancelled_job_are_refused_clearly(case):
 
     message = r"^no result to add \(the job was cancelled or failed\)$"
     with pytest.raises(ValueError, match=message):
-        mrml.add_result_nodes(case.scene, result, prepared)
+        add_result_nodes(case.scene, result, selected_inputs)
     with pytest.raises(ValueError, match=message):
-        mrml.add_validation_nodes(case.scene, result, prepared)
+        add_validation_nodes(case.scene, result, selected_inputs)
     with pytest.raises(ValueError, match=message):
-        mrml.add_validation_nodes(case.scene, [], prepared)
+        add_validation_nodes(case.scene, [], selected_inputs)
     assert case.scene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems() == len(INPUTS)
 
 
 def test_validation_results_given_to_add_result_nodes_are_refused_clearly(case):
-    prepared = mrml.prepare_inputs(case.nodes)
-    results = [mean_synthesis(prepared.images, MEAN_BUNDLE, targets=[Sequence.T1N])]
+    selected_inputs = copy_selected_inputs(case.nodes)
+    results = [mean_synthesis(selected_inputs.images, MEAN_BUNDLE, targets=[Sequence.T1N])]
 
     with pytest.raises(TypeError, match=r"^expected one SynthesisResult, got list; .*add_validation_nodes"):
-        mrml.add_result_nodes(case.scene, results, prepared)
+        add_result_nodes(case.scene, results, selected_inputs)

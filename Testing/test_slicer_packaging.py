@@ -325,9 +325,10 @@ def test_what_the_module_imports_at_start_pulls_in_no_third_party_package():
     assert output.strip() == "[]"
 
 
-def test_jobs_and_mrml_import_without_qt_or_the_engine():
+def test_jobs_and_the_scene_bridge_import_without_qt_or_the_engine():
     output = run_python(
-        "import sys, MRISynthesisLib.core.jobs, MRISynthesisLib.scene.mrml; "
+        "import sys, MRISynthesisLib.core.jobs, MRISynthesisLib.scene.flow, MRISynthesisLib.scene.validation_table, "
+        "MRISynthesisLib.scene.assignment, MRISynthesisLib.scene.panel; "
         "print(sorted(m for m in ('qt','PythonQt','PyQt5','PySide2','PySide6','torch','monai','nibabel') "
         "if m in sys.modules))")
     assert output.strip() == "[]"

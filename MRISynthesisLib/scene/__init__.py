@@ -1,5 +1,19 @@
 """The Slicer bridge: the only code that imports ``slicer``, ``vtk`` or MRML classes.
 
 It turns volume nodes into SimpleITK images for the engine and results back into nodes;
-it runs headless on ``slicer-core`` as well as inside the Slicer application.
+it runs headless on ``slicer-core`` as well as inside the Slicer application, and never imports Qt.
+
+Modules, one concern each:
+
+- :mod:`.nodes`: a node's one-line label, scene membership, this tool's attribute prefix, ``MRMLInputError``;
+- :mod:`.geometry`: IJK-to-RAS <-> SimpleITK geometry, node <-> image copies;
+- :mod:`.node_checks`: which nodes may be acquired MR inputs, and why not;
+- :mod:`.assignment`: candidate volumes and filling the input slots from node names;
+- :mod:`.panel`: what the module panel shows for a selection (texts, enabled buttons);
+- :mod:`.inputs`: the selected nodes copied into images on one grid (``copy_selected_inputs``);
+- :mod:`.results`: result nodes with names, provenance and a subject-hierarchy folder;
+- :mod:`.display`: window/level, colour tables, showing a result in the slice views;
+- :mod:`.validation_table`: the metrics table and the validation's nodes;
+- :mod:`.flow`: case volumes, the phantom case and the whole flow run blocking.
 """
+from __future__ import annotations

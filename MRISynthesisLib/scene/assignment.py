@@ -1,0 +1,84 @@
+"""Filling the four input slots from node names: the scene's candidate volumes, the sequence each name
+suggests (:func:`MRISynthesisLib.sequences.guess_sequence`) and why a slot stayed empty."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable, Mapping
+
+from ..sequences import SEQUENCES, Sequence, guess_sequence
+from .nodes import is_output_node, node_label
+
+__all__ = [
+    "candidate_input_nodes",
+    "Assignment",
+    "assign_sequences",
+    "fill_empty_slots",
+    "assignment_notes",
+]
+
+
+def candidate_input_nodes(scene: Any) -> list:
+    """Scalar volumes that may be inputs: not label maps and not outputs of this tool."""
+    nodes = []
+    collection = scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
+    for index in range(collection.GetNumberOfItems()):
+        node = collection.GetItemAsObject(index)
+        if node.IsA("vtkMRMLLabelMapVolumeNode") or is_output_node(node):
+            continue
+        nodes.append(node)
+    return nodes
+
+
+@dataclasses.dataclass
+class Assignment:
+    """Input slots filled from node names; a slot stays empty when its choice is not clear."""
+
+    nodes: dict  # Sequence -> node or None
+    ambiguous: dict  # Sequence -> names of the several nodes that look like it
+    unrecognised: list  # names that name no sequence, or several
+
+    def notes(self) -> list[str]:
+        """One line per slot left empty for a reason the user should know."""
+        lines = []
+        for sequence, names in self.ambiguous.items():
+            lines.append(f"{len(names)} volumes look like {sequence.short_name} "
+                         f"({', '.join(names)}): choose one")
+        return lines
+
+
+def assign_sequences(nodes: Iterable[Any]) -> Assignment:
+    """Map volume nodes to the four sequences by name (:func:`guess_sequence` aliases).
+
+    A sequence claimed by exactly one node gets it; a sequence claimed by several, and names
+    that are ambiguous themselves ("t1_t2_fusion"), are left empty for the user to choose.
+    """
+    claims: dict[Sequence, list] = {sequence: [] for sequence in SEQUENCES}
+    unrecognised = []
+    for node in nodes:
+        sequence = guess_sequence(node.GetName() or "")
+        if sequence is None:
+            unrecognised.append(node_label(node))
+        else:
+            claims[sequence].append(node)
+    chosen = {sequence: (found[0] if len(found) == 1 else None) for sequence, found in claims.items()}
+    ambiguous = {sequence: [node_label(node) for node in found]
+                 for sequence, found in claims.items() if len(found) > 1}
+    return Assignment(nodes=chosen, ambiguous=ambiguous, unrecognised=unrecognised)
+
+
+def fill_empty_slots(current: Mapping[Sequence, Any], scene: Any) -> dict:
+    """The current selection with empty slots filled by :func:`assign_sequences` (choices kept).
+
+    A node the user already put in one slot is not proposed for another.
+    """
+    used = {node.GetID() for node in current.values() if node is not None}
+    free = [node for node in candidate_input_nodes(scene) if node.GetID() not in used]
+    proposal = assign_sequences(free).nodes
+    return {sequence: current.get(sequence) or proposal.get(sequence) for sequence in SEQUENCES}
+
+
+def assignment_notes(selected: Mapping[Sequence, Any], scene: Any) -> list[str]:
+    """Why empty slots stayed empty: one line per sequence that several scene volumes look like."""
+    ambiguous = assign_sequences(candidate_input_nodes(scene)).ambiguous
+    empty = {s: names for s, names in ambiguous.items() if selected.get(s) is None}
+    return Assignment(nodes={}, ambiguous=empty, unrecognised=[]).notes()

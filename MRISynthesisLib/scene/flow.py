@@ -1,0 +1,76 @@
+"""Whole cases in the scene: a case's images loaded as named volumes (a phantom case too), and the module's
+flow run blocking, without Qt or a thread (:func:`synthesize_in_scene`, for scripts and the self-test).
+
+The Slicer widget runs the same steps in this order, with the synthesis in a worker thread:
+
+1. :func:`~MRISynthesisLib.scene.assignment.fill_empty_slots` fills the four input slots from node names;
+2. :func:`~MRISynthesisLib.scene.inputs.copy_selected_inputs` copies the selected volumes into images
+   on one grid (main thread);
+3. :mod:`MRISynthesisLib.core.jobs` runs the synthesis on those images (worker thread, no MRML);
+4. :func:`~MRISynthesisLib.scene.results.add_result_nodes` turns the result into new nodes and
+   :func:`~MRISynthesisLib.scene.display.show_result` displays them.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import SimpleITK as sitk
+
+from ..sequences import SEQUENCES, Sequence
+from .display import set_volume_display, show_result
+from .geometry import volume_node_from_image
+from .inputs import copy_selected_inputs
+from .results import ResultNodes, add_result_nodes
+
+__all__ = ["add_case_nodes", "add_phantom_case", "synthesize_in_scene"]
+
+
+def add_case_nodes(scene: Any, images: Mapping[Any, sitk.Image], case_id: str,
+                   label: sitk.Image | None = None) -> dict:
+    """Load a case's images as ``<case>-t1n`` ... volumes (and ``<case>-seg`` label map) into the scene."""
+    nodes: dict = {}
+    for key in sorted(images, key=lambda k: SEQUENCES.index(Sequence(k))):
+        sequence = Sequence(key)
+        node = volume_node_from_image(scene, images[key], f"{case_id}-{sequence.value}")
+        set_volume_display(node, images[key])
+        nodes[sequence] = node
+    if label is not None:
+        nodes["label"] = volume_node_from_image(scene, sitk.Cast(label, sitk.sitkUInt8), f"{case_id}-seg",
+                                                class_name="vtkMRMLLabelMapVolumeNode")
+    return nodes
+
+
+def add_phantom_case(scene: Any, seed: int = 0, small: bool = False) -> dict:
+    """Generate a phantom case (:func:`MRISynthesisLib.phantom.generate_case`) and load it into the scene."""
+    from ..phantom import generate_case
+
+    case = generate_case(seed, small=small)
+    return add_case_nodes(scene, case.images, case.case_id, label=case.label)
+
+
+def synthesize_in_scene(scene: Any, selected: Mapping[Sequence, Any], bundle: Any, *, device: str = "auto",
+                        keep_stage1: bool = False, tumour_maps: bool = True, targets=None,
+                        synthesize: Callable | None = None, show: bool = True,
+                        log: Callable[[str], None] | None = None) -> ResultNodes:
+    """The module's whole flow without Qt and without a thread: nodes -> images -> synthesis -> nodes.
+
+    Used by the self-test and by scripts; the widget runs the same steps with the synthesis
+    in a :class:`~MRISynthesisLib.core.jobs.Job`.
+    """
+    from ..core.jobs import JobContext, synthesis_task
+
+    say = log or (lambda text: None)
+    selected_inputs = copy_selected_inputs(selected, scene)
+    for line in selected_inputs.messages:
+        say(line)
+    task = synthesis_task(selected_inputs.images, bundle, targets=targets, device=device, tumour_maps=tumour_maps,
+                          synthesize=synthesize)
+    result = task(JobContext())
+    for line in list(result.messages):
+        say(line)
+    nodes = add_result_nodes(scene, result, selected_inputs, keep_stage1=keep_stage1)
+    for line in nodes.messages:
+        say(line)
+    if show:
+        show_result(scene, nodes)
+    return nodes
