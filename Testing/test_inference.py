@@ -18,7 +18,6 @@ import torch
 from MRISynthesisLib.core import devices
 from MRISynthesisLib.core.devices import DeviceError, cgroup_cpu_limit, is_out_of_memory, resolve_device
 from MRISynthesisLib.core.inference import (
-    Cancelled,
     InferenceOptionsError,
     MemoryBackoff,
     Stage1Options,
@@ -28,6 +27,7 @@ from MRISynthesisLib.core.inference import (
     run_refiner,
     run_stage1,
 )
+from MRISynthesisLib.core.progress import Cancelled
 from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANGenerator
 from MRISynthesisLib.models.refiner import Refiner, RefinerConfig, refine_volume
 

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from MRISynthesisLib.core import io, jobs
 from MRISynthesisLib.core.weights import ModelBundle
-from MRISynthesisLib.core.inference import Cancelled, check_cancel
+from MRISynthesisLib.core.progress import Cancelled, check_cancel
 from MRISynthesisLib.core.pipeline import SynthesisResult, TargetResult
 from MRISynthesisLib.sequences import SEQUENCES, Sequence
 
@@ -25,7 +25,7 @@ def smooth_slices(image: sitk.Image):
         out = np.empty_like(array)
         context.log(f"smoothing {array.shape[0]} slices")
         for index in range(array.shape[0]):
-            context.check_cancelled()
+            context.check_cancel()
             out[index] = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(sitk.GetImageFromArray(array[index]), 1.0))
             context.progress((index + 1) / array.shape[0], f"slice {index + 1}/{array.shape[0]}")
         return out

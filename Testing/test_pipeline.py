@@ -10,7 +10,8 @@ import torch
 
 from MRISynthesisLib import metrics
 from MRISynthesisLib.core.devices import DeviceError
-from MRISynthesisLib.core.inference import Cancelled, Stage1Options, run_stage1
+from MRISynthesisLib.core.inference import Stage1Options, run_stage1
+from MRISynthesisLib.core.progress import Cancelled
 from MRISynthesisLib.core.io import InputError
 from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANGenerator
 from MRISynthesisLib.models.refiner import Refiner, RefinerConfig

@@ -19,7 +19,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from .devices import is_out_of_memory, release_cached_memory
-from .progress import ProgressCallback
+from .progress import ProgressCallback, check_cancel
 
 LogCallback = Callable[[str], None]
 
@@ -44,18 +44,8 @@ STAGE1_ACTIVATION_FACTOR = 12.0
 REFINER_ACTIVATION_FACTOR = 12.0
 
 
-class Cancelled(Exception):
-    """The caller asked the synthesis to stop; nothing was returned."""
-
-
 class InferenceOptionsError(ValueError):
     """Runner options that cannot work (a batch size below 1, an overlap outside [0, 1))."""
-
-
-def check_cancel(cancel: Optional[threading.Event]) -> None:
-    """Raise :class:`Cancelled` when ``cancel`` is set."""
-    if cancel is not None and cancel.is_set():
-        raise Cancelled("synthesis cancelled")
 
 
 # --------------------------------------------------------------------------- out-of-memory back-off

@@ -28,6 +28,7 @@ import traceback
 from typing import Any, Callable, Mapping, Optional
 
 from ..sequences import SEQUENCES, Sequence
+from .progress import check_cancel, scaled
 
 
 class JobState(str, enum.Enum):
@@ -42,10 +43,6 @@ class JobState(str, enum.Enum):
 
 #: States after which nothing changes any more.
 FINISHED_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
-
-
-class JobCancelled(Exception):
-    """Raised by :meth:`JobContext.check_cancelled` to leave the function early."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,10 +91,9 @@ class JobContext:
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()
 
-    def check_cancelled(self) -> None:
-        """Raise :class:`JobCancelled` once cancellation was asked for."""
-        if self.cancel_event.is_set():
-            raise JobCancelled("cancelled")
+    def check_cancel(self) -> None:
+        """Raise :class:`~MRISynthesisLib.core.progress.Cancelled` once cancellation was asked for."""
+        check_cancel(self.cancel_event)
 
     def log(self, message: str) -> None:
         """A line for the log."""
@@ -263,10 +259,10 @@ def synthesis_task(images: Mapping[Sequence, Any], bundle: Any, *, targets=None,
 
     def run(context: JobContext) -> Any:
         function = synthesize or _engine_synthesize()
-        context.check_cancelled()
+        context.check_cancel()
         result = function(inputs, bundle, targets=targets, device=device, progress=context.progress,
                           cancel=context.cancel_event, tumour_maps=tumour_maps, ground_truth=ground_truth)
-        context.check_cancelled()
+        context.check_cancel()
         return result
 
     return run
@@ -290,19 +286,18 @@ def validation_task(images: Mapping[Sequence, Any], bundle: Any, *, device: str 
         model = _load_bundle(bundle, context)
         results = []
         for index, target in enumerate(SEQUENCES):
-            context.check_cancelled()
+            context.check_cancel()
             context.log(f"validation {index + 1}/4: {target.display_name} from the other three")
             others = {s: image for s, image in inputs.items() if s is not target}
-            start, stop = index / len(SEQUENCES), (index + 1) / len(SEQUENCES)
+            share = scaled(context.progress, index / len(SEQUENCES), (index + 1) / len(SEQUENCES))
 
-            def progress(fraction: float, message: str, start: float = start, stop: float = stop,
-                         name: str = target.short_name) -> None:
-                context.progress(start + (stop - start) * fraction, f"{name}: {message}")
+            def progress(fraction: float, message: str, share=share, name: str = target.short_name) -> None:
+                share(fraction, f"{name}: {message}")
 
             results.append(function(others, model, targets=[target], device=device, progress=progress,
                                     cancel=context.cancel_event, tumour_maps=tumour_maps,
                                     ground_truth={target: inputs[target]}))
-        context.check_cancelled()
+        context.check_cancel()
         return results
 
     return run

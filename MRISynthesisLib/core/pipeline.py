@@ -17,7 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import maps
-from .inference import Cancelled, Stage1Options, Stage2Options, check_cancel, run_refiner, run_stage1
+from .inference import Stage1Options, Stage2Options, run_refiner, run_stage1
 from .input_checks import check_acquired, find_duplicate
 from .io import InputError, align_inputs, check_image, resample_to, same_grid
 from .preprocessing import (
@@ -28,10 +28,10 @@ from .preprocessing import (
     fit_zscore,
     prior_intensity,
 )
-from .progress import ProgressCallback, scaled
+from .progress import ProgressCallback, check_cancel, scaled
 from ..sequences import SEQUENCES, Sequence, parse_sequence
 
-__all__ = ["synthesize", "SynthesisResult", "TargetResult", "Cancelled", "ModelOutputError", "SYNTHETIC_SCALE"]
+__all__ = ["synthesize", "SynthesisResult", "TargetResult", "ModelOutputError", "SYNTHETIC_SCALE"]
 
 #: Stage 1 sees axial slices covering this field of view (BraTS: 240 voxels at 1 mm).
 MODEL_FIELD_OF_VIEW_MM = 240.0
@@ -287,7 +287,7 @@ def synthesize(
     mapping. ``ground_truth`` (acquired versions of targets, for validation) adds error maps
     and metrics; ``label`` (BraTS label map) then defines the tumour region for the metrics.
     ``progress(fraction, message)`` is called often; setting ``cancel`` raises
-    :class:`Cancelled` within about a second and returns nothing. ``keep_model_grid`` keeps the
+    :class:`~MRISynthesisLib.core.progress.Cancelled` within about a second and returns nothing. ``keep_model_grid`` keeps the
     model-grid volumes in ``result.model_grid`` (memory; for evaluation).
     """
     from .devices import resolve_device

@@ -1,16 +1,29 @@
-"""Progress reporting shared by the CLI and the library: ``progress(fraction, message)`` callables.
+"""Progress and cancellation shared by the CLI, the jobs and the engine.
 
-Library functions take an optional ``progress(fraction, message)`` callback; the CLI turns it
-into a tqdm bar on a terminal and into plain, rate-limited lines otherwise (logs, CI).
+Library functions take an optional ``progress(fraction, message)`` callback and an optional
+``cancel`` event; the CLI turns the callback into a tqdm bar on a terminal and into plain,
+rate-limited lines otherwise (logs, CI). A set ``cancel`` event makes :func:`check_cancel`
+raise :class:`Cancelled`, the one exception that means "the caller asked to stop".
 """
 from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 import time
 from typing import Callable, Iterator, Optional
 
 ProgressCallback = Callable[[float, str], None]
+
+
+class Cancelled(Exception):
+    """The caller asked the work to stop; nothing was returned."""
+
+
+def check_cancel(cancel: Optional[threading.Event]) -> None:
+    """Raise :class:`Cancelled` when ``cancel`` is set."""
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("cancelled")
 
 
 def scaled(progress: Optional[ProgressCallback], start: float, stop: float) -> Optional[ProgressCallback]:
