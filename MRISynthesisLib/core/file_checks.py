@@ -28,6 +28,7 @@ from .input_checks import InputError
 __all__ = [
     "MAX_INPUT_VOXELS", "MAX_INPUT_BYTES", "MAX_AXIS_VOXELS", "SPACING_RANGE_MM",
     "check_input_path", "check_header", "check_size", "check_geometry", "stream_length",
+    "check_nifti_voxels_finite",
 ]
 
 #: Largest input accepted, in voxels: 2^28. A 0.5 mm whole-head 3D scan (512 x 512 x 400 =
@@ -277,6 +278,28 @@ def _check_nifti(path: Path) -> None:
         raise InputError(f"{path}: corrupt NIfTI header (vox_offset {offset} lies inside the header)")
     voxel_bytes = int(np.prod(header.get_data_shape(), dtype=np.int64)) * header.get_data_dtype().itemsize
     _check_length(path, offset + voxel_bytes)  # a .nii.gz is one gzip stream: header, extensions, voxels
+
+
+def check_nifti_voxels_finite(path: Path) -> None:
+    """Refuse stored NaN or Inf voxels, which ITK's NIfTI reader silently reads as 0.
+
+    Runs after :func:`check_header`, so the voxel bytes read here are within the size limits.
+    """
+    header = _raw_nifti_header(path)
+    dtype = header.get_data_dtype()
+    if not np.issubdtype(dtype, np.inexact):
+        return
+    count = int(np.prod(header.get_data_shape(), dtype=np.int64))
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as stream:
+            stream.seek(int(header.get_data_offset()))
+            voxels = np.frombuffer(stream.read(count * dtype.itemsize), dtype=dtype, count=count)
+    except (OSError, EOFError, ValueError, zlib.error) as error:
+        raise InputError(f"{path}: unreadable or corrupt image file ({' '.join(str(error).split())})") from None
+    bad = int(voxels.size - np.count_nonzero(np.isfinite(voxels)))
+    if bad:
+        raise InputError(f"{path}: contains {bad} NaN or Inf voxels")
 
 
 # --------------------------------------------------------------------------- NRRD and MetaIO (text headers)
