@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from MRISynthesisLib.cli import main as cli
+import MRISynthesisLib.cli.main as cli  # the module: the package's main() would shadow it
 from MRISynthesisLib import phantom
 from MRISynthesisLib.core import pipeline
 from MRISynthesisLib.core.io import read_case
@@ -19,28 +19,14 @@ from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANGenerator
 from MRISynthesisLib.models.refiner import Refiner, RefinerConfig
 from MRISynthesisLib.models.segmenter import REGIONS, SegmenterConfig, build_segmenter
 from MRISynthesisLib.sequences import SEQUENCES, Sequence
-from MRISynthesisLib.training.common import (
-    EpochTrainer,
-    TrainingError,
-    TrainOptions,
-    best_weights_path,
-    load_training_state,
-    training_state_path,
-)
-from MRISynthesisLib.training.datasets import (
-    TUMOUR_CORE_LABELS,
-    PreparedCaseStore,
-    SliceSampler,
-    Stage1OutputCache,
-    all_patterns,
-    input_sets,
-    eligible_slices,
-    find_cases,
-    load_or_create_split,
-    min_brain_pixels,
-    sample_pattern,
-    split_cases,
-)
+from MRISynthesisLib.training.cases import find_cases, load_or_create_split, split_cases
+from MRISynthesisLib.training.input_patterns import all_patterns, input_sets, sample_pattern
+from MRISynthesisLib.training.loop import EpochTrainer
+from MRISynthesisLib.training.options import TrainingError, TrainOptions
+from MRISynthesisLib.training.prepared_cases import PreparedCaseStore
+from MRISynthesisLib.training.run_files import best_weights_path, load_training_state, training_state_path
+from MRISynthesisLib.training.slices import TUMOUR_CORE_LABELS, SliceSampler, eligible_slices, min_brain_pixels
+from MRISynthesisLib.training.stage1_outputs import Stage1OutputCache
 from MRISynthesisLib.training.segmenter import (
     SegmenterTrainingOptions,
     dice_bce_loss,

@@ -143,7 +143,7 @@ def _run(train, options, description: str) -> int:
     from tqdm import tqdm
 
     from ..core.progress import terminal_progress
-    from ..training.common import is_headline
+    from ..training.loop import is_headline
 
     def echo(message: str) -> None:
         tqdm.write(message, file=sys.stderr)

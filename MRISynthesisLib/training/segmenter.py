@@ -27,27 +27,13 @@ from monai.losses import DiceLoss
 from .. import metrics
 from ..models.segmenter import REGIONS, SegmenterConfig, build_segmenter, label_to_regions, predict_region_probabilities
 from ..sequences import SEQUENCES, parse_sequence
-from .common import (
-    EpochTrainer,
-    TrainingError,
-    TrainingResult,
-    TrainOptions,
-    autocast_context,
-    bundle_training_info,
-    load_run_model,
-    make_optimizer,
-    write_run_bundle,
-)
-from .datasets import (
-    PreparedCase,
-    PreparedCaseStore,
-    crop_box,
-    crop_size_for,
-    load_or_create_split,
-    random_centre,
-    take_crop,
-)
-from .start import start_run
+from .cases import load_or_create_split
+from .crops import crop_box, crop_size_for, random_centre, take_crop
+from .loop import EpochTrainer, TrainingResult, bundle_training_info, start_run
+from .optimisation import autocast_context, make_optimizer
+from .options import TrainingError, TrainOptions
+from .prepared_cases import PreparedCase, PreparedCaseStore
+from .run_files import load_run_model, write_run_bundle
 
 MODEL_PRESETS = ("small", "paper")
 _STATE_KEYS = ("state_dict", "model", "network", "net", "model_state_dict", "segmenter")

@@ -35,29 +35,15 @@ from ..models.discriminator import DiscriminatorConfig, PatchDiscriminator
 from ..models.hfgan import HFGANConfig, HFGANGenerator
 from ..core.preprocessing import estimate_intensity_priors
 from ..sequences import SEQUENCES
-from .common import (
-    EpochTrainer,
-    SynthesisTrainOptions,
-    TrainingError,
-    TrainingResult,
-    autocast_context,
-    bundle_training_info,
-    frozen,
-    make_optimizer,
-    validation_targets,
-    write_run_bundle,
-)
-from .datasets import (
-    MIN_BRAIN_AREA_MM2,
-    PreparedCaseStore,
-    SliceSampler,
-    Stage1Batch,
-    load_or_create_split,
-    stage1_volume,
-    tumour_items_per_batch,
-)
+from .cases import load_or_create_split
+from .loop import EpochTrainer, TrainingResult, bundle_training_info, start_run
 from .losses import adversarial_loss, feature_similarity_loss, ssim_loss_from_map, ssim_map, to_unit
-from .start import start_run
+from .optimisation import autocast_context, frozen, make_optimizer
+from .options import SynthesisTrainOptions, TrainingError, validation_targets
+from .prepared_cases import PreparedCaseStore
+from .run_files import write_run_bundle
+from .slices import MIN_BRAIN_AREA_MM2, SliceSampler, Stage1Batch, tumour_items_per_batch
+from .stage1_outputs import stage1_volume
 
 MODEL_PRESETS = ("small", "paper")
 

@@ -32,31 +32,17 @@ from ..models.refiner import Refiner, RefinerConfig
 from ..models.segmenter import label_to_regions
 from ..core.preprocessing import fit_zscore
 from ..sequences import SEQUENCES
-from .common import (
-    EpochTrainer,
-    SynthesisTrainOptions,
-    TrainingError,
-    TrainingResult,
-    autocast_context,
-    bundle_training_info,
-    make_optimizer,
-    validation_targets,
-    write_run_bundle,
-)
-from .datasets import (
-    PreparedCase,
-    PreparedCaseStore,
-    Stage1OutputCache,
-    crop_box,
-    crop_size_for,
-    input_sets,
-    load_or_create_split,
-    random_centre,
-    take_crop,
-)
+from .cases import load_or_create_split
+from .crops import crop_box, crop_size_for, random_centre, take_crop
+from .input_patterns import input_sets
+from .loop import EpochTrainer, TrainingResult, bundle_training_info, start_run
 from .losses import scale_by_target, ssim_loss
+from .optimisation import autocast_context, make_optimizer
+from .options import SynthesisTrainOptions, TrainingError, validation_targets
+from .prepared_cases import PreparedCase, PreparedCaseStore
+from .run_files import write_run_bundle
 from .segmenter import load_segmenter_weights, region_dice, segment_regions
-from .start import start_run
+from .stage1_outputs import Stage1OutputCache
 
 MODEL_PRESETS = ("small", "paper")
 
@@ -215,7 +201,7 @@ def _adopt_stage1(run_dir: Path, stage1_path: Path, key: str, log: Callable[[str
     """Copy an outside ``--stage1`` checkpoint into the run folder (byte for byte) so the bundle is whole."""
     import shutil
 
-    from .common import file_sha256
+    from .run_files import file_sha256
 
     local = run_dir / "stage1.pt"
     if local.resolve() == stage1_path.resolve():
