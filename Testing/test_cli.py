@@ -147,7 +147,7 @@ def test_phantom_command(tmp_path):
 def test_training_choices_match_the_options_they_set():
     """The CLI spells the --keep and --input-patterns choices out (to stay light to import); they must agree."""
     from MRISynthesisLib.cli.main import build_parser
-    from MRISynthesisLib.training.common import INPUT_PATTERNS, KEEP_CHOICES
+    from MRISynthesisLib.training.options import INPUT_PATTERNS, KEEP_CHOICES
 
     train = next(a for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions
                  if hasattr(a, "choices") and isinstance(a.choices, dict))

@@ -1,9 +1,8 @@
-"""``mrisynth evaluate`` and MRISynthesisLib.evaluation.cases: real phantom cases, a real tiny bundle, and every
+"""``mrisynth evaluate`` and MRISynthesisLib.evaluation: real phantom cases, a real tiny bundle, and every
 number checked against metrics.py recomputed from the files the command wrote."""
 from __future__ import annotations
 
 import csv
-import math
 import shutil
 import statistics
 from pathlib import Path
@@ -14,7 +13,7 @@ import SimpleITK as sitk
 import torch
 from PIL import Image
 
-from MRISynthesisLib.evaluation import cases as evaluation
+from MRISynthesisLib.evaluation import cases as evaluation, plots, tables, writing
 from MRISynthesisLib import metrics, phantom
 from MRISynthesisLib.cli.main import main
 from MRISynthesisLib.evaluation.cases import EvaluationError
@@ -136,7 +135,7 @@ def _table_lines(text: str, heading: str) -> list:
 
 def test_summary_tables_follow_the_papers_layout_with_mean_and_std():
     rows = _fake_rows()
-    text = evaluation.summary_markdown(rows, "tiny", segmenter=True, refiner=True)
+    text = tables.summary_markdown(rows, "tiny", segmenter=True, refiner=True)
     table1 = _table_lines(text, "## Table 1. SSIM-Whole")
     assert table1[0] == "| Method | T1 | T2 | FLAIR | T1ce | Avg. |"
     stage1 = table1[2].split(" | ")
@@ -177,15 +176,15 @@ def test_summary_without_segmenter_or_refiner_says_so():
     for row in rows:
         for key in SEG_KEYS:
             row.pop(key)
-    text = evaluation.summary_markdown(rows, "tiny", segmenter=False, refiner=False)
+    text = tables.summary_markdown(rows, "tiny", segmenter=False, refiner=False)
     assert "Skipped: the bundle has no segmenter" in text
     assert "no Refiner" in text and "+ Refiner |" not in text
-    assert "dice" not in evaluation.rows_to_csv(rows).splitlines()[0]
+    assert "dice" not in tables.rows_to_csv(rows).splitlines()[0]
 
 
 def test_csv_has_one_row_per_case_target_stage_and_empty_cells_for_missing_values():
     rows = _fake_rows(2)
-    parsed = list(csv.DictReader(evaluation.rows_to_csv(rows).splitlines()))
+    parsed = list(csv.DictReader(tables.rows_to_csv(rows).splitlines()))
     assert len(parsed) == len(rows) == 2 * (4 * 2 + 1)
     assert list(parsed[0]) == ["case", "target", "stage", *IMAGE_KEYS, *SEG_KEYS]
     reference = [p for p in parsed if p["stage"] == "acquired"]
@@ -194,7 +193,7 @@ def test_csv_has_one_row_per_case_target_stage_and_empty_cells_for_missing_value
 
 
 def test_boxplots_are_png_files(tmp_path):
-    paths = evaluation.save_boxplots(_fake_rows(), tmp_path)
+    paths = plots.save_boxplots(_fake_rows(), tmp_path)
     assert [p.name for p in paths] == ["ssim_boxplot.png", "dice_boxplot.png"]
     for path in paths:
         assert path.read_bytes()[:8] == PNG_SIGNATURE and path.stat().st_size > 10_000
@@ -202,29 +201,6 @@ def test_boxplots_are_png_files(tmp_path):
         assert picture.size == (1350, 420)
         pixels = np.asarray(picture.convert("L"))
     assert pixels.std() > 10  # drawn, not blank
-
-
-def test_region_psnr_matches_a_hand_computation():
-    rng = np.random.default_rng(1)
-    reference = rng.uniform(0, 100, (12, 14, 16)).astype(np.float32)
-    test = reference + rng.normal(0, 5, reference.shape).astype(np.float32)
-    brain = np.zeros(reference.shape, bool)
-    brain[2:10, 2:12, 2:14] = True
-    tumour = np.zeros_like(brain)
-    tumour[4:7, 4:8, 4:9] = True
-
-    def unit(volume):
-        low, high = np.percentile(volume[brain], [0.5, 99.5])
-        out = np.zeros_like(volume, dtype=np.float64)
-        out[brain] = (np.clip(volume[brain], low, high) - low) / (high - low)
-        return out
-
-    a, b = unit(reference), unit(test)
-    values = evaluation.region_psnr(reference, test, brain, tumour)
-    for key, region in (("psnr_tumour", tumour), ("psnr_healthy", brain & ~tumour)):
-        mse = np.mean((a[region] - b[region]) ** 2)
-        assert values[key] == pytest.approx(10 * math.log10(1.0 / mse), rel=1e-5)
-    assert math.isnan(evaluation.region_psnr(reference, test, brain, None)["psnr_tumour"])
 
 
 # --------------------------------------------------------------------------- slow: the whole command
@@ -361,6 +337,6 @@ def test_evaluate_cases_without_segmenter_or_refiner(tmp_path, evaluated):
     rows = evaluation.evaluate_cases([evaluated["folders"][0]], bundle, device="cpu", targets=["t2f"])
     assert [(r["target"], r["stage"]) for r in rows] == [("t2f", "stage1")]
     assert not any(key in rows[0] for key in SEG_KEYS)
-    paths = evaluation.write_evaluation(rows, tmp_path / "out", "plain", segmenter=False, refiner=False)
+    paths = writing.write_evaluation(rows, tmp_path / "out", "plain", segmenter=False, refiner=False)
     assert sorted(paths) == ["csv", "ssim_boxplot", "summary"]
     assert "Skipped: the bundle has no segmenter" in paths["summary"].read_text(encoding="utf-8")

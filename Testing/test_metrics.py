@@ -307,6 +307,29 @@ def test_image_metrics_tumour_region_missing_or_empty(brain_pair):
     assert covering["ssim_tumour"] == pytest.approx(covering["ssim"])
 
 
+def test_region_psnr_matches_a_hand_computation():
+    rng = np.random.default_rng(1)
+    reference = rng.uniform(0, 100, (12, 14, 16)).astype(np.float32)
+    test = reference + rng.normal(0, 5, reference.shape).astype(np.float32)
+    brain = np.zeros(reference.shape, bool)
+    brain[2:10, 2:12, 2:14] = True
+    tumour = np.zeros_like(brain)
+    tumour[4:7, 4:8, 4:9] = True
+
+    def unit(volume):
+        low, high = np.percentile(volume[brain], [0.5, 99.5])
+        out = np.zeros_like(volume, dtype=np.float64)
+        out[brain] = (np.clip(volume[brain], low, high) - low) / (high - low)
+        return out
+
+    a, b = unit(reference), unit(test)
+    values = metrics.region_psnr(reference, test, brain, tumour)
+    for key, region in (("psnr_tumour", tumour), ("psnr_healthy", brain & ~tumour)):
+        mse = np.mean((a[region] - b[region]) ** 2)
+        assert values[key] == pytest.approx(10 * math.log10(1.0 / mse), rel=1e-5)
+    assert math.isnan(metrics.region_psnr(reference, test, brain, None)["psnr_tumour"])
+
+
 # --------------------------------------------------------------------------- segmentation
 
 
@@ -422,6 +445,16 @@ def test_segmentation_metrics_by_hand():
     no_enhancing = np.where(truth == 3, 1, truth)
     both_empty = metrics.segmentation_metrics(no_enhancing, no_enhancing, (1.0, 1.0, 1.0))
     assert both_empty["dice_ET"] == 1.0 and both_empty["hd95_ET"] == 0.0
+
+
+def test_metric_keys_are_the_name_table(brain_pair):
+    """image_metrics and segmentation_metrics name their results as metrics.names does, in its order."""
+    reference, test, brain, tumour = brain_pair
+    assert tuple(metrics.image_metrics(reference, test, brain, tumour)) == metrics.IMAGE_METRICS
+    label = np.zeros(reference.shape, dtype=np.uint8)
+    label[tumour] = 3
+    assert tuple(metrics.segmentation_metrics(label, label, (1.0, 1.0, 1.0))) == metrics.SEGMENTATION_METRICS
+    assert set(metrics.METRIC_TITLES) <= set(metrics.IMAGE_METRICS + metrics.SEGMENTATION_METRICS)
 
 
 def test_import_does_not_load_torch():

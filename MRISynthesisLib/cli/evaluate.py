@@ -42,7 +42,9 @@ def is_evaluation_file(name: str) -> bool:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Find the cases, evaluate, write the tables and figures atomically, print the summary."""
-    from ..evaluation.cases import console_summary, evaluate_cases, find_evaluation_cases, write_evaluation
+    from ..evaluation.cases import evaluate_cases, find_evaluation_cases
+    from ..evaluation.tables import console_summary
+    from ..evaluation.writing import write_evaluation
     from ..core.result_files import OutputPlan
     from ..core.progress import terminal_progress
     from ..core.weights import load_bundle

@@ -34,8 +34,8 @@ def validation_rows(result) -> list:
 def run_validate(args: argparse.Namespace) -> int:
     """Leave-one-out synthesis of every sequence of a complete case, with metrics."""
     from ..core.io import find_case_files, read_case_label, write_text
-    from ..evaluation.cases import rows_to_csv
-    from ..core.result_files import build_report, metrics_table_markdown, write_report, write_result
+    from ..evaluation.tables import metrics_table_markdown, rows_to_csv
+    from ..core.result_files import build_report, write_report, write_result
     from ..core.pipeline import synthesize
     from ..core.progress import terminal_progress
     from ..sequences import SEQUENCES

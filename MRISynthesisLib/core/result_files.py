@@ -1,4 +1,4 @@
-"""Writing a synthesis result to disk: NIfTI volumes by role, a JSON report, metric tables.
+"""Writing a synthesis result to disk: NIfTI volumes by role and a JSON report.
 
 All files of one run are first written into a hidden staging folder inside the output
 folder and moved into place only when every one of them was written, so an interrupted
@@ -34,8 +34,6 @@ ROLES: tuple[tuple[str, str, str], ...] = (
     ("tumour_map", "-tumor-map", "tumour_map"),
     ("error_map", "-error-map", "error_map"),
 )
-
-METRIC_COLUMNS = ("ssim", "ssim_tumour", "ssim_healthy", "psnr", "nmse", "mae", "ssim_volume")
 
 
 class OutputConflict(InputError):
@@ -339,21 +337,3 @@ def _clean(values: Mapping) -> dict:
 def write_report(report: Mapping, path: Path) -> Path:
     """Write the JSON report atomically."""
     return write_text(json.dumps(report, indent=2) + "\n", path)
-
-
-def metrics_table_markdown(rows: list, columns: tuple = METRIC_COLUMNS) -> str:
-    """Markdown table of per-target metrics (rows: dicts with ``target`` and metric keys)."""
-    header = "| target | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns) + "\n"
-    lines = []
-    for row in rows:
-        cells = [_format(row.get(c)) for c in columns]
-        lines.append(f"| {row['target']} | " + " | ".join(cells) + " |")
-    return header + "\n".join(lines) + "\n"
-
-
-def _format(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
-    return str(value)

@@ -74,7 +74,7 @@ def resolution_note(generator, image: sitk.Image) -> Optional[str]:
 def _stage_metrics(acquired: np.ndarray, synthetic: np.ndarray, brain: np.ndarray, tumour: np.ndarray,
                    computed: dict) -> dict:
     """SSIM (from the pipeline) and PSNR whole/tumour/healthy of one stage."""
-    from .cases import region_psnr
+    from ..metrics import region_psnr
 
     values = {key: computed.get(key, math.nan)
               for key in ("ssim", "ssim_tumour", "ssim_healthy", "ssim_volume", "psnr")}
