@@ -575,11 +575,11 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
         return selection_state(selected, model_problem=modelProblem, busy=busy)
 
     def availableModels(self) -> list:
-        """Catalogue bundles (``weights.list_bundles``); empty when the catalogue cannot be read."""
+        """Catalogue bundles (``bundles.list_bundles``); empty when the catalogue cannot be read."""
         try:
-            from MRISynthesisLib.core import weights
+            from MRISynthesisLib.core import bundles
 
-            return weights.list_bundles()
+            return bundles.list_bundles()
         except Exception as error:  # the widget must open even with a broken install
             logging.warning(f"MRISynthesis: cannot list model bundles: {error}")
             return []
@@ -657,15 +657,15 @@ class MRISynthesisTest(ScriptedLoadableModuleTest):
     def test_synthesize_missing_t1c(self) -> None:
         import numpy as np
 
-        from MRISynthesisLib.core import weights
+        from MRISynthesisLib.core import bundles
         from MRISynthesisLib.scene.geometry import image_from_volume_node
 
         logic = MRISynthesisLogic()
         self.delayDisplay("Checking Python packages")
         self.assertTrue(logic.ensurePackages({**ENGINE_REQUIREMENTS, **PHANTOM_REQUIREMENTS}, "the self-test"))
-        bundles = weights.list_bundles()
+        bundles = bundles.list_bundles()
         self.assertTrue(bundles, "no model bundle is installed")
-        demo = next((info.name for info in bundles if info.name == weights.DEFAULT_BUNDLE_NAME), bundles[0].name)
+        demo = next((info.name for info in bundles if info.name == bundles.DEFAULT_BUNDLE_NAME), bundles[0].name)
 
         self.delayDisplay("Generating the phantom case")
         case = logic.loadPhantom(seed=0, small=True)

@@ -16,7 +16,7 @@ from MRISynthesisLib.core.io import image_description
 from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANGenerator
 from MRISynthesisLib.models.refiner import Refiner, RefinerConfig
 from MRISynthesisLib.phantom import generate_case, write_case
-from MRISynthesisLib.core.weights import save_bundle
+from MRISynthesisLib.core.bundles import save_bundle
 
 
 @pytest.fixture(scope="module")

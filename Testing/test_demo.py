@@ -17,7 +17,7 @@ from MRISynthesisLib.cli.main import main
 from MRISynthesisLib.core.pipeline import TargetResult
 from MRISynthesisLib.core.preprocessing import brain_mask
 from MRISynthesisLib.sequences import SEQUENCES, Sequence
-from MRISynthesisLib.core.weights import ModelBundle
+from MRISynthesisLib.core.bundles import ModelBundle
 
 from test_evaluation import tiny_bundle
 

@@ -1,12 +1,12 @@
 """The packaged demo bundle: present, loadable, small, and honest about what it is."""
 from __future__ import annotations
 
-from MRISynthesisLib.core import weights
+from MRISynthesisLib.core import bundles
 
 
 def test_demo_bundle_is_the_default_and_loads_completely():
-    assert weights.default_bundle_name() == "demo"
-    bundle = weights.load_bundle()
+    assert bundles.default_bundle_name() == "demo"
+    bundle = bundles.load_bundle()
     assert bundle.name == "demo" and bundle.stages == "HF-GAN + Refiner + segmenter"
     meta = bundle.metadata
     assert bundle.stage1.config.image_size == meta["image_size"]  # the grid the model card states
@@ -17,7 +17,7 @@ def test_demo_bundle_is_the_default_and_loads_completely():
 
 
 def test_demo_bundle_is_small_and_has_a_model_card():
-    folder = weights.CATALOGUE_DIR / "demo"
+    folder = bundles.CATALOGUE_DIR / "demo"
     size = sum(p.stat().st_size for p in folder.iterdir())
     assert size < 30 * 1024 * 1024
     card = (folder / "MODEL_CARD.md").read_text()

@@ -25,10 +25,10 @@ from MRISynthesisLib.models.segmenter import (
     predict_region_probabilities,
     regions_to_label,
 )
-from MRISynthesisLib.core.pipeline import brain_box
+from MRISynthesisLib.core.model_grid_inputs import brain_box
 from MRISynthesisLib.core.preprocessing import brain_mask
 from MRISynthesisLib.sequences import SEQUENCES, Sequence
-from MRISynthesisLib.core.weights import load_bundle, save_bundle
+from MRISynthesisLib.core.bundles import load_bundle, save_bundle
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE_KEYS = ("ssim", "ssim_tumour", "ssim_healthy", "psnr", "nmse", "mae", "ssim_volume")

@@ -3,7 +3,7 @@ output folder, nothing silent.
 
 Every test here reproduces one failure class of the hostile-input pass (issue 12) with real files,
 real torch models and real ``mrisynth`` processes; the bundle loader's and the Slicer scene's
-cases live in ``test_weights_hostile.py`` and ``test_scene_hostile.py``.
+cases live in ``test_bundles_hostile.py`` and ``test_scene_hostile.py``.
 """
 from __future__ import annotations
 
@@ -24,14 +24,14 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from MRISynthesisLib.core import pipeline
+from MRISynthesisLib.core import pipeline, stages
 from MRISynthesisLib.cli.main import main
 from MRISynthesisLib.core.io import InputError, read_image
 from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANGenerator
 from MRISynthesisLib.models.refiner import Refiner, RefinerConfig
 from MRISynthesisLib.phantom import generate_case, write_case
 from MRISynthesisLib.sequences import Sequence
-from MRISynthesisLib.core.weights import ModelBundle, save_bundle
+from MRISynthesisLib.core.bundles import ModelBundle, save_bundle
 
 CASE = "Phantom-00031"
 
@@ -208,7 +208,7 @@ def test_a_network_that_outputs_no_image_stops_the_run(phantom_case, broken, wor
         conv.weight.zero_()
         conv.bias.fill_(float("nan") if broken == "nan" else -5.0)
     images = {s: read_image(phantom_case / f"{CASE}-{s.value}.nii.gz") for s in (Sequence.T1N, Sequence.T2W)}
-    with pytest.raises(pipeline.ModelOutputError) as error:
+    with pytest.raises(stages.ModelOutputError) as error:
         pipeline.synthesize(images, ModelBundle("broken", generator), targets=["t1c"], device="cpu")
     for word in words:
         assert word in str(error.value)

@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 
 from MRISynthesisLib.core import io, jobs
-from MRISynthesisLib.core.weights import ModelBundle
+from MRISynthesisLib.core.bundles import ModelBundle
 from MRISynthesisLib.core.progress import Cancelled, check_cancel
 from MRISynthesisLib.core.pipeline import SynthesisResult, TargetResult
 from MRISynthesisLib.sequences import SEQUENCES, Sequence

@@ -20,7 +20,7 @@ from MRISynthesisLib.phantom import generate_case
 from MRISynthesisLib.core.pipeline import SYNTHETIC_SCALE, synthesize
 from MRISynthesisLib.core.preprocessing import brain_mask
 from MRISynthesisLib.sequences import SEQUENCES
-from MRISynthesisLib.core.weights import ModelBundle
+from MRISynthesisLib.core.bundles import ModelBundle
 
 T1N, T1C, T2W, T2F = SEQUENCES
 

@@ -25,7 +25,7 @@ from vtk.util import numpy_support  # noqa: E402
 from MRISynthesisLib.core import jobs
 from MRISynthesisLib.core.pipeline import SynthesisResult, TargetResult  # noqa: E402
 from MRISynthesisLib.sequences import SEQUENCES, Sequence  # noqa: E402
-from MRISynthesisLib.core.weights import ModelBundle  # noqa: E402
+from MRISynthesisLib.core.bundles import ModelBundle  # noqa: E402
 from MRISynthesisLib.scene.geometry import update_volume_node_from_image, volume_node_from_image  # noqa: E402
 from MRISynthesisLib.scene.inputs import copy_selected_inputs  # noqa: E402
 from MRISynthesisLib.scene.nodes import ATTRIBUTE_PREFIX, MRMLInputError, is_output_node, node_label  # noqa: E402

@@ -12,7 +12,7 @@ import torch
 
 import MRISynthesisLib.cli.main as cli  # the module: the package's main() would shadow it
 from MRISynthesisLib import phantom
-from MRISynthesisLib.core import pipeline
+from MRISynthesisLib.core import model_grid_inputs, pipeline
 from MRISynthesisLib.core.io import read_case
 from MRISynthesisLib.models.discriminator import DiscriminatorConfig, PatchDiscriminator
 from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANGenerator
@@ -49,7 +49,8 @@ from MRISynthesisLib.training.stage2 import (
     stage2_batch,
     train_stage2,
 )
-from MRISynthesisLib.core.weights import load_bundle, save_checkpoint
+from MRISynthesisLib.core.bundles import load_bundle
+from MRISynthesisLib.core.checkpoints import save_checkpoint
 
 T1N, T1C, T2W, T2F = SEQUENCES
 SIZE = 96  # the small phantom grid: 96 x 96 pixels of 2.5 mm = the 240 mm model field of view
@@ -98,7 +99,7 @@ def _mean_first_last(values: list, k: int = 3) -> tuple:
 def test_prepared_cases_are_the_inference_preparation_and_are_cached(data_dir, prepared, tmp_path):
     cases = find_cases(data_dir)
     assert [c.case_id for c in cases] == ["Phantom-00031", "Phantom-00032", "Phantom-00033"]
-    reference = pipeline.prepare_inputs(read_case(cases[0].folder), [], _tiny_generator())
+    reference = model_grid_inputs.prepare_model_grid_inputs(read_case(cases[0].folder), [], _tiny_generator())
     case = prepared[0]
     assert case.brain.shape == (64, SIZE, SIZE) and case.spacing == pytest.approx((2.5, 2.5, 2.5))
     np.testing.assert_array_equal(case.brain, reference.brain)

@@ -69,7 +69,7 @@ def demo_image_size() -> int:
     """Slice size of the packaged demo model (its manifest's metadata), so random weights match its cost."""
     import json
 
-    from MRISynthesisLib.core.weights import CATALOGUE_DIR
+    from MRISynthesisLib.core.bundles import CATALOGUE_DIR
 
     manifest = json.loads((CATALOGUE_DIR / "demo" / "bundle.json").read_text())
     return int(manifest.get("metadata", {}).get("image_size", 96))
@@ -81,7 +81,7 @@ def build_bundle(spec: dict):
 
     from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANGenerator, seeded_reference_state_dict
     from MRISynthesisLib.models.refiner import Refiner, RefinerConfig
-    from MRISynthesisLib.core.weights import ModelBundle, load_bundle
+    from MRISynthesisLib.core.bundles import ModelBundle, load_bundle
 
     model = spec["model"]
     if model.get("path"):
@@ -157,12 +157,12 @@ def window_count(shape: tuple, roi: tuple, overlap: float) -> int:
 def task_stage1(spec: dict, device, bundle, folder: Path) -> dict:
     """Time stage 1 on every slice (naive) or the brain slices (fast), or on a subset of brain slices."""
     from MRISynthesisLib.core.inference import auto_batch_size, run_stage1
-    from MRISynthesisLib.core.pipeline import prepare_inputs
+    from MRISynthesisLib.core.model_grid_inputs import prepare_model_grid_inputs
     from MRISynthesisLib.core.preprocessing import prior_intensity
     from MRISynthesisLib.sequences import parse_sequence
 
     acquired, _ = read_inputs(spec["case_dir"])
-    prepared = prepare_inputs(acquired, [], bundle.stage1)
+    prepared = prepare_model_grid_inputs(acquired, [], bundle.stage1)
     channels, available, target = stage1_inputs(prepared, bundle.stage1)
     brain_slices = prepared.brain.reshape(prepared.brain.shape[0], -1).any(axis=1)
     options = stage1_options(spec)
@@ -199,12 +199,12 @@ def task_stage1(spec: dict, device, bundle, folder: Path) -> dict:
 def task_stage2(spec: dict, device, bundle, folder: Path) -> dict:
     """Time the refiner on the whole model-grid volume, stopping after ``max_windows`` windows."""
     from MRISynthesisLib.core.inference import Stage2Options, refiner_roi, run_refiner
-    from MRISynthesisLib.core.pipeline import prepare_inputs
+    from MRISynthesisLib.core.model_grid_inputs import prepare_model_grid_inputs
     from MRISynthesisLib.core.preprocessing import fit_zscore
     from MRISynthesisLib.sequences import SEQUENCES, parse_sequence
 
     acquired, target_image = read_inputs(spec["case_dir"])
-    prepared = prepare_inputs(acquired, [], bundle.stage1)
+    prepared = prepare_model_grid_inputs(acquired, [], bundle.stage1)
     brain = prepared.brain
     inputs = np.zeros((4,) + brain.shape, dtype=np.float32)
     for sequence, raw in prepared.raw.items():

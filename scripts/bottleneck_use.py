@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from MRISynthesisLib.core.io import read_case
-from MRISynthesisLib.core.pipeline import prepare_inputs
+from MRISynthesisLib.core.model_grid_inputs import prepare_model_grid_inputs
 from MRISynthesisLib.sequences import SEQUENCES
-from MRISynthesisLib.core.weights import load_bundle
+from MRISynthesisLib.core.bundles import load_bundle
 
 
 def target_sensitivity(generator, channels: torch.Tensor, target_channel: int, mean: float, std: float) -> dict:
@@ -49,7 +49,7 @@ def main() -> int:
     parser.add_argument("--model", default="demo", help="model bundle: name, folder or file (default demo)")
     args = parser.parse_args()
     generator = load_bundle(args.model).stage1.cpu().eval()
-    prepared = prepare_inputs(read_case(args.case), [], generator)
+    prepared = prepare_model_grid_inputs(read_case(args.case), [], generator)
     order = generator.modality_order
     slices = np.flatnonzero(prepared.brain.any(axis=(1, 2)))
     channels = torch.from_numpy(np.stack([prepared.scaled[s][slices] for s in order], axis=1).astype(np.float32))

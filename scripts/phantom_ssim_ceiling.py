@@ -21,7 +21,7 @@ import SimpleITK as sitk
 
 from MRISynthesisLib.metrics import image_metrics
 from MRISynthesisLib.phantom import generate_case
-from MRISynthesisLib.core.pipeline import MODEL_FIELD_OF_VIEW_MM
+from MRISynthesisLib.core.model_grid_inputs import MODEL_FIELD_OF_VIEW_MM
 from MRISynthesisLib.core.preprocessing import ModelGrid, brain_mask
 from MRISynthesisLib.sequences import SEQUENCES
 

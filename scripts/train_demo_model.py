@@ -142,7 +142,7 @@ def intensity_response(run: Path) -> str:
     from MRISynthesisLib.core.io import read_case
     from MRISynthesisLib.core.pipeline import synthesize
     from MRISynthesisLib.sequences import SEQUENCES, Sequence
-    from MRISynthesisLib.core.weights import load_bundle
+    from MRISynthesisLib.core.bundles import load_bundle
 
     folder = first_held_out_case(run)
     images = read_case(folder)
@@ -171,7 +171,7 @@ def ssim_ceiling() -> str:
 def model_card(manifest: dict, run: Path, evaluation: str, ceiling: str, enhancement_table: str,
                intensity_note: str, bottleneck_table: str) -> str:
     """The model card: what the demo model is, how it was made, how well it does, what it is not."""
-    from MRISynthesisLib.core.weights import read_checkpoint
+    from MRISynthesisLib.core.checkpoints import read_checkpoint
 
     meta = manifest.get("metadata", {})
     size = int(meta.get("image_size", IMAGE_SIZE))

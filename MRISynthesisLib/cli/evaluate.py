@@ -47,7 +47,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..evaluation.writing import write_evaluation
     from ..core.result_files import OutputPlan
     from ..core.progress import terminal_progress
-    from ..core.weights import load_bundle
+    from ..core.bundles import load_bundle
 
     cases = find_evaluation_cases(args.data, args.cases)
     plan = OutputPlan(args.output_dir, is_evaluation_file, inputs=tuple(case.folder for case in cases),

@@ -30,7 +30,7 @@ def run_synthesize(args: argparse.Namespace) -> int:
     from ..core.result_files import build_report, write_report, write_result
     from ..core.pipeline import synthesize
     from ..core.progress import terminal_progress
-    from ..core.weights import load_bundle
+    from ..core.bundles import load_bundle
 
     case_id, files = parse_inputs(args.case_dir, args.input)
     case_id = args.case or case_id

@@ -39,7 +39,7 @@ def run_validate(args: argparse.Namespace) -> int:
     from ..core.pipeline import synthesize
     from ..core.progress import terminal_progress
     from ..sequences import SEQUENCES
-    from ..core.weights import load_bundle
+    from ..core.bundles import load_bundle
 
     found = find_case_files(args.case_dir)
     missing = [s.display_name for s in SEQUENCES if s not in found.sequences]

@@ -241,7 +241,7 @@ def _engine_synthesize() -> Callable:
 def _load_bundle(bundle: Any, context: JobContext) -> Any:
     """A loaded model bundle from a catalogue name or path; a loaded bundle is passed through."""
     if bundle is None or isinstance(bundle, (str, bytes)) or hasattr(bundle, "__fspath__"):
-        from .weights import load_bundle
+        from .bundles import load_bundle
 
         context.log(f"loading model {bundle or '(default)'}")
         return load_bundle(bundle)

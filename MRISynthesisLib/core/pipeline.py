@@ -17,24 +17,17 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import maps
-from .inference import Stage1Options, Stage2Options, run_refiner, run_stage1
+from .inference import Stage1Options, Stage2Options
 from .input_checks import check_acquired, find_duplicate
-from .io import InputError, align_inputs, check_image, resample_to, same_grid
-from .preprocessing import (
-    ModelGrid,
-    UnitRangeScaling,
-    brain_mask,
-    fit_unit_range,
-    fit_zscore,
-    prior_intensity,
-)
+from .io import InputError, check_image, resample_to, same_grid
+from .model_grid_inputs import ModelGridInputs, brain_box, prepare_model_grid_inputs
+from .preprocessing import UnitRangeScaling, fit_unit_range, prior_intensity
 from .progress import ProgressCallback, check_cancel, scaled
+from .stages import completed_set, refine_on_model_grid, segment_whole_tumour, stage1_on_model_grid
 from ..sequences import SEQUENCES, Sequence, parse_sequence
 
-__all__ = ["synthesize", "SynthesisResult", "TargetResult", "ModelOutputError", "SYNTHETIC_SCALE"]
+__all__ = ["synthesize", "SynthesisResult", "TargetResult", "ModelGridVolumes", "SYNTHETIC_SCALE"]
 
-#: Stage 1 sees axial slices covering this field of view (BraTS: 240 voxels at 1 mm).
-MODEL_FIELD_OF_VIEW_MM = 240.0
 
 #: Synthetic volumes are written in arbitrary units: the brain's 99.5th percentile is about this value.
 SYNTHETIC_SCALE = 1000.0
@@ -65,7 +58,7 @@ class ModelGridVolumes:
     Kept only on request (evaluation segments them where they were made, without resampling).
     """
 
-    prepared: "PreparedInputs"
+    prepared: "ModelGridInputs"
     stage1: dict
     final: dict
 
@@ -82,39 +75,6 @@ class SynthesisResult:
     messages: list
     reference: Optional[Sequence] = None
     model_grid: Optional[ModelGridVolumes] = None
-
-
-@dataclasses.dataclass
-class PreparedInputs:
-    """Inputs on the model grid: [-1, 1] stage-1 arrays, raw arrays for z-scoring, the brain.
-
-    Arrays are ``[slices, H, W]``; ``brain`` is on the model grid, ``input_brain`` on the
-    reference input's grid.
-    """
-
-    grid: ModelGrid
-    brain: np.ndarray
-    scaled: dict
-    raw: dict
-    reference: sitk.Image
-    input_brain: np.ndarray
-
-    def to_input_grid(self, array: np.ndarray, nearest: bool = False) -> sitk.Image:
-        """Model-grid array -> image on the reference input grid, exactly 0 outside the brain.
-
-        Interpolating back from a resampled model grid would smear values into the
-        background; masking with the input-grid brain keeps the background at 0.
-        """
-        image = self.grid.from_model(array, nearest=nearest)
-        voxels = sitk.GetArrayFromImage(image)
-        voxels[~self.input_brain] = 0
-        out = sitk.GetImageFromArray(voxels)
-        out.CopyInformation(image)
-        return out
-
-
-class ModelOutputError(RuntimeError):
-    """The networks produced something that is not an image (NaN, Inf, or nothing in the brain)."""
 
 
 def _as_sequence_dict(images: Mapping) -> dict:
@@ -165,23 +125,6 @@ def _check_call(targets, cancel, progress, device, ground_truth, label, bundle) 
         raise TypeError(f"bundle must be a ModelBundle, a catalogue name or a path, got {type(bundle).__name__}")
 
 
-def check_network_output(raw: np.ndarray, unit: np.ndarray, brain: np.ndarray, target: Sequence,
-                         stage: str) -> None:
-    """Stop the run when a network's output is not an image: NaN/Inf in its ``raw`` output, or a
-    ``unit``-range result that is 0 in the whole brain.
-
-    Broken weights (or inputs far outside the training range) otherwise give blank volumes
-    that are written and labelled SYNTHETIC as if all were well.
-    """
-    bad = int(raw.size - np.count_nonzero(np.isfinite(raw)))
-    if bad:
-        raise ModelOutputError(f"{stage} produced {bad} NaN or Inf voxels for {target.short_name}: the model's "
-                               "weights or the inputs are broken; nothing was written")
-    if brain.any() and not np.any(unit[brain] > 0):
-        raise ModelOutputError(f"{stage} produced an empty {target.short_name} (every brain voxel 0): the "
-                               "model's weights or the inputs are broken; nothing was written")
-
-
 def _plan_targets(acquired: list, targets) -> dict:
     """``{target: sources}``; ``None`` means every missing sequence."""
     if targets is None:
@@ -202,68 +145,6 @@ def _plan_targets(acquired: list, targets) -> dict:
     return plan
 
 
-def model_grid_for(generator) -> tuple:
-    """(slice shape, in-plane spacing mm) of a generator: a 240 mm field of view at its image size.
-
-    The paper's generator sees 240 x 240 slices at 1 mm; a generator built for 120 x 120
-    slices (a CPU demo model) sees the same field of view at 2 mm.
-    """
-    size = int(generator.config.image_size)
-    return (size, size), MODEL_FIELD_OF_VIEW_MM / size
-
-
-def prepare_inputs(images: dict, messages: list, generator) -> PreparedInputs:
-    """Align, mask and normalise inputs onto ``generator``'s model grid (shared with training).
-
-    ``messages`` receives a line for every resampling. Raw model-grid arrays are kept for
-    the stage-2 z-score; stage-1 arrays are scaled to [-1, 1] with background -1.
-    """
-    aligned = align_inputs(images)
-    messages.extend(aligned.resampled)
-    reference = aligned.images[aligned.reference]
-    arrays = {s: sitk.GetArrayViewFromImage(img) for s, img in aligned.images.items()}
-    brain_input = brain_mask(arrays.values())
-    slice_shape, axial_spacing = model_grid_for(generator)
-    grid = ModelGrid.plan(reference, brain_input, slice_shape, axial_spacing)
-    if grid.resampled is not None:
-        spacing = ", ".join(f"{v:g}" for v in reference.GetSpacing())
-        messages.append(f"inputs resampled in-plane from ({spacing}) mm to the model's {axial_spacing:g} mm grid")
-    brain = grid.to_model(_mask_image(brain_input, reference), nearest=True) > 0.5
-    scaled_inputs, raw = {}, {}
-    for sequence, image in aligned.images.items():
-        model_array = grid.to_model(image)
-        model_array[~brain] = 0.0
-        raw[sequence] = model_array
-        try:
-            scaling = fit_unit_range(model_array, brain)
-        except ValueError as error:
-            raise InputError(f"{sequence.display_name} input: {error}") from None
-        scaled_inputs[sequence] = scaling.forward(model_array)
-    return PreparedInputs(grid=grid, brain=brain, scaled=scaled_inputs, raw=raw, reference=reference,
-                     input_brain=brain_input)
-
-
-def _mask_image(mask: np.ndarray, reference: sitk.Image) -> sitk.Image:
-    image = sitk.GetImageFromArray(mask.astype(np.uint8))
-    image.CopyInformation(reference)
-    return image
-
-
-def _generator_channels(prepared: PreparedInputs, generator, sources: list) -> tuple:
-    """[Z, 4, H, W] in the generator's channel order (missing channels -1) and the available indices."""
-    order = list(generator.modality_order)
-    depth, height, width = prepared.brain.shape
-    channels = np.full((depth, 4, height, width), -1.0, dtype=np.float32)
-    for sequence in sources:
-        channels[:, order.index(sequence)] = prepared.scaled[sequence]
-    return channels, sorted(order.index(s) for s in sources)
-
-
-def _unit_from_stage1(volume: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    """Stage-1 output in [-1, 1] -> [0, 1] inside the brain, exactly 0 outside."""
-    return np.where(brain, np.clip((volume + 1.0) / 2.0, 0.0, 1.0), 0.0).astype(np.float32)
-
-
 def synthesize(
     images: Mapping,
     bundle,
@@ -281,8 +162,8 @@ def synthesize(
 ) -> SynthesisResult:
     """Synthesise ``targets`` (default: every missing sequence) from the acquired ``images``.
 
-    ``bundle``: a :class:`~MRISynthesisLib.core.weights.ModelBundle` or a name/path for
-    :func:`~MRISynthesisLib.core.weights.load_bundle`. ``intensity``: ``None``/``"mean"`` for the
+    ``bundle``: a :class:`~MRISynthesisLib.core.bundles.ModelBundle` or a name/path for
+    :func:`~MRISynthesisLib.core.bundles.load_bundle`. ``intensity``: ``None``/``"mean"`` for the
     prior mean, ``"+1sigma"``-style strings for mean + k sigma, a number, or a per-target
     mapping. ``ground_truth`` (acquired versions of targets, for validation) adds error maps
     and metrics; ``label`` (BraTS label map) then defines the tumour region for the metrics.
@@ -291,7 +172,7 @@ def synthesize(
     model-grid volumes in ``result.model_grid`` (memory; for evaluation).
     """
     from .devices import resolve_device
-    from .weights import load_bundle
+    from .bundles import load_bundle
 
     started = time.perf_counter()
     timings: dict = {}
@@ -306,7 +187,7 @@ def synthesize(
     bundle = load_bundle(bundle)
     bundle.to(torch_device)
     report(0.02, "preparing inputs")
-    prepared = prepare_inputs(source_images, messages, bundle.stage1)
+    prepared = prepare_model_grid_inputs(source_images, messages, bundle.stage1)
     timings["prepare_s"] = time.perf_counter() - started
     check_cancel(cancel)
 
@@ -387,53 +268,7 @@ def _target_intensity(intensity, target: Sequence, priors=None) -> float:
     return value
 
 
-def stage1_on_model_grid(prepared: PreparedInputs, bundle, target: Sequence, sources: list, intensity: float,
-                         device, options, progress, cancel, messages: list) -> np.ndarray:
-    """Stage 1 of ``target`` from ``sources`` on the model grid, in unit-range intensities (brain only).
-
-    Public so that training (the stage-2 cache) and evaluation run exactly the inference code.
-    """
-    generator = bundle.stage1
-    channels, available = _generator_channels(prepared, generator, sources)
-    brain_slices = prepared.brain.reshape(prepared.brain.shape[0], -1).any(axis=1)
-    stage1 = run_stage1(generator, channels, available, generator.modality_order.index(target), intensity,
-                        brain_slices, device, options, progress, cancel, messages.append)
-    unit = _unit_from_stage1(stage1, prepared.brain)
-    check_network_output(stage1, unit, prepared.brain, target, "stage 1")
-    return unit
-
-
-def refine_on_model_grid(prepared: PreparedInputs, bundle, target: Sequence, sources: list, stage1: np.ndarray,
-                         device, options, progress, cancel, messages: list) -> np.ndarray:
-    """The Refiner on a stage-1 volume (model grid): z-scored in, refined around the brain, scaled back."""
-    brain = prepared.brain
-    inputs = np.zeros((4,) + brain.shape, dtype=np.float32)
-    for sequence in sources:
-        inputs[SEQUENCES.index(sequence)] = fit_zscore(prepared.raw[sequence], brain).forward(
-            prepared.raw[sequence], brain)
-    zscore = fit_zscore(stage1, brain)
-    normalised = zscore.forward(stage1, brain)
-    box = brain_box(brain, margin=4)  # refine only around the brain: the model grid is mostly background
-    refined = normalised.copy()
-    refined[box] = run_refiner(bundle.refiner, normalised[box], inputs[(slice(None),) + box],
-                               SEQUENCES.index(target), [SEQUENCES.index(s) for s in sources], device, options,
-                               progress, cancel, messages.append)
-    final = np.clip(zscore.inverse(refined, brain), 0.0, None)
-    check_network_output(refined, final, brain, target, "the refiner")
-    return final
-
-
-def brain_box(brain: np.ndarray, margin: int = 4) -> tuple:
-    """Slices of the brain's bounding box grown by ``margin`` voxels (clipped to the array)."""
-    from scipy import ndimage
-
-    found = ndimage.find_objects(brain.astype(np.uint8))
-    if not found:
-        return tuple(slice(0, n) for n in brain.shape)
-    return tuple(slice(max(0, b.start - margin), min(n, b.stop + margin)) for b, n in zip(found[0], brain.shape))
-
-
-def _tumour_regions(prepared: PreparedInputs, bundle, finals: dict, stage1: dict, wanted: bool, device,
+def _tumour_regions(prepared: ModelGridInputs, bundle, finals: dict, stage1: dict, wanted: bool, device,
                     cancel) -> dict:
     """Per target: (tumour region on the model grid, how it was found)."""
     if not wanted or bundle.refiner is None:
@@ -457,43 +292,11 @@ def _tumour_regions(prepared: PreparedInputs, bundle, finals: dict, stage1: dict
     return regions
 
 
-def completed_set(prepared: PreparedInputs, finals: dict) -> np.ndarray:
-    """[4, Z, H, W] z-scored: acquired volumes where present, synthetic ones for the targets."""
-    brain = prepared.brain
-    volumes = np.zeros((4,) + brain.shape, dtype=np.float32)
-    for index, sequence in enumerate(SEQUENCES):
-        if sequence in finals:
-            source = finals[sequence]
-        elif sequence in prepared.raw:
-            source = prepared.raw[sequence]
-        else:  # cannot happen for "synthesise missing", but keep the segmenter input well defined
-            continue
-        volumes[index] = fit_zscore(source, brain).forward(source, brain)
-    return volumes
-
-
-def segment_whole_tumour(segmenter, volumes: np.ndarray, brain: np.ndarray, device) -> np.ndarray:
-    """Whole-tumour mask (WT > 0.5) from the segmenter on z-scored [4, Z, H, W] volumes."""
-    import torch
-
-    from ..models.segmenter import predict_region_probabilities
-
-    probabilities = predict_region_probabilities(
-        segmenter, torch.from_numpy(volumes)[None], roi_size=segmenter_roi(volumes.shape[1:]),
-        device=device, output_device="cpu")
-    return (probabilities[0, 0].numpy() > 0.5) & brain
-
-
-def segmenter_roi(shape: tuple) -> tuple:
-    """Sliding-window size of the segmenter for a volume: its size rounded up to 8, at most 128."""
-    return tuple(min(128, ((s + 7) // 8) * 8) for s in shape)
-
-
 def _as_uint8(image: sitk.Image) -> sitk.Image:
     return sitk.Cast(sitk.BinaryThreshold(image, 0.5, 1e9, 1, 0), sitk.sitkUInt8)
 
 
-def _add_validation(output: dict, ground_truth: Mapping, prepared: PreparedInputs, label: Optional[sitk.Image],
+def _add_validation(output: dict, ground_truth: Mapping, prepared: ModelGridInputs, label: Optional[sitk.Image],
                     messages: list) -> None:
     """Error maps and metrics against the acquired versions of the targets (leave-one-out)."""
     from .. import metrics

@@ -107,7 +107,8 @@ def segment_label(segmenter, volumes: np.ndarray, brain: np.ndarray, device) -> 
     import torch
 
     from ..models.segmenter import predict_region_probabilities, regions_to_label
-    from ..core.pipeline import brain_box, segmenter_roi
+    from ..core.model_grid_inputs import brain_box
+    from ..core.stages import segmenter_roi
 
     box = brain_box(brain, margin=4)
     cropped = np.ascontiguousarray(volumes[(slice(None),) + box])
@@ -141,7 +142,7 @@ class _Segmentation:
 
     def predict(self, synthetic: Mapping) -> sitk.Image:
         """Label image (case grid) of the completed set with ``{target: model-grid volume}`` put in."""
-        from ..core.pipeline import completed_set
+        from ..core.stages import completed_set
 
         volumes = completed_set(self.prepared, dict(synthetic))
         label = segment_label(self.segmenter, volumes, self.prepared.brain, self.device)
@@ -228,7 +229,7 @@ def evaluate_cases(case_dirs: Iterable, bundle, device: str = "auto",
 
     ``case_dirs`` are case folders (or :class:`io.CaseFiles`); ``targets`` defaults to all four.
     """
-    from ..core.weights import load_bundle
+    from ..core.bundles import load_bundle
 
     bundle = load_bundle(bundle)
     cases = [c if isinstance(c, CaseFiles) else _complete_case(Path(c)) for c in case_dirs]

@@ -60,7 +60,7 @@ def demo_seed(bundle, seed: Optional[int] = None) -> tuple:
 
 def resolution_note(generator, image: sitk.Image) -> Optional[str]:
     """A note when the model grid is coarser in-plane than ``image``: the result cannot be sharper than it."""
-    from ..core.pipeline import model_grid_for
+    from ..core.model_grid_inputs import model_grid_for
 
     model_mm = float(model_grid_for(generator)[1])
     case_mm = float(min(image.GetSpacing()[:2]))
@@ -104,7 +104,7 @@ def run_demo(output_dir: Path = DEFAULT_OUTPUT_DIR, missing=DEFAULT_MISSING, see
     from .montage import save_montage
     from ..core.result_files import OutputPlan, build_report, write_report, write_result
     from ..core.pipeline import synthesize
-    from ..core.weights import load_bundle
+    from ..core.bundles import load_bundle
 
     report = progress or (lambda fraction, message: None)
     missing = parse_sequence(missing)

@@ -60,6 +60,10 @@ __all__ = [
 
 
 Availability = Union[torch.Tensor, SequenceType[SequenceType[int]]]
+#: The target channel: one per item ([B] long tensor) or one int for the whole batch.
+TargetChannel = Union[torch.Tensor, int]
+#: The intensity-encoding value: one per item ([B] float tensor) or one float for the whole batch.
+IntensityCode = Union[torch.Tensor, float]
 
 
 def inference_intensity(
@@ -109,13 +113,8 @@ class HFGANGenerator(nn.Module):
         """Input channel index of a sequence."""
         return self.modality_order.index(parse_sequence(sequence))
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        available: Availability,
-        target: Union[torch.Tensor, int],
-        intensity: Union[torch.Tensor, float],
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, available: Availability, target: TargetChannel,
+                intensity: IntensityCode) -> torch.Tensor:
         """Synthesise channel ``target`` from the ``available`` channels of ``x``.
 
         ``x``: [B, 4, H, W] in ``modality_order``; ``available``: per item a list of channel
@@ -124,13 +123,8 @@ class HFGANGenerator(nn.Module):
         """
         return self.forward_with_features(x, available, target, intensity)[0]
 
-    def forward_with_features(
-        self,
-        x: torch.Tensor,
-        available: Availability,
-        target: Union[torch.Tensor, int],
-        intensity: Union[torch.Tensor, float],
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward_with_features(self, x: torch.Tensor, available: Availability, target: TargetChannel,
+                              intensity: IntensityCode) -> Tuple[torch.Tensor, torch.Tensor]:
         """Output and the fused bottleneck features (for the cosine feature-consistency loss)."""
         fused, skips = self.encode(x, available)
         target_t, intensity_t = self._condition_inputs(target, intensity, x.shape[0], x.device)

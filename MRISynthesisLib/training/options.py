@@ -11,6 +11,10 @@ __all__ = ["TrainingError", "KEEP_CHOICES", "TrainOptions", "INPUT_PATTERNS", "c
            "SynthesisTrainOptions", "validation_targets"]
 
 
+#: Network size presets of ``--config``.
+MODEL_PRESETS = ("small", "paper")
+
+
 class TrainingError(ValueError):
     """A training request that cannot run; the message names the file or option at fault."""
 
@@ -98,3 +102,13 @@ def validation_targets(options: TrainOptions) -> tuple:
         return SEQUENCES
     wanted = {parse_sequence(t) for t in options.val_targets}
     return tuple(s for s in SEQUENCES if s in wanted)
+
+
+def preset_config(explicit, preset: str, config_class):
+    """The network config to build: ``explicit`` when given, else ``config_class``'s ``preset``
+    (``"small"`` or ``"paper"``); an unknown preset is a one-line error."""
+    if explicit is not None:
+        return explicit
+    if preset not in MODEL_PRESETS:
+        raise TrainingError(f"--config must be one of {', '.join(MODEL_PRESETS)}, got {preset!r}")
+    return config_class.paper() if preset == "paper" else config_class.small()

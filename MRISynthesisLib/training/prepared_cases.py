@@ -1,7 +1,7 @@
 """Prepared training cases: each case on the model grid exactly as the inference code prepares it,
 cached as memory-mapped ``.npy`` arrays in the run folder.
 
-:func:`MRISynthesisLib.core.pipeline.prepare_inputs` (the inference code) with all four sequences
+:func:`MRISynthesisLib.core.model_grid_inputs.prepare_model_grid_inputs` (the inference code) with all four sequences
 gives the [-1, 1] stage-1 arrays, the raw model-grid arrays (for the stage-2 z-score) and the
 brain on the model grid; the label goes through the same grid (the BraTS 2021 enhancing label 4
 becomes 3).
@@ -40,7 +40,7 @@ class _GridConfig:
 
 @dataclasses.dataclass(frozen=True)
 class GridSpec:
-    """Stands in for a generator where only its model grid matters (``pipeline.model_grid_for``)."""
+    """Stands in for a generator where only its model grid matters (``model_grid_inputs.model_grid_for``)."""
 
     config: _GridConfig
 
@@ -79,14 +79,14 @@ class PreparedCase:
         return np.where(self.brain, np.clip((scaled + 1.0) / 2.0, 0.0, 1.0), 0.0).astype(np.float32)
 
     def zscore(self, sequence: Sequence) -> ZScore:
-        """The sequence's z-score over the brain, fitted as ``pipeline.refine_on_model_grid`` does (memoised)."""
+        """The sequence's z-score over the brain, fitted as ``stages.refine_on_model_grid`` does (memoised)."""
         key = f"zscore-{sequence.value}"
         if key not in self._memo:
             self._memo[key] = fit_zscore(self.raw[sequence], self.brain)
         return self._memo[key]
 
     def zscored(self, sequence: Sequence) -> np.ndarray:
-        """The raw sequence z-scored over the brain, exactly as ``pipeline.refine_on_model_grid`` does."""
+        """The raw sequence z-scored over the brain, exactly as ``stages.refine_on_model_grid`` does."""
         return self.zscore(sequence).forward(self.raw[sequence], self.brain)
 
     def zscored_crop(self, sequence: Sequence, box: tuple, size: SequenceT[int]) -> np.ndarray:
@@ -106,10 +106,10 @@ class PreparedCase:
 
 def prepare_case(files: CaseFiles, image_size: int) -> PreparedCase:
     """Read a case folder and prepare it with the inference code for ``image_size`` slices."""
-    from ..core.pipeline import prepare_inputs
+    from ..core.model_grid_inputs import prepare_model_grid_inputs
 
     images = read_case(files.folder)
-    prepared = prepare_inputs(images, [], GridSpec.of_size(image_size))
+    prepared = prepare_model_grid_inputs(images, [], GridSpec.of_size(image_size))
     label_image = read_case_label(files.folder)
     if not same_grid(label_image, prepared.reference):
         label_image = resample_to(label_image, prepared.reference, sitk.sitkNearestNeighbor)

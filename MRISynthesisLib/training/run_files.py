@@ -113,7 +113,7 @@ def load_training_state(path: Path, kind: str) -> dict:
 
     if not path.is_file():
         raise TrainingError(f"{path}: no training checkpoint to resume from (train without --resume first)")
-    from ..core.weights import CheckpointError, check_checkpoint_archive
+    from ..core.checkpoints import CheckpointError, check_checkpoint_archive
 
     try:
         check_checkpoint_archive(path)  # sizes from the zip index before anything is inflated
@@ -141,7 +141,7 @@ def file_sha256(path: Path) -> str:
 
 def load_run_model(run_dir: Path, kind: str):
     """The ``kind`` network saved in the run folder, or None when there is none."""
-    from ..core.weights import build_model, read_checkpoint
+    from ..core.checkpoints import build_model, read_checkpoint
 
     path = Path(run_dir) / f"{kind}.pt"
     if not path.is_file():
@@ -156,7 +156,8 @@ def write_run_bundle(run_dir: Path, kind: str, model, info: Mapping, log: Option
     by the stage-1 file's SHA-256). Without a stage-1 model the checkpoint is written but no
     ``bundle.json`` (a bundle cannot synthesise without stage 1).
     """
-    from ..core.weights import BUNDLE_FILE, save_bundle, save_checkpoint
+    from ..core.bundles import BUNDLE_FILE, save_bundle
+    from ..core.checkpoints import save_checkpoint
 
     run_dir = Path(run_dir)
     provenance = {"software": f"MRISynthesis {__version__}", "run_dir": str(run_dir), "command": f"train {kind}",
@@ -185,7 +186,7 @@ def write_run_bundle(run_dir: Path, kind: str, model, info: Mapping, log: Option
 
 def _bundle_metadata(run_dir: Path, kind: str, provenance: Mapping) -> dict:
     """Earlier ``bundle.json`` metadata with this command's training record added."""
-    from ..core.weights import BUNDLE_FILE
+    from ..core.bundles import BUNDLE_FILE
 
     metadata: dict = {}
     path = run_dir / BUNDLE_FILE

@@ -31,11 +31,10 @@ from .cases import load_or_create_split
 from .crops import crop_box, crop_size_for, random_centre, take_crop
 from .loop import EpochTrainer, TrainingResult, bundle_training_info, start_run
 from .optimisation import autocast_context, make_optimizer
-from .options import TrainingError, TrainOptions
+from .options import TrainingError, TrainOptions, preset_config
 from .prepared_cases import PreparedCase, PreparedCaseStore
 from .run_files import load_run_model, write_run_bundle
 
-MODEL_PRESETS = ("small", "paper")
 _STATE_KEYS = ("state_dict", "model", "network", "net", "model_state_dict", "segmenter")
 
 
@@ -104,7 +103,7 @@ def load_segmenter_weights(path: str | Path, input_order: Optional[SequenceT[str
     A state dict that does not fit ``build_segmenter`` raises :class:`TrainingError` naming
     the file and the first mismatch.
     """
-    from ..core.weights import build_model, find_state_dict, is_project_checkpoint, read_checkpoint
+    from ..core.checkpoints import build_model, find_state_dict, is_project_checkpoint, read_checkpoint
 
     path = Path(path)
     if path.is_dir():
@@ -151,11 +150,7 @@ class SegmenterTrainingOptions(TrainOptions):
 
     def model_config(self) -> SegmenterConfig:
         """``segmenter_config`` or the ``config`` preset."""
-        if self.segmenter_config is not None:
-            return self.segmenter_config
-        if self.config not in MODEL_PRESETS:
-            raise TrainingError(f"--config must be one of {', '.join(MODEL_PRESETS)}, got {self.config!r}")
-        return SegmenterConfig.paper() if self.config == "paper" else SegmenterConfig.small()
+        return preset_config(self.segmenter_config, self.config, SegmenterConfig)
 
 
 def segmenter_batches(cases: SequenceT[PreparedCase], batch_size: int, crop: tuple, tumour_fraction: float):
@@ -199,7 +194,8 @@ def region_dice(probabilities: np.ndarray, label: np.ndarray, prefix: str = "val
 
 def segment_regions(model, volumes: np.ndarray, brain: np.ndarray, device) -> np.ndarray:
     """WT/TC/ET probabilities [3, Z, H, W] of z-scored volumes [4, Z, H, W], inside the brain box as the pipeline."""
-    from ..core.pipeline import brain_box, segmenter_roi
+    from ..core.model_grid_inputs import brain_box
+    from ..core.stages import segmenter_roi
 
     box = (slice(None),) + brain_box(brain, margin=4)
     inside = np.ascontiguousarray(volumes[box])

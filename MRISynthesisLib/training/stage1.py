@@ -39,13 +39,12 @@ from .cases import load_or_create_split
 from .loop import EpochTrainer, TrainingResult, bundle_training_info, start_run
 from .losses import adversarial_loss, feature_similarity_loss, ssim_loss_from_map, ssim_map, to_unit
 from .optimisation import autocast_context, frozen, make_optimizer
-from .options import SynthesisTrainOptions, TrainingError, validation_targets
+from .options import MODEL_PRESETS, SynthesisTrainOptions, TrainingError, validation_targets
 from .prepared_cases import PreparedCaseStore
 from .run_files import write_run_bundle
 from .slices import MIN_BRAIN_AREA_MM2, SliceSampler, Stage1Batch, tumour_items_per_batch
 from .stage1_outputs import stage1_volume
 
-MODEL_PRESETS = ("small", "paper")
 
 
 @dataclasses.dataclass
@@ -186,7 +185,7 @@ def make_step(trainer: EpochTrainer, generator: HFGANGenerator, discriminator: P
 def validate_stage1(generator: HFGANGenerator, cases: list, device, targets: tuple = SEQUENCES) -> dict:
     """SSIM (whole brain and tumour) and PSNR per target, each synthesised from the other three.
 
-    Whole volumes go through the inference code (``pipeline.stage1_on_model_grid``, prior-mean
+    Whole volumes go through the inference code (``stages.stage1_on_model_grid``, prior-mean
     intensity) and are compared with the acquired volume on the model grid.
     """
     if not cases:

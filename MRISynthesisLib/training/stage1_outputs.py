@@ -21,11 +21,11 @@ __all__ = ["stage1_volume", "Stage1OutputCache"]
 def stage1_volume(generator, case: PreparedCase, target: Sequence, sources: SequenceT[Sequence], device) -> np.ndarray:
     """Stage-1 output of ``target`` from ``sources`` on [0, 1], exactly as the pipeline makes it.
 
-    Calls ``pipeline.stage1_on_model_grid`` (the inference code: slice batches, empty slices skipped,
+    Calls ``stages.stage1_on_model_grid`` (the inference code: slice batches, empty slices skipped,
     prior-mean intensity encoding), so stage 2 trains on what it will see at inference.
     """
-    from ..core.pipeline import stage1_on_model_grid
-    from ..core.weights import ModelBundle
+    from ..core.stages import stage1_on_model_grid
+    from ..core.bundles import ModelBundle
 
     bundle = ModelBundle(name="training", stage1=generator)
     intensity = prior_intensity(target, priors=generator.intensity_priors)

@@ -6,7 +6,7 @@
   inputs, and random crops (half centred on tumour) of training cases.
 * The refiner's input is the stage-1 output of that target from those inputs, made once per
   (case, target, inputs) with the inference code and cached under the stage-1 checkpoint's
-  SHA-256; it and the inputs are z-scored over the brain exactly as ``pipeline.refine_on_model_grid``.
+  SHA-256; it and the inputs are z-scored over the brain exactly as ``stages.refine_on_model_grid``.
 * ``L_ssim``: 3D SSIM between the refined crop and the real target, both in the stage-1
   volume's z-score units (so the pipeline's inverse z-score maps the ideal output onto the
   real target), scaled to [0, 1] by the real crop's range, averaged over the brain.
@@ -38,13 +38,12 @@ from .input_patterns import input_sets
 from .loop import EpochTrainer, TrainingResult, bundle_training_info, start_run
 from .losses import scale_by_target, ssim_loss
 from .optimisation import autocast_context, make_optimizer
-from .options import SynthesisTrainOptions, TrainingError, validation_targets
+from .options import SynthesisTrainOptions, TrainingError, preset_config, validation_targets
 from .prepared_cases import PreparedCase, PreparedCaseStore
 from .run_files import write_run_bundle
 from .segmenter import load_segmenter_weights, region_dice, segment_regions
 from .stage1_outputs import Stage1OutputCache
 
-MODEL_PRESETS = ("small", "paper")
 
 
 @dataclasses.dataclass
@@ -64,11 +63,7 @@ class Stage2TrainingOptions(SynthesisTrainOptions):
 
     def model_config(self) -> RefinerConfig:
         """``refiner_config`` or the ``config`` preset."""
-        if self.refiner_config is not None:
-            return self.refiner_config
-        if self.config not in MODEL_PRESETS:
-            raise TrainingError(f"--config must be one of {', '.join(MODEL_PRESETS)}, got {self.config!r}")
-        return RefinerConfig.paper() if self.config == "paper" else RefinerConfig.small()
+        return preset_config(self.refiner_config, self.config, RefinerConfig)
 
 
 # --------------------------------------------------------------------------- data
@@ -92,7 +87,7 @@ def stage2_batch(cases: SequenceT[PreparedCase], cache: Stage1OutputCache, batch
         stage1 = cache.get(case, target, sources)
         box = crop_box(case.brain.shape, crop, random_centre(case, rng, tumour_fraction))
         brain = take_crop(case.brain, box, crop, fill=0).astype(bool)
-        stage1_zscore = fit_zscore(stage1, case.brain)  # whole volume, as pipeline.refine_on_model_grid
+        stage1_zscore = fit_zscore(stage1, case.brain)  # whole volume, as stages.refine_on_model_grid
         fields["stage1"].append(stage1_zscore.forward(take_crop(stage1, box, crop), brain)[None])
         fields["truth"].append(stage1_zscore.forward(take_crop(case.unit(target), box, crop), brain)[None])
         acquired = np.stack([case.zscored_crop(s, box, crop) for s in SEQUENCES])
@@ -155,8 +150,8 @@ def validate_stage2(refiner: Refiner, segmenter, cache: Stage1OutputCache, cases
     (and their mean, ``val_dice``) on the completed set, for the refined (``val_*``) and the
     stage-1 (``val_stage1_*``) volumes. ``val_ssim + val_dice`` picks the best epoch.
     """
-    from ..core.pipeline import completed_set, refine_on_model_grid
-    from ..core.weights import ModelBundle
+    from ..core.stages import completed_set, refine_on_model_grid
+    from ..core.bundles import ModelBundle
 
     if not cases:
         return {}
@@ -216,7 +211,7 @@ def _adopt_stage1(run_dir: Path, stage1_path: Path, key: str, log: Callable[[str
 def train_stage2(options: Stage2TrainingOptions, progress: Optional[Callable[[float, str], None]] = None,
                  echo: Optional[Callable[[str], None]] = None) -> TrainingResult:
     """Train (or resume) the Refiner in ``options.run_dir``; writes ``refiner.pt`` (and the segmenter used)."""
-    from ..core.weights import load_bundle_file
+    from ..core.bundles import load_bundle_file
 
     budget, cases, run_dir, log, device, rng, state = start_run(options, "stage2", echo)
     stage1_path = _stage1_path(options)

@@ -18,11 +18,11 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from MRISynthesisLib.core import weights
+from MRISynthesisLib.core import bundles, checkpoints
 from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANGenerator, seeded_reference_state_dict
 from MRISynthesisLib.models.refiner import Refiner, RefinerConfig
 from MRISynthesisLib.models.segmenter import SegmenterConfig, build_segmenter
-from MRISynthesisLib.core.weights import CheckpointError
+from MRISynthesisLib.core.checkpoints import CheckpointError
 
 TINY = HFGANConfig(dim=8, dim_mults=(1, 2, 4), n_layers=1, n_heads=2, image_size=32)
 
@@ -57,14 +57,14 @@ def _refused(load: Callable[[], Any], *names: str) -> str:
 @pytest.fixture
 def bundle(tmp_path: Path) -> Path:
     """A real bundle folder (HF-GAN + Refiner) whose bundle.json the tests rewrite."""
-    return weights.save_bundle(tmp_path / "bundle", "unit", _tiny("stage1"), _tiny("refiner"))
+    return bundles.save_bundle(tmp_path / "bundle", "unit", _tiny("stage1"), _tiny("refiner"))
 
 
 @pytest.fixture
 def outside(tmp_path: Path) -> Path:
     """A valid stage-1 checkpoint in a folder next to the bundle (loadable on its own)."""
     (tmp_path / "elsewhere").mkdir()
-    return weights.save_checkpoint(tmp_path / "elsewhere" / "stage1.pt", "stage1", _tiny("stage1"))
+    return checkpoints.save_checkpoint(tmp_path / "elsewhere" / "stage1.pt", "stage1", _tiny("stage1"))
 
 
 def _manifest(folder: Path) -> dict:
@@ -87,18 +87,18 @@ def _set_file(folder: Path, name: Any, kind: str = "stage1") -> Path:
 
 def test_dot_dot_path_to_a_valid_checkpoint_is_refused(bundle, outside):
     _set_file(bundle, "../elsewhere/stage1.pt")
-    _refused(lambda: weights.load_bundle(bundle), "bundle.json", "files.stage1", "'..'")
+    _refused(lambda: bundles.load_bundle(bundle), "bundle.json", "files.stage1", "'..'")
 
 
 def test_absolute_path_to_another_valid_checkpoint_is_refused(bundle, outside):
-    assert weights.load_bundle(outside).stage1 is not None  # loadable when given directly
+    assert bundles.load_bundle(outside).stage1 is not None  # loadable when given directly
     _set_file(bundle, str(outside))
-    _refused(lambda: weights.load_bundle(bundle), "bundle.json", "files.stage1", "absolute path")
+    _refused(lambda: bundles.load_bundle(bundle), "bundle.json", "files.stage1", "absolute path")
 
 
 def test_etc_passwd_is_refused_by_name(bundle):
     _set_file(bundle, "/etc/passwd", kind="refiner")
-    _refused(lambda: weights.load_bundle(bundle), "bundle.json", "files.refiner", "absolute path", "/etc/passwd")
+    _refused(lambda: bundles.load_bundle(bundle), "bundle.json", "files.refiner", "absolute path", "/etc/passwd")
 
 
 @pytest.mark.parametrize("name, words", [
@@ -111,40 +111,40 @@ def test_etc_passwd_is_refused_by_name(bundle):
 ])
 def test_names_that_are_not_plain_relative_names_are_refused(bundle, outside, name, words):
     _set_file(bundle, name)
-    _refused(lambda: weights.load_bundle(bundle), "bundle.json", "files.stage1", words)
+    _refused(lambda: bundles.load_bundle(bundle), "bundle.json", "files.stage1", words)
 
 
 @pytest.mark.parametrize("name", [".", "sub"])
 def test_names_of_directories_are_refused(bundle, name):
     (bundle / "sub").mkdir()
     _set_file(bundle, name)
-    _refused(lambda: weights.load_bundle(bundle), "bundle.json", "files.stage1", "directory")
+    _refused(lambda: bundles.load_bundle(bundle), "bundle.json", "files.stage1", "directory")
 
 
 def test_missing_file_names_the_manifest_field(bundle):
     _set_file(bundle, "gone.pt", kind="refiner")
-    _refused(lambda: weights.load_bundle(bundle), "bundle.json", "files.refiner", "'gone.pt'")
+    _refused(lambda: bundles.load_bundle(bundle), "bundle.json", "files.refiner", "'gone.pt'")
 
 
 @needs_symlinks
 def test_symlink_inside_the_bundle_pointing_outside_is_refused(bundle, outside):
     (bundle / "stage1.pt").unlink()
     (bundle / "stage1.pt").symlink_to(outside)
-    _refused(lambda: weights.load_bundle(bundle), "bundle.json", "files.stage1", "outside the bundle folder")
+    _refused(lambda: bundles.load_bundle(bundle), "bundle.json", "files.stage1", "outside the bundle folder")
 
 
 @needs_symlinks
 def test_symlink_to_etc_passwd_is_refused(bundle):
     (bundle / "passwd.pt").symlink_to("/etc/passwd")
     _set_file(bundle, "passwd.pt")
-    _refused(lambda: weights.load_bundle(bundle), "files.stage1", "outside the bundle folder")
+    _refused(lambda: bundles.load_bundle(bundle), "files.stage1", "outside the bundle folder")
 
 
 @needs_symlinks
 def test_symlinked_sub_folder_pointing_outside_is_refused(bundle, outside):
     (bundle / "weights").symlink_to(outside.parent, target_is_directory=True)
     _set_file(bundle, "weights/stage1.pt")
-    _refused(lambda: weights.load_bundle(bundle), "files.stage1", "outside the bundle folder")
+    _refused(lambda: bundles.load_bundle(bundle), "files.stage1", "outside the bundle folder")
 
 
 @needs_symlinks
@@ -152,15 +152,15 @@ def test_folder_without_manifest_refuses_a_symlink_out(tmp_path, outside):
     folder = tmp_path / "plain"
     folder.mkdir()
     (folder / "stage1.pt").symlink_to(outside)
-    _refused(lambda: weights.load_bundle(folder), str(folder), "stage1.pt", "outside the bundle folder")
+    _refused(lambda: bundles.load_bundle(folder), str(folder), "stage1.pt", "outside the bundle folder")
 
 
 @needs_symlinks
 def test_manifest_that_is_a_link_out_of_the_folder_is_refused(bundle, tmp_path):
-    other = weights.save_bundle(tmp_path / "other", "other", _tiny("stage1"))
+    other = bundles.save_bundle(tmp_path / "other", "other", _tiny("stage1"))
     (bundle / "bundle.json").unlink()
     (bundle / "bundle.json").symlink_to(other / "bundle.json")
-    _refused(lambda: weights.load_bundle(bundle), "bundle.json", "outside the bundle folder")
+    _refused(lambda: bundles.load_bundle(bundle), "bundle.json", "outside the bundle folder")
 
 
 # kept behaviour: links and sub-folders that stay inside the bundle still load
@@ -173,9 +173,9 @@ def test_links_that_stay_inside_the_bundle_still_load(bundle, tmp_path):
     (bundle / "stage1.pt").symlink_to(Path("weights") / "generator.pt")
     linked = tmp_path / "linked-bundle"
     linked.symlink_to(bundle, target_is_directory=True)
-    assert weights.load_bundle(linked).stages == "HF-GAN + Refiner"
+    assert bundles.load_bundle(linked).stages == "HF-GAN + Refiner"
     _set_file(bundle, "weights/generator.pt")
-    assert weights.load_bundle(bundle).stages == "HF-GAN + Refiner"
+    assert bundles.load_bundle(bundle).stages == "HF-GAN + Refiner"
 
 
 # --------------------------------------------------------------------------- manifests of the wrong shape
@@ -207,7 +207,7 @@ BROKEN_MANIFESTS = [
 @pytest.mark.parametrize("edit, words", BROKEN_MANIFESTS)
 def test_malformed_manifest_gets_one_line_naming_the_field(bundle, edit, words):
     _write_manifest(bundle, edit(_manifest(bundle)))
-    _refused(lambda: weights.load_bundle(bundle), "bundle.json", *words)
+    _refused(lambda: bundles.load_bundle(bundle), "bundle.json", *words)
 
 
 @pytest.mark.parametrize("content, words", [
@@ -216,23 +216,23 @@ def test_malformed_manifest_gets_one_line_naming_the_field(bundle, edit, words):
 ])
 def test_unreadable_manifest_gets_one_line(bundle, content, words):
     (bundle / "bundle.json").write_bytes(content)
-    _refused(lambda: weights.load_bundle(bundle), "bundle.json", "unreadable bundle manifest", words)
+    _refused(lambda: bundles.load_bundle(bundle), "bundle.json", "unreadable bundle manifest", words)
 
 
 def test_oversized_manifest_is_refused_before_it_is_read(bundle):
     manifest = _manifest(bundle)
-    manifest["metadata"] = {"padding": "x" * (weights.MAX_MANIFEST_BYTES + 1)}
+    manifest["metadata"] = {"padding": "x" * (bundles.MAX_MANIFEST_BYTES + 1)}
     _write_manifest(bundle, manifest)
-    _refused(lambda: weights.load_bundle(bundle), "bundle.json", "MAX_MANIFEST_BYTES")
+    _refused(lambda: bundles.load_bundle(bundle), "bundle.json", "MAX_MANIFEST_BYTES")
 
 
 @pytest.mark.parametrize("edit, words", BROKEN_MANIFESTS)
 def test_catalogue_skips_each_broken_entry(tmp_path, edit, words):
-    good = weights.save_bundle(tmp_path / "good", "good", _tiny("stage1"), description="fine")
-    broken = weights.save_bundle(tmp_path / "broken", "broken", _tiny("stage1"))
+    good = bundles.save_bundle(tmp_path / "good", "good", _tiny("stage1"), description="fine")
+    broken = bundles.save_bundle(tmp_path / "broken", "broken", _tiny("stage1"))
     _write_manifest(broken, edit(_manifest(broken)))
-    assert [info.name for info in weights.list_bundles(tmp_path)] == ["good"]
-    assert weights.list_bundles(tmp_path)[0].path == good
+    assert [info.name for info in bundles.list_bundles(tmp_path)] == ["good"]
+    assert bundles.list_bundles(tmp_path)[0].path == good
 
 
 # --------------------------------------------------------------------------- configs that do not fit the file
@@ -240,7 +240,7 @@ def test_catalogue_skips_each_broken_entry(tmp_path, edit, words):
 
 def _rewrite(path: Path, **changes: Any) -> Path:
     """Rewrite fields of a saved checkpoint (``config=...`` replaces the whole config)."""
-    payload = weights.read_checkpoint(path)
+    payload = checkpoints.read_checkpoint(path)
     payload.update(changes)
     torch.save(payload, path)
     return path
@@ -248,28 +248,28 @@ def _rewrite(path: Path, **changes: Any) -> Path:
 
 def _checkpoint(tmp_path: Path, kind: str, **changes: Any) -> Path:
     """A tiny real ``kind`` checkpoint, with ``changes`` written over its fields."""
-    path = weights.save_checkpoint(tmp_path / f"{kind}.pt", kind, _tiny(kind))
+    path = checkpoints.save_checkpoint(tmp_path / f"{kind}.pt", kind, _tiny(kind))
     return _rewrite(path, **changes) if changes else path
 
 
 def _load_checkpoint(path: Path) -> Any:
     """Load a checkpoint of any kind the way bundles do."""
-    return weights.build_model(weights.read_checkpoint(path), path)
+    return checkpoints.build_model(checkpoints.read_checkpoint(path), path)
 
 
 #: A Python process that loads a tiny bundle (warming imports and allocator), then loads
 #: ``argv[2]`` and prints its peak-RSS rise in bytes and the error message.
 _PEAK_SCRIPT = textwrap.dedent("""
     import resource, sys
-    from MRISynthesisLib.core import weights
-    weights.load_bundle(sys.argv[1])
+    from MRISynthesisLib.core import bundles, checkpoints
+    bundles.load_bundle(sys.argv[1])
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     try:
         path = sys.argv[2]
-        weights.build_model(weights.read_checkpoint(path), path)
+        checkpoints.build_model(checkpoints.read_checkpoint(path), path)
         message = "loaded"
-    except weights.CheckpointError as error:
+    except checkpoints.CheckpointError as error:
         message = str(error)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print((after - before) * scale)
@@ -282,7 +282,7 @@ def _peak_rise(tmp_path: Path, path: Path) -> tuple[int, str]:
     pytest.importorskip("resource")
     warm = tmp_path / "warm"
     if not warm.exists():
-        weights.save_bundle(warm, "warm", _tiny("stage1"), _tiny("refiner"), _tiny("segmenter"))
+        bundles.save_bundle(warm, "warm", _tiny("stage1"), _tiny("refiner"), _tiny("segmenter"))
     done = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(warm), str(path)], capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -328,7 +328,7 @@ def test_paper_networks_are_within_the_size_limit():
                  lambda: build_segmenter(SegmenterConfig.paper())):
         with torch.device("meta"):
             model = make()
-        assert sum(t.numel() for t in model.state_dict().values()) < weights.MAX_PARAMETERS
+        assert sum(t.numel() for t in model.state_dict().values()) < checkpoints.MAX_PARAMETERS
 
 
 @pytest.mark.parametrize("kind, config, words", [
@@ -352,7 +352,7 @@ def test_absurd_config_values_name_the_file_and_field(tmp_path, kind, config, wo
 
 def test_version_that_is_not_a_number_is_refused(tmp_path):
     path = _checkpoint(tmp_path, "stage1", version="2")
-    _refused(lambda: weights.load_bundle(path), "stage1.pt", "field 'version'")
+    _refused(lambda: bundles.load_bundle(path), "stage1.pt", "field 'version'")
 
 
 # --------------------------------------------------------------------------- weights that are not finite
@@ -360,7 +360,7 @@ def test_version_that_is_not_a_number_is_refused(tmp_path):
 
 def _poison(path: Path, values: dict[str, list]) -> Path:
     """Set, in the checkpoint at ``path``, element ``i`` of tensor ``name`` to ``value`` for every (i, value)."""
-    payload = weights.read_checkpoint(path)
+    payload = checkpoints.read_checkpoint(path)
     for name, changes in values.items():
         flat = payload["state_dict"][name].view(-1)
         for index, value in changes:
@@ -370,29 +370,29 @@ def _poison(path: Path, values: dict[str, list]) -> Path:
 
 
 def test_all_nan_weights_are_refused(tmp_path):
-    path = weights.save_checkpoint(tmp_path / "stage1.pt", "stage1", _tiny("stage1"))
-    payload = weights.read_checkpoint(path)
+    path = checkpoints.save_checkpoint(tmp_path / "stage1.pt", "stage1", _tiny("stage1"))
+    payload = checkpoints.read_checkpoint(path)
     first = next(iter(payload["state_dict"]))
     payload["state_dict"] = {k: torch.full_like(v, float("nan")) for k, v in payload["state_dict"].items()}
     torch.save(payload, path)
     total = sum(v.numel() for v in payload["state_dict"].values())
     count = len(payload["state_dict"])
-    _refused(lambda: weights.load_bundle(path), "stage1.pt", "not finite", f"{total:,} NaN/Inf values",
+    _refused(lambda: bundles.load_bundle(path), "stage1.pt", "not finite", f"{total:,} NaN/Inf values",
              f"in {count} of {count} tensors", f"first in '{first}'")
 
 
 @pytest.mark.parametrize("kind", ["stage1", "refiner", "segmenter"])
 def test_a_few_inf_and_nan_values_are_counted_and_refused(tmp_path, kind):
-    path = weights.save_checkpoint(tmp_path / f"{kind}.pt", kind, _tiny(kind))
-    names = [k for k, v in weights.read_checkpoint(path)["state_dict"].items() if v.numel() > 3]
+    path = checkpoints.save_checkpoint(tmp_path / f"{kind}.pt", kind, _tiny(kind))
+    names = [k for k, v in checkpoints.read_checkpoint(path)["state_dict"].items() if v.numel() > 3]
     _poison(path, {names[2]: [(0, float("inf")), (1, float("-inf"))], names[5]: [(3, float("nan"))]})
     _refused(lambda: _load_checkpoint(path), f"{kind}.pt", "3 NaN/Inf values in 2 of", f"first in '{names[2]}'")
 
 
 def test_nan_weights_in_a_bundle_are_refused(bundle):
-    names = list(weights.read_checkpoint(bundle / "refiner.pt")["state_dict"])
+    names = list(checkpoints.read_checkpoint(bundle / "refiner.pt")["state_dict"])
     _poison(bundle / "refiner.pt", {names[-1]: [(0, float("nan"))]})
-    _refused(lambda: weights.load_bundle(bundle), "refiner.pt", "1 NaN/Inf values in 1 of", f"'{names[-1]}'")
+    _refused(lambda: bundles.load_bundle(bundle), "refiner.pt", "1 NaN/Inf values in 1 of", f"'{names[-1]}'")
 
 
 def test_nan_weights_in_a_reference_layout_state_dict_are_refused(tmp_path):
@@ -400,7 +400,7 @@ def test_nan_weights_in_a_reference_layout_state_dict_are_refused(tmp_path):
     name = "middle.embedding.position_embeddings"
     state[name].view(-1)[:4] = float("nan")
     torch.save({"generator": {f"module.{k}": v for k, v in state.items()}, "epoch": 20}, tmp_path / "ref.pth")
-    _refused(lambda: weights.load_bundle(tmp_path / "ref.pth"), "ref.pth", "4 NaN/Inf values in 1 of",
+    _refused(lambda: bundles.load_bundle(tmp_path / "ref.pth"), "ref.pth", "4 NaN/Inf values in 1 of",
              f"'module.{name}'")
 
 
@@ -409,15 +409,15 @@ def test_nan_weights_in_a_reference_layout_bundle_stage1_are_refused(bundle):
     first = next(iter(state))
     state[first].fill_(float("inf"))
     torch.save(state, bundle / "stage1.pt")
-    _refused(lambda: weights.load_bundle(bundle), "stage1.pt", "not finite", f"first in '{first}'")
+    _refused(lambda: bundles.load_bundle(bundle), "stage1.pt", "not finite", f"first in '{first}'")
 
 
 def test_non_finite_intensity_priors_are_refused(tmp_path):
     path = _checkpoint(tmp_path, "stage1")
-    payload = weights.read_checkpoint(path)
+    payload = checkpoints.read_checkpoint(path)
     payload["intensity_priors"]["t1c"] = [float("nan"), 0.06]
     torch.save(payload, path)
-    _refused(lambda: weights.load_bundle(path), "stage1.pt", "field 'intensity_priors.t1c'", "finite")
+    _refused(lambda: bundles.load_bundle(path), "stage1.pt", "field 'intensity_priors.t1c'", "finite")
 
 
 # --------------------------------------------------------------------------- odd containers
@@ -427,7 +427,7 @@ def test_self_referencing_checkpoint_dict_is_refused(tmp_path):
     payload: dict = {"epoch": 1}
     payload["generator"] = payload  # pickle keeps the cycle; a naive search recurses forever
     torch.save(payload, tmp_path / "loop.pth")
-    _refused(lambda: weights.load_bundle(tmp_path / "loop.pth"), "loop.pth",
+    _refused(lambda: bundles.load_bundle(tmp_path / "loop.pth"), "loop.pth",
              "neither an MRISynthesis checkpoint nor an HF-GAN state dict")
 
 
@@ -451,8 +451,8 @@ def _deflated_bomb(path: Path, values: int, level: int = 1) -> Path:
     import io
     import zipfile
 
-    small = weights.save_checkpoint(path.with_name(f"{path.stem}-small.pt"), "stage1", _tiny("stage1"))
-    payload = weights.read_checkpoint(small)
+    small = checkpoints.save_checkpoint(path.with_name(f"{path.stem}-small.pt"), "stage1", _tiny("stage1"))
+    payload = checkpoints.read_checkpoint(small)
     payload["state_dict"]["huge"] = torch.zeros(_MARKER_VALUES)
     saved = io.BytesIO()
     torch.save(payload, saved)
@@ -480,7 +480,7 @@ def test_bomb_builder_makes_a_file_that_torch_inflates(tmp_path):
     """The builder's file is a genuine checkpoint: a small one loads, holding the swapped-in tensor."""
     path = _deflated_bomb(tmp_path / "small-bomb.pt", values=1 << 20)
     assert path.stat().st_size < 1024 * 1024
-    payload = weights.read_checkpoint(path)  # 4 MiB deflated: under the size at which ratios are judged
+    payload = checkpoints.read_checkpoint(path)  # 4 MiB deflated: under the size at which ratios are judged
     assert payload["state_dict"]["huge"].shape == (1 << 20,) and not payload["state_dict"]["huge"].any()
     _refused(lambda: _load_checkpoint(path), "small-bomb.pt", "tensor 'huge' in the file is not in the network")
 
@@ -500,22 +500,22 @@ def test_deflated_zip_bomb_is_refused_before_it_is_inflated(tmp_path):
 
 
 def test_archive_larger_than_the_limit_is_refused_naming_the_largest_member(tmp_path, monkeypatch):
-    path = weights.save_checkpoint(tmp_path / "stage1.pt", "stage1", _tiny("stage1"))
-    monkeypatch.setattr(weights, "MAX_CHECKPOINT_BYTES", path.stat().st_size // 2)
-    message = _refused(lambda: weights.read_checkpoint(path), str(path), "MAX_CHECKPOINT_BYTES", "largest member")
+    path = checkpoints.save_checkpoint(tmp_path / "stage1.pt", "stage1", _tiny("stage1"))
+    monkeypatch.setattr(checkpoints, "MAX_CHECKPOINT_BYTES", path.stat().st_size // 2)
+    message = _refused(lambda: checkpoints.read_checkpoint(path), str(path), "MAX_CHECKPOINT_BYTES", "largest member")
     assert "/data/" in message, message
 
 
 def test_checkpoint_size_limit_has_room_for_a_training_checkpoint():
-    assert weights.MAX_CHECKPOINT_BYTES >= 3 * 4 * weights.MAX_PARAMETERS  # weights + two Adam moments
-    assert weights.MAX_CHECKPOINT_BYTES < 16 * 1024 ** 3
+    assert checkpoints.MAX_CHECKPOINT_BYTES >= 3 * 4 * checkpoints.MAX_PARAMETERS  # weights + two Adam moments
+    assert checkpoints.MAX_CHECKPOINT_BYTES < 16 * 1024 ** 3
 
 
 def test_deflated_checkpoint_with_plausible_ratios_still_loads(tmp_path):
     """Re-zipping a real checkpoint with ZIP_DEFLATED (as archive tools may) is not mistaken for a bomb."""
     import zipfile
 
-    saved = weights.save_checkpoint(tmp_path / "saved.pt", "stage1", _tiny("stage1"))
+    saved = checkpoints.save_checkpoint(tmp_path / "saved.pt", "stage1", _tiny("stage1"))
     path = tmp_path / "deflated.pt"
     with zipfile.ZipFile(saved) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as target:
         for info in source.infolist():
@@ -525,17 +525,17 @@ def test_deflated_checkpoint_with_plausible_ratios_still_loads(tmp_path):
 
 def test_legitimate_checkpoints_and_bundles_still_load(tmp_path, bundle):
     for kind in ("stage1", "refiner", "segmenter"):
-        path = weights.save_checkpoint(tmp_path / f"{kind}.pt", kind, _tiny(kind))
+        path = checkpoints.save_checkpoint(tmp_path / f"{kind}.pt", kind, _tiny(kind))
         assert _load_checkpoint(path) is not None
-    assert weights.load_bundle(bundle).stages == "HF-GAN + Refiner"
-    assert weights.load_bundle(tmp_path / "stage1.pt").stage1 is not None
+    assert bundles.load_bundle(bundle).stages == "HF-GAN + Refiner"
+    assert bundles.load_bundle(tmp_path / "stage1.pt").stage1 is not None
 
 
 def test_legacy_non_zip_checkpoint_still_loads(tmp_path):
     import zipfile
 
     path = tmp_path / "legacy.pt"
-    payload = weights.read_checkpoint(weights.save_checkpoint(tmp_path / "stage1.pt", "stage1", _tiny("stage1")))
+    payload = checkpoints.read_checkpoint(checkpoints.save_checkpoint(tmp_path / "stage1.pt", "stage1", _tiny("stage1")))
     torch.save(payload, path, _use_new_zipfile_serialization=False)
     assert not zipfile.is_zipfile(path)
     assert _load_checkpoint(path) is not None
@@ -566,7 +566,7 @@ def _oversized_record(path: Path) -> None:
     pytest.param(_oversized_record, "corrupt zip archive", id="record-past-end"),
 ])
 def test_corrupt_archive_gets_one_line(tmp_path, damage, words):
-    path = weights.save_checkpoint(tmp_path / "stage1.pt", "stage1", _tiny("stage1"))
+    path = checkpoints.save_checkpoint(tmp_path / "stage1.pt", "stage1", _tiny("stage1"))
     damage(path)
-    _refused(lambda: weights.read_checkpoint(path), str(path), words)
-    _refused(lambda: weights.load_bundle(path), str(path), words)
+    _refused(lambda: checkpoints.read_checkpoint(path), str(path), words)
+    _refused(lambda: bundles.load_bundle(path), str(path), words)
