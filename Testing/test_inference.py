@@ -19,6 +19,7 @@ from MRISynthesisLib.core import devices
 from MRISynthesisLib.core.devices import DeviceError, cgroup_cpu_limit, is_out_of_memory, resolve_device
 from MRISynthesisLib.core.inference import (
     InferenceOptionsError,
+    RunHooks,
     MemoryBackoff,
     Stage1Options,
     Stage2Options,
@@ -141,7 +142,7 @@ class FailingGenerator(SmallDeviceGenerator):
 def _run(generator, options, channels=None, brain=None, **kwargs):
     if channels is None:
         channels, brain = stage1_case()
-    return run_stage1(generator, channels, [0, 1, 2], 3, 0.24, brain, CPU, options, **kwargs)
+    return run_stage1(generator, channels, [0, 1, 2], 3, 0.24, brain, CPU, options, RunHooks(**kwargs))
 
 
 # --------------------------------------------------------------------------- fast path == naive path
@@ -269,7 +270,8 @@ def test_refiner_backs_off_then_falls_back_and_matches_the_direct_run():
                               1, [0, 2, 3], roi_size=(32, 32, 32), overlap=0.25, sw_batch_size=1)[0, 0].numpy()
     refiner = SmallDeviceRefiner(limit=0)
     lines: list[str] = []
-    out = run_refiner(refiner, stage1, inputs, 1, [0, 2, 3], CPU, options, log=lines.append, fallback_device=ROOMY)
+    out = run_refiner(refiner, stage1, inputs, 1, [0, 2, 3], CPU, options,
+                      RunHooks(log=lines.append, fallback_device=ROOMY))
     np.testing.assert_allclose(out, reference, atol=1e-5, rtol=0)
     assert np.abs(out - stage1).max() > 0.05  # the refiner really changed the volume
     assert lines == ["stage 2: out of memory on cpu, retrying with 1 windows per batch",
@@ -284,7 +286,7 @@ def test_refiner_window_batch_halves_and_blends_the_same():
                       Stage2Options(roi_size=(32, 32, 32), sw_batch_size=1))
     limited = SmallDeviceRefiner(limit=1)
     out = run_refiner(limited, stage1, inputs, 1, [0, 2, 3], CPU, Stage2Options(roi_size=(32, 32, 32),
-                      sw_batch_size=4), log=lines.append)
+                      sw_batch_size=4), RunHooks(log=lines.append))
     np.testing.assert_allclose(out, one, atol=1e-5, rtol=0)
     assert lines[-1] == "stage 2: out of memory on cpu, retrying with 1 windows per batch"
 

@@ -156,7 +156,7 @@ def window_count(shape: tuple, roi: tuple, overlap: float) -> int:
 
 def task_stage1(spec: dict, device, bundle, folder: Path) -> dict:
     """Time stage 1 on every slice (naive) or the brain slices (fast), or on a subset of brain slices."""
-    from MRISynthesisLib.core.inference import auto_batch_size, run_stage1
+    from MRISynthesisLib.core.inference import RunHooks, auto_batch_size, run_stage1
     from MRISynthesisLib.core.model_grid_inputs import prepare_model_grid_inputs
     from MRISynthesisLib.core.preprocessing import prior_intensity
     from MRISynthesisLib.sequences import parse_sequence
@@ -182,7 +182,7 @@ def task_stage1(spec: dict, device, bundle, folder: Path) -> dict:
     _reset_gpu_peak(device)
     meter = Meter().start()
     output = run_stage1(bundle.stage1, run_channels, available, target, intensity, run_brain, device, options,
-                        log=lines.append)
+                        RunHooks(log=lines.append))
     result = meter.stop()
     computed = run_brain if options.skip_empty_slices else np.ones_like(run_brain)
     np.save(folder / "stage1.npy", output[computed])
@@ -198,7 +198,7 @@ def task_stage1(spec: dict, device, bundle, folder: Path) -> dict:
 
 def task_stage2(spec: dict, device, bundle, folder: Path) -> dict:
     """Time the refiner on the whole model-grid volume, stopping after ``max_windows`` windows."""
-    from MRISynthesisLib.core.inference import Stage2Options, refiner_roi, run_refiner
+    from MRISynthesisLib.core.inference import RunHooks, Stage2Options, refiner_roi, run_refiner
     from MRISynthesisLib.core.model_grid_inputs import prepare_model_grid_inputs
     from MRISynthesisLib.core.preprocessing import fit_zscore
     from MRISynthesisLib.sequences import SEQUENCES, parse_sequence
@@ -232,8 +232,8 @@ def task_stage2(spec: dict, device, bundle, folder: Path) -> dict:
     _reset_gpu_peak(device)
     meter = Meter().start()
     try:
-        run_refiner(bundle.refiner, stage1, inputs, target, available, device, options, progress=progress,
-                    log=lines.append)
+        run_refiner(bundle.refiner, stage1, inputs, target, available, device, options,
+                    RunHooks(progress=progress, log=lines.append))
     except StopMeasuring:
         pass
     result = meter.stop()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
@@ -22,6 +22,27 @@ from .devices import is_out_of_memory, release_cached_memory
 from .progress import ProgressCallback, check_cancel
 
 LogCallback = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunHooks:
+    """How a runner reports and where it may go: the same for stage 1 and the Refiner.
+
+    ``progress(fraction, message)`` and ``log(line)`` are called as the run advances; a set
+    ``cancel`` event stops it between batches; ``fallback_device`` is where it continues when
+    memory runs out (default: the CPU for an accelerator, none for the CPU).
+    """
+
+    progress: Optional[ProgressCallback] = None
+    cancel: Optional[threading.Event] = None
+    log: Optional[LogCallback] = None
+    fallback_device: Any = None
+
+    def fallback_for(self, device):
+        """The device to continue on after ``device`` runs out of memory (None: nowhere)."""
+        import torch
+
+        return default_fallback(device) if self.fallback_device is None else torch.device(self.fallback_device)
 
 #: On the CPU a stage-1 batch is as large as possible while its largest activation (``dim`` feature
 #: maps of a whole slice, float32) stays within this size. glibc serves blocks up to 32 MiB from
@@ -208,28 +229,27 @@ def run_stage1(
     brain_slices: np.ndarray,
     device,
     options: Optional[Stage1Options] = None,
-    progress: Optional[ProgressCallback] = None,
-    cancel: Optional[threading.Event] = None,
-    log: Optional[LogCallback] = None,
-    fallback_device=None,
+    hooks: Optional[RunHooks] = None,
 ) -> np.ndarray:
     """Synthesise channel ``target`` slice by slice: ``channels`` [Z, 4, H, W] in [-1, 1] -> [Z, H, W].
 
     Slices without brain (``brain_slices`` False) stay -1 (background) unless the options ask
     for every slice. Missing channels are filled with -1 by the generator itself. The
     generator runs in eval mode on ``device`` (it is moved there); when memory runs out the
-    batch is halved and, below one slice, the run continues on ``fallback_device`` (default:
-    the CPU for an accelerator, none for the CPU), leaving the generator there.
+    batch is halved and, below one slice, the run continues on ``hooks.fallback_device``
+    (default: the CPU for an accelerator, none for the CPU), leaving the generator there.
     """
     import torch
 
     options = options or Stage1Options()
+    hooks = hooks or RunHooks()
+    progress, cancel, log = hooks.progress, hooks.cancel, hooks.log
     device = torch.device(device)
     output = np.full((channels.shape[0],) + channels.shape[2:], -1.0, dtype=np.float32)
     indices = np.flatnonzero(brain_slices) if options.skip_empty_slices else np.arange(channels.shape[0])
     if indices.size == 0:
         return output
-    fallback = default_fallback(device) if fallback_device is None else torch.device(fallback_device)
+    fallback = hooks.fallback_for(device)
     backoff = MemoryBackoff("stage 1", "slices", device, options.batch_size or auto_batch_size(device, generator),
                             fallback, auto_batch_size(fallback, generator) if fallback is not None else 1, log)
     channels_last = bool(options.channels_last)
@@ -372,26 +392,25 @@ def run_refiner(
     available: list[int],
     device,
     options: Optional[Stage2Options] = None,
-    progress: Optional[ProgressCallback] = None,
-    cancel: Optional[threading.Event] = None,
-    log: Optional[LogCallback] = None,
-    fallback_device=None,
+    hooks: Optional[RunHooks] = None,
 ) -> np.ndarray:
     """Refine a z-scored stage-1 volume [Z, H, W] with z-scored inputs [4, Z, H, W] (canonical order).
 
     Windows run on ``device`` and are blended into a CPU volume, so device memory holds one
     window batch. When memory runs out the window batch is halved and, below one window,
-    the run restarts on ``fallback_device`` (default: the CPU for an accelerator).
+    the run restarts on ``hooks.fallback_device`` (default: the CPU for an accelerator).
     """
     import torch
 
     from ..models.refiner import refine_volume
 
     options = options or Stage2Options()
+    hooks = hooks or RunHooks()
+    progress, cancel, log = hooks.progress, hooks.cancel, hooks.log
     device = torch.device(device)
     overlap = options.overlap_for(device)
     roi = refiner_roi(options, stage1.shape, refiner.config.downsample_factor)
-    fallback = default_fallback(device) if fallback_device is None else torch.device(fallback_device)
+    fallback = hooks.fallback_for(device)
     backoff = MemoryBackoff("stage 2", "windows", device,
                             options.sw_batch_size or auto_window_batch(device, refiner, roi),
                             fallback, 1, log)

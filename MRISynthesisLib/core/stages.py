@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .inference import run_refiner, run_stage1
+from .inference import RunHooks, run_refiner, run_stage1
 from .model_grid_inputs import ModelGridInputs, brain_box
 from .preprocessing import fit_zscore
 from ..sequences import SEQUENCES, Sequence
@@ -59,7 +59,7 @@ def stage1_on_model_grid(prepared: ModelGridInputs, bundle, target: Sequence, so
     channels, available = _generator_channels(prepared, generator, sources)
     brain_slices = prepared.brain.reshape(prepared.brain.shape[0], -1).any(axis=1)
     stage1 = run_stage1(generator, channels, available, generator.modality_order.index(target), intensity,
-                        brain_slices, device, options, progress, cancel, messages.append)
+                        brain_slices, device, options, RunHooks(progress, cancel, messages.append))
     unit = _unit_from_stage1(stage1, prepared.brain)
     check_network_output(stage1, unit, prepared.brain, target, "stage 1")
     return unit
@@ -79,7 +79,7 @@ def refine_on_model_grid(prepared: ModelGridInputs, bundle, target: Sequence, so
     refined = normalised.copy()
     refined[box] = run_refiner(bundle.refiner, normalised[box], inputs[(slice(None),) + box],
                                SEQUENCES.index(target), [SEQUENCES.index(s) for s in sources], device, options,
-                               progress, cancel, messages.append)
+                               RunHooks(progress, cancel, messages.append))
     final = np.clip(zscore.inverse(refined, brain), 0.0, None)
     check_network_output(refined, final, brain, target, "the refiner")
     return final
