@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Iterable
+from typing import Callable, Iterable, Mapping, Optional
 
 
 class Sequence(str, enum.Enum):
@@ -243,3 +243,24 @@ def sequences_from(names: Iterable[str | Sequence]) -> list[Sequence]:
     """Parse a list of sequence names, keeping the canonical order and no duplicates."""
     wanted = {parse_sequence(n) for n in names}
     return [s for s in SEQUENCES if s in wanted]
+
+
+def by_sequence(pairs: Iterable[tuple], unknown: Callable[[object, object, Exception], Exception],
+                repeated: Callable[[Sequence, object, object, object], Exception],
+                start: Optional[Mapping] = None) -> dict:
+    """``{Sequence: value}`` from ``(name, value)`` pairs, every sequence at most once.
+
+    The caller words the errors, because they name different things (a file, an argument):
+    ``unknown(name, value, error)`` for a name that is no sequence, ``repeated(sequence, name,
+    value, earlier value)`` for a second entry. ``start`` holds entries known already.
+    """
+    out: dict = dict(start or {})
+    for key, value in pairs:
+        try:
+            sequence = parse_sequence(key)
+        except UnknownSequenceError as error:
+            raise unknown(key, value, error) from None
+        if sequence in out:
+            raise repeated(sequence, key, value, out[sequence])
+        out[sequence] = value
+    return out

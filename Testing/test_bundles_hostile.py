@@ -570,3 +570,16 @@ def test_corrupt_archive_gets_one_line(tmp_path, damage, words):
     damage(path)
     _refused(lambda: checkpoints.read_checkpoint(path), str(path), words)
     _refused(lambda: bundles.load_bundle(path), str(path), words)
+
+
+def test_an_interrupt_wrapped_by_the_library_is_still_an_interrupt():
+    """Ctrl-C during class creation arrives as RuntimeError from __set_name__; it must stay an interrupt."""
+    class Descriptor:
+        def __set_name__(self, owner, name):
+            raise KeyboardInterrupt
+
+    with pytest.raises(RuntimeError) as wrapped:
+        type("Built", (), {"field": Descriptor()})
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.raise_if_interrupted(wrapped.value)
+    checkpoints.raise_if_interrupted(ValueError("an ordinary error"))  # no interrupt: nothing raised

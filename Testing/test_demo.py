@@ -137,7 +137,7 @@ def test_demo_writes_exactly_the_expected_files(demo_run):
     expected = {f"{case}-{s}.nii.gz" for s in ("t1n", "t2w", "t2f", "seg", "t1c-ground-truth", "t1c",
                                                  "t1c-stage1", "t1c-refinement", "t1c-tumor-map",
                                                  "t1c-error-map")}
-    expected |= {f"{case}-report.json", "montage.png"}
+    expected |= {f"{case}-report.json", "montage.png", ".mrisynth-demo.json"}
     assert {p.name for p in demo_run["out"].iterdir()} == expected
     with Image.open(demo_run["out"] / "montage.png") as picture:
         assert picture.size == (1585, 850)

@@ -3,6 +3,7 @@ number checked against metrics.py recomputed from the files the command wrote.""
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import statistics
 from pathlib import Path
@@ -237,7 +238,9 @@ def test_evaluate_writes_one_row_per_case_target_stage(evaluated):
     out = evaluated["out"]
     names = {p.name for p in out.iterdir()}
     assert {"evaluation.csv", "evaluation.md", "ssim_boxplot.png", "dice_boxplot.png"} <= names
-    assert not [n for n in names if n.startswith(".")]  # staging folder gone
+    assert [n for n in names if n.startswith(".")] == [".mrisynth-evaluation.json"]  # staging gone, set listed
+    listed = json.loads((out / ".mrisynth-evaluation.json").read_text())["files"]
+    assert set(listed) == names - {".mrisynth-evaluation.json"}
     assert "SSIM-Whole" in evaluated["stdout"] and "Dice" in evaluated["stdout"]
 
 

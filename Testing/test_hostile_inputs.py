@@ -318,6 +318,7 @@ def _nifti_header_only(path: Path, shape: tuple, dtype=np.uint8) -> Path:
     header.set_data_shape(shape)
     header.set_zooms((1.0, 1.0, 1.0))
     header.set_data_offset(352)
+    header.set_qform(np.eye(4), code=1)
     path.write_bytes(header.binaryblock + b"\0" * 4)
     return path
 
@@ -470,6 +471,8 @@ def _raw_nifti(path: Path, pixdim=(1.0, 1.0, 1.0), sform=None) -> Path:
     header.set_data_offset(352)
     if sform is not None:
         header.set_sform(np.asarray(sform, dtype=float), code=1)
+    else:
+        header.set_qform(np.eye(4), code=1)
     block = bytearray(header.binaryblock)
     struct.pack_into("<3f", block, 80, *pixdim)  # pixdim[1:4]
     path.write_bytes(bytes(block) + b"\0" * 4 + data.tobytes(order="F"))
@@ -816,3 +819,151 @@ def test_an_interrupted_run_removes_the_output_folder_it_created(tmp_path, case_
     watcher.join()
     assert process.returncode == 143, err
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- a third hostile pass
+
+
+def test_evaluate_overwrite_leaves_another_runs_volumes_alone(tmp_path, case_dir, phantom_case, bundle_dir, capsys):
+    out = tmp_path / "shared"
+    assert _run_cli(["synthesize", case_dir, "-o", out, "--model", bundle_dir, "--device", "cpu"], capsys)[0] == 0
+    synthesized = _snapshot(out)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / phantom_case.name).symlink_to(phantom_case, target_is_directory=True)
+    arguments = ["evaluate", "--data", data, "-o", out, "--model", bundle_dir, "--device", "cpu", "--targets", "t1n"]
+    assert _run_cli(arguments, capsys)[0] == 0, "another run's volumes are not an earlier evaluation"
+    code, err = _run_cli(arguments + ["--overwrite", "--save-volumes"], capsys)
+    assert code == 0, err
+    after = _snapshot(out)
+    assert all(after.get(name) == content for name, content in synthesized.items())
+    code, err = _run_cli(arguments + ["--overwrite"], capsys)
+    assert code == 0, err
+    final = {p.name for p in out.iterdir()}
+    assert set(synthesized) <= final, "the synthesize set survives"
+    assert not [n for n in final if n.startswith(f"{CASE}-t1n-")], "the evaluation's own volumes went with its set"
+
+
+def test_the_demo_leaves_another_cases_results_alone(tmp_path, case_dir, bundle_dir, capsys):
+    out = tmp_path / "shared"
+    assert _run_cli(["synthesize", case_dir, "-o", out, "--model", bundle_dir, "--device", "cpu"], capsys)[0] == 0
+    synthesized = _snapshot(out)
+    code, err = _run_cli(["demo", "--small", "-o", out, "--model", bundle_dir, "--device", "cpu"], capsys)
+    assert code == 0, err
+    after = _snapshot(out)
+    assert all(after.get(name) == content for name, content in synthesized.items())
+
+
+def test_a_nifti_that_states_no_orientation_or_two_is_refused(tmp_path):
+    path = _raw_nifti(tmp_path / "codes.nii")
+    block = bytearray(path.read_bytes())
+    struct.pack_into("<h", block, 252, 0)  # qform_code
+    struct.pack_into("<h", block, 254, 0)  # sform_code
+    path.write_bytes(bytes(block))
+    with pytest.raises(InputError, match="states no orientation or position") as error:
+        read_image(path)
+    assert str(path) in str(error.value)
+    flipped = np.diag([-1.0, 1.0, 1.0, 1.0])
+    path = _raw_nifti(tmp_path / "two.nii", sform=flipped)
+    block = bytearray(path.read_bytes())
+    struct.pack_into("<h", block, 252, 1)  # a qform (identity) beside the flipped sform
+    path.write_bytes(bytes(block))
+    with pytest.raises(InputError, match="qform and the sform state different"):
+        read_image(path)
+
+
+def test_a_dicom_series_with_missing_slices_is_refused(tmp_path, phantom_case, write_dicom_series):
+    folder = tmp_path / "gap"
+    paths = write_dicom_series(read_image(phantom_case / f"{CASE}-t1n.nii.gz"), folder, description="T1 gap")
+    for path in paths[30:33]:
+        path.unlink()
+    with pytest.raises(InputError, match="missing or unevenly spaced") as error:
+        read_image(folder)
+    assert str(folder) in str(error.value)
+
+
+def test_a_complete_dicom_series_still_reads_onto_its_grid(tmp_path, phantom_case, write_dicom_series):
+    image = read_image(phantom_case / f"{CASE}-t1n.nii.gz")
+    folder = tmp_path / "complete"
+    write_dicom_series(image, folder, description="T1 complete")
+    assert read_image(folder).GetSpacing() == pytest.approx(image.GetSpacing(), abs=1e-4)
+
+
+def _like(image: sitk.Image, array: np.ndarray) -> sitk.Image:
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(image)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["inverted", "square root", "shifted"])
+def test_more_disguises_of_one_scan_are_refused(phantom_case, kind):
+    image = read_image(phantom_case / f"{CASE}-t1n.nii.gz")
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    brain = array > 0
+    if kind == "inverted":
+        copy = np.where(brain, array.max() + 1.0 - array, 0.0)
+    elif kind == "square root":
+        copy = np.sqrt(array)
+    else:
+        copy = np.roll(array, 1, axis=2)
+    with pytest.raises(InputError, match="T2 input.*T1 input"):
+        pipeline.synthesize({"t1n": image, "t2w": _like(image, copy.astype(np.float32))},
+                            ModelBundle("tiny", _tiny_generator()), targets=["t1c"], device="cpu")
+
+
+@pytest.mark.parametrize("kind, words", [("parcellation", "same whole number"), ("noisy mask", "almost constant")])
+def test_label_maps_with_many_labels_and_noisy_masks_are_refused(phantom_case, kind, words):
+    image = read_image(phantom_case / f"{CASE}-t1n.nii.gz")
+    array = sitk.GetArrayFromImage(image)
+    brain = array > 0
+    rng = np.random.default_rng(3)
+    if kind == "parcellation":
+        z = np.indices(array.shape)[0]
+        copy = np.where(brain, 2 * (1 + (z * 40) // array.shape[0]), 0).astype(np.int16)
+    else:
+        copy = np.where(brain, rng.uniform(0.99, 1.01, array.shape), 0).astype(np.float32)
+    with pytest.raises(InputError, match=words):
+        pipeline.synthesize({"t1n": _like(image, copy), "t2w": read_image(phantom_case / f"{CASE}-t2w.nii.gz")},
+                            ModelBundle("tiny", _tiny_generator()), targets=["t1c"], device="cpu")
+
+
+def test_an_input_that_covers_a_sliver_of_the_brain_is_refused(phantom_case):
+    image = read_image(phantom_case / f"{CASE}-t1n.nii.gz")
+    array = np.zeros(sitk.GetArrayFromImage(image).shape, dtype=np.float32)
+    rng = np.random.default_rng(5)
+    array.flat[rng.choice(array.size, 30, replace=False)] = np.arange(1, 31)
+    with pytest.raises(InputError, match="cover only"):
+        pipeline.synthesize({"t1n": _like(image, array), "t2w": read_image(phantom_case / f"{CASE}-t2w.nii.gz"),
+                             "t2f": read_image(phantom_case / f"{CASE}-t2f.nii.gz")},
+                            ModelBundle("tiny", _tiny_generator()), targets=["t1c"], device="cpu")
+
+
+def test_a_text_encoded_nrrd_that_declares_more_values_than_it_holds_is_refused_without_memory(tmp_path):
+    path = tmp_path / "ascii.nrrd"
+    path.write_text(f"NRRD0004\ntype: double\ndimension: 3\nsizes: 512 512 500\nencoding: ascii\n{SPACE}\n1 2 3 4 5\n")
+    first, rise_mb = _read_in_subprocess(path)
+    assert first.startswith("refused:") and "truncated" in first and str(path) in first, first
+    assert rise_mb < 200, f"reading raised peak memory by {rise_mb:.0f} MB"
+
+
+def test_a_complex_valued_image_is_refused_by_name(tmp_path, phantom_case):
+    array = nib.load(str(phantom_case / f"{CASE}-t1n.nii.gz")).get_fdata().astype(np.complex64)
+    path = tmp_path / "complex.nii.gz"
+    nib.save(nib.Nifti1Image(array, np.diag([2.5, 2.5, 2.5, 1.0])), str(path))
+    with pytest.raises(InputError, match="complex voxels") as error:
+        read_image(path)
+    assert str(path) in str(error.value)
+
+
+def test_sighup_while_writing_leaves_nothing_behind(tmp_path, case_dir, bundle_dir):
+    out = tmp_path / "out"
+    out.mkdir()
+    process = subprocess.Popen([sys.executable, "-m", "MRISynthesisLib.cli", "synthesize", str(case_dir), "-o",
+                                str(out), "--model", str(bundle_dir), "--device", "cpu"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watcher = threading.Thread(target=_signal_when_writing, args=(process, out, signal.SIGHUP))
+    watcher.start()
+    _, err = process.communicate(timeout=600)
+    watcher.join()
+    assert process.returncode == 129, err
+    assert list(out.iterdir()) == []

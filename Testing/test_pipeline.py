@@ -183,8 +183,8 @@ def test_tumour_region_from_segmenter(case):
 
 def test_validation_adds_error_maps_and_metrics(case, bundle):
     label = case.label
-    result = synthesize(case.images, bundle, targets=[T1C, T2W], device="cpu", ground_truth=case.images,
-                        label=label)
+    result = synthesize(case.images, bundle, targets=[T1C, T2W], device="cpu",
+                        ground_truth={s: case.images[s] for s in (T1C, T2W)}, label=label)
     target = result.targets[T1C]
     assert target.sources == [T1N, T2W, T2F]
     assert result.targets[T2W].sources == [T1N, T1C, T2F]

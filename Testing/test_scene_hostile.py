@@ -26,6 +26,7 @@ from MRISynthesisLib.core import jobs
 from MRISynthesisLib.core.pipeline import SynthesisResult, TargetResult  # noqa: E402
 from MRISynthesisLib.sequences import SEQUENCES, Sequence  # noqa: E402
 from MRISynthesisLib.core.bundles import ModelBundle  # noqa: E402
+from MRISynthesisLib.scene.flow import add_case_nodes, synthesize_in_scene  # noqa: E402
 from MRISynthesisLib.scene.geometry import update_volume_node_from_image, volume_node_from_image  # noqa: E402
 from MRISynthesisLib.scene.inputs import copy_selected_inputs  # noqa: E402
 from MRISynthesisLib.scene.nodes import ATTRIBUTE_PREFIX, MRMLInputError, is_output_node, node_label  # noqa: E402
@@ -585,3 +586,119 @@ def test_validation_results_given_to_add_result_nodes_are_refused_clearly(case):
 
     with pytest.raises(TypeError, match=r"^expected one SynthesisResult, got list; .*add_validation_nodes"):
         add_result_nodes(case.scene, results, selected_inputs)
+
+
+def scene_contents(scene) -> tuple:
+    """How many nodes and subject-hierarchy items the scene holds: unchanged after a refusal."""
+    hierarchy = scene.GetSubjectHierarchyNode()
+    return scene.GetNumberOfNodes(), hierarchy.GetNumberOfItems()
+
+
+def test_selection_keys_are_parsed_as_sequence_names(case):
+    t1, t2 = case.nodes[Sequence.T1N], case.nodes[Sequence.T2W]
+
+    selected_inputs = copy_selected_inputs({"T1": t1, "t2w": t2})  # a short name and a suffix, not Sequence keys
+
+    assert selected_inputs.nodes == {Sequence.T1N: t1, Sequence.T2W: t2}
+    assert set(selected_inputs.images) == {Sequence.T1N, Sequence.T2W}
+
+
+def test_selection_with_an_unknown_key_is_refused_by_name(case):
+    t1, t2 = case.nodes[Sequence.T1N], case.nodes[Sequence.T2W]
+
+    with pytest.raises(ValueError, match=r"^selected: unknown sequence 'T1x'; expected one of .*t1n \(T1\).*"
+                                         r"t2f \(T2-FLAIR\)") as refused:
+        copy_selected_inputs({"T1x": t1, "t2w": t2})
+    assert "\n" not in str(refused.value)
+    with pytest.raises(ValueError, match=r"^selected: unknown sequence 5; "):
+        copy_selected_inputs({5: t1, Sequence.T2W: t2})
+
+
+def test_selection_with_two_keys_for_one_sequence_is_refused(case):
+    t1, t2 = case.nodes[Sequence.T1N], case.nodes[Sequence.T2W]
+
+    with pytest.raises(ValueError, match=r"^selected: 'T1' and 't1n' both name the T1 input$"):
+        copy_selected_inputs({"T1": t1, "t1n": t2})
+    with pytest.raises(ValueError, match=r"^selected: 'flair' and 't2f' both name the FLAIR input$"):
+        copy_selected_inputs({"flair": t2, Sequence.T2F: None, Sequence.T1N: t1})
+
+
+def test_scene_entry_points_refuse_what_is_no_scene(case):
+    selected_inputs = copy_selected_inputs(case.nodes)
+    result = mean_synthesis(selected_inputs.images, MEAN_BUNDLE)
+    before = scene_contents(case.scene)
+    calls = []
+
+    def synthesize(*args, **kwargs):
+        calls.append(args)
+        return mean_synthesis(*args, **kwargs)
+
+    with pytest.raises(TypeError, match=r"^scene must be an MRML scene, got NoneType$"):
+        add_result_nodes(None, result, selected_inputs)
+    with pytest.raises(TypeError, match=r"^scene must be an MRML scene, got vtkMRMLScalarVolumeNode$"):
+        add_result_nodes(case.nodes[Sequence.T1N], result, selected_inputs)
+    with pytest.raises(TypeError, match=r"^scene must be an MRML scene, got NoneType$"):
+        add_validation_nodes(None, [result], selected_inputs)
+    with pytest.raises(TypeError, match=r"^scene must be an MRML scene, got NoneType$"):
+        synthesize_in_scene(None, case.nodes, MEAN_BUNDLE, synthesize=synthesize)
+    with pytest.raises(TypeError, match=r"^scene must be an MRML scene, got str$"):
+        add_case_nodes("scene", {Sequence.T1N: brain_like(1)}, "Case")
+    assert calls == []  # refused before any synthesis ran
+    assert scene_contents(case.scene) == before
+
+
+def test_stale_folder_item_is_refused_before_any_node_is_added(case):
+    selected_inputs = copy_selected_inputs(case.nodes)
+    result = mean_synthesis(selected_inputs.images, MEAN_BUNDLE)
+    before = scene_contents(case.scene)
+
+    for stale in (999999, 0, -1):
+        with pytest.raises(ValueError, match=rf"^folder_item {stale} is not a subject-hierarchy item of this scene$"):
+            add_result_nodes(case.scene, result, selected_inputs, folder_item=stale)
+    with pytest.raises(TypeError, match=r"^folder_item must be a subject-hierarchy item ID \(int\), got str$"):
+        add_result_nodes(case.scene, result, selected_inputs, folder_item="Patient 1")
+    assert scene_contents(case.scene) == before
+
+    made = add_result_nodes(case.scene, result, selected_inputs, folder_item=case.patient)  # a real item is used
+    assert made.folder_item == case.patient
+    for node in made.all_nodes():
+        assert case.hierarchy.GetItemParent(case.hierarchy.GetItemByDataNode(node)) == case.patient
+
+
+def test_folder_item_of_another_scene_is_refused(case):
+    selected_inputs = copy_selected_inputs(case.nodes)
+    result = mean_synthesis(selected_inputs.images, MEAN_BUNDLE)
+    other = slicer.vtkMRMLScene()
+    other_hierarchy = other.GetSubjectHierarchyNode()
+    foreign = other_hierarchy.CreateFolderItem(other_hierarchy.GetSceneItemID(), "elsewhere")
+    for _ in range(20):  # make the foreign ID one this scene does not have
+        foreign = other_hierarchy.CreateFolderItem(foreign, "deeper")
+    before = scene_contents(case.scene)
+
+    with pytest.raises(ValueError, match=rf"^folder_item {foreign} is not a subject-hierarchy item of this scene$"):
+        add_result_nodes(case.scene, result, selected_inputs, folder_item=foreign)
+    assert scene_contents(case.scene) == before
+
+
+def test_folder_name_of_the_wrong_type_is_refused_by_name(case):
+    selected_inputs = copy_selected_inputs(case.nodes)
+    result = mean_synthesis(selected_inputs.images, MEAN_BUNDLE)
+    before = scene_contents(case.scene)
+
+    with pytest.raises(TypeError, match=r"^folder_name must be a string, got int$"):
+        add_result_nodes(case.scene, result, selected_inputs, folder_name=5)
+    assert scene_contents(case.scene) == before
+
+
+@pytest.mark.parametrize("spacing", [(0.0, 1.0, 1.0), (1.0, 1.0, 0.0)])
+def test_a_node_with_zero_spacing_is_refused_by_name(spacing):
+    from MRISynthesisLib.scene.geometry import volume_node_from_image
+    from MRISynthesisLib.scene.inputs import copy_selected_inputs
+    from MRISynthesisLib.scene.nodes import MRMLInputError
+
+    scene = slicer.vtkMRMLScene()
+    array = np.random.default_rng(0).uniform(1, 100, (6, 7, 8)).astype(np.float32)
+    node = volume_node_from_image(scene, sitk.GetImageFromArray(array), "flat volume")
+    node.SetSpacing(*spacing)
+    with pytest.raises(MRMLInputError, match="flat volume.*degenerate geometry"):
+        copy_selected_inputs({Sequence.T1N: node}, scene)

@@ -12,6 +12,31 @@ class UsageError(ValueError):
     """Arguments that do not describe a run."""
 
 
+class IntensityAction(argparse.Action):
+    """``--intensity``, checked while the arguments are parsed by the engine's own
+    :func:`~MRISynthesisLib.core.pipeline.parse_intensity` (the two cannot disagree).
+
+    A bad value replaces the command's handler by one that raises the one-line message, so that it
+    reaches the user like every other error (``mrisynth: error: ...``, exit code 2) and before any
+    input is read or the model is loaded. (argparse's own ``type=`` refusal would print the usage and
+    exit from inside the parser.)
+    """
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from ..core.pipeline import parse_intensity
+
+        try:
+            parse_intensity(values, name=option_string or "--intensity")
+        except (TypeError, ValueError) as error:
+            message = str(error)
+
+            def refuse(args: argparse.Namespace) -> int:
+                raise UsageError(message)
+
+            namespace.handler = refuse
+        setattr(namespace, self.dest, values)
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
                         help="catalogue bundle name, bundle folder, or checkpoint file (default: the catalogue's "
@@ -19,7 +44,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=DEVICE_CHOICES + ("gpu",), default="auto",
                         help="where the networks run (default auto: CUDA when present)")
     parser.add_argument("--case", default=None, help="case name used in output file names")
-    parser.add_argument("--intensity", default="mean",
+    parser.add_argument("--intensity", default="mean", action=IntensityAction,
                         help="intensity encoding at inference: 'mean' (prior mean, default), '+1sigma'/'-2sigma', "
                              "or a value in [0, 1]")
     parser.add_argument("--overwrite", action="store_true",

@@ -8,6 +8,8 @@ from ..core.devices import DEVICE_CHOICES
 
 #: The files of one evaluation that a second evaluation into the same folder replaces as a set.
 EVALUATION_FILES = ("evaluation.csv", "evaluation.md", "ssim_boxplot.png", "dice_boxplot.png")
+#: Hidden list of an evaluation's files (with --save-volumes, the volumes too), replaced with the set.
+EVALUATION_MANIFEST = ".mrisynth-evaluation.json"
 
 
 
@@ -36,8 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def is_evaluation_file(name: str) -> bool:
-    """Files of an evaluation set: the tables, the plots and (``--save-volumes``) the volumes."""
-    return name in EVALUATION_FILES or name.endswith(".nii.gz")
+    """The fixed files of an evaluation set; its saved volumes are listed in its manifest."""
+    return name in EVALUATION_FILES
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -51,7 +53,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     cases = find_evaluation_cases(args.data, args.cases)
     plan = OutputPlan(args.output_dir, is_evaluation_file, inputs=tuple(case.folder for case in cases),
-                      overwrite=args.overwrite, what="an evaluation")
+                      overwrite=args.overwrite, what="an evaluation", manifest=EVALUATION_MANIFEST)
     plan.check(EVALUATION_FILES[:2])
     targets = args.targets.split(",") if args.targets else None
     bundle = load_bundle(args.model)

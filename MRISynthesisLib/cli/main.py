@@ -17,7 +17,16 @@ from typing import Sequence as TypingSequence
 from .. import __version__
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that every ``finally`` removes its staging files on the way out."""
+    """SIGTERM or SIGHUP, raised like Ctrl-C so that every ``finally`` removes its staging files on
+    the way out; ``exit_code`` is what a shell reports for that signal (128 + its number)."""
+
+    def __init__(self, signum: int = 15) -> None:
+        super().__init__()
+        self.exit_code = 128 + int(signum)
+
+
+#: Signals that end a run like SIGTERM: a closed terminal or a dropped SSH session sends SIGHUP.
+TERMINATING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 #: Exit codes after a signal, as shells report them (128 + signal number).
@@ -27,7 +36,7 @@ EXIT_TERMINATED = 143
 
 @contextlib.contextmanager
 def _terminate_as_exception():
-    """While a command runs, SIGTERM raises :class:`Terminated` instead of killing the process outright.
+    """While a command runs, SIGTERM and SIGHUP raise :class:`Terminated` instead of killing the process.
 
     Python's default for SIGTERM ends the process without unwinding, which left half-written
     staging folders behind; as an exception it unwinds like Ctrl-C.
@@ -37,13 +46,14 @@ def _terminate_as_exception():
         return
 
     def raise_terminated(signum, frame):
-        raise Terminated()
+        raise Terminated(signum)
 
-    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    previous = {number: signal.signal(number, raise_terminated) for number in TERMINATING_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,9 +88,9 @@ def main(argv: TypingSequence[str] | None = None) -> int:
     try:
         with _terminate_as_exception():
             return int(args.handler(args) or 0)
-    except Terminated:
+    except Terminated as stop:
         print("mrisynth: terminated", file=sys.stderr)
-        return EXIT_TERMINATED
+        return stop.exit_code
     except KeyboardInterrupt:
         print("mrisynth: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

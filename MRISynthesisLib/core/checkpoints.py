@@ -53,6 +53,19 @@ class CheckpointError(ValueError):
     """A checkpoint or bundle that cannot be used; the message names the file and the problem."""
 
 
+def raise_if_interrupted(error: BaseException) -> None:
+    """Re-raise a Ctrl-C (or SIGTERM) that reached us wrapped in another exception.
+
+    An interrupt that lands while Python builds a class comes back as a ``RuntimeError`` from
+    ``__set_name__``; a broad ``except`` would then report a broken checkpoint instead of exit 130.
+    """
+    seen = error.__cause__ or error.__context__
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            raise seen
+        seen = seen.__cause__ or seen.__context__
+
+
 # --------------------------------------------------------------------------- checkpoint files
 
 
@@ -110,6 +123,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle, zip and torch errors all mean the same to the user
+        raise_if_interrupted(error)
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(error).__name__})") from error
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: checkpoint holds a {type(payload).__name__}, expected a dict")
@@ -269,6 +283,7 @@ def _meta_layout(kind: str, config: Any, path: str | Path) -> dict[str, Any]:
         with torch.device("meta"):
             model = _network_factory(kind)[1](config)
     except Exception as error:  # a config that passed its own checks but cannot build: any cause, one line
+        raise_if_interrupted(error)
         raise CheckpointError(f"{path}: invalid {kind} config ({type(error).__name__}: "
                               f"{' '.join(str(error).split())[:200]})") from error
     return dict(model.state_dict())

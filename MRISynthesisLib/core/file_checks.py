@@ -44,6 +44,10 @@ SPACING_RANGE_MM = (1e-3, 100.0)
 ORTHONORMAL_TOLERANCE = 1e-3
 #: Relative tolerance between a NIfTI sform's axis lengths and its pixdim voxel size.
 SFORM_PIXDIM_TOLERANCE = 1e-3
+#: qform and sform must agree within this fraction of a voxel (direction x size) ...
+QFORM_SFORM_TOLERANCE = 1e-3
+#: ... and their origins within this many mm (converters round the quaternion, not the origin).
+QFORM_SFORM_ORIGIN_MM = 1e-2
 #: A text header longer than this is not a header (NRRD and MetaIO headers are a few hundred bytes).
 MAX_TEXT_HEADER_BYTES = 1 << 16
 
@@ -244,7 +248,11 @@ def _raw_nifti_header(path: Path):
 def _check_nifti_orientation(path: Path, header, zooms: List[float]) -> None:
     """The qform must be finite; an sform must be orthonormal and state the same voxel size as pixdim
     (ITK takes the size from pixdim and would silently drop an sform that disagrees)."""
-    if int(header["qform_code"]) > 0:
+    qform_code, sform_code = int(header["qform_code"]), int(header["sform_code"])
+    if qform_code <= 0 and sform_code <= 0:
+        raise InputError(f"{path}: states no orientation or position (qform_code and sform_code are 0): the file "
+                         "does not state its geometry")
+    if qform_code > 0:
         fields = [float(header[key]) for key in ("quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y",
                                                    "qoffset_z")]
         if not np.all(np.isfinite(fields)):
@@ -258,6 +266,12 @@ def _check_nifti_orientation(path: Path, header, zooms: List[float]) -> None:
         if not np.allclose(lengths, zooms, rtol=SFORM_PIXDIM_TOLERANCE, atol=0):
             raise InputError(f"{path}: the sform states voxel size ({', '.join(f'{v:g}' for v in lengths)}) mm but "
                              f"pixdim states ({', '.join(f'{v:g}' for v in zooms)}) mm")
+        if qform_code > 0:
+            qform = np.asarray(header.get_qform(), dtype=float)
+            if not (np.allclose(qform[:3, :3], sform[:3, :3], atol=QFORM_SFORM_TOLERANCE * max(zooms))
+                    and np.allclose(qform[:3, 3], sform[:3, 3], atol=QFORM_SFORM_ORIGIN_MM)):
+                raise InputError(f"{path}: the qform and the sform state different orientations or positions: the "
+                                 "file states two geometries")
 
 
 def _check_nifti(path: Path) -> None:
@@ -381,13 +395,17 @@ def _check_nrrd(path: Path) -> None:
     dimension = len(sizes)
     check_size(path, tuple(sizes), _NRRD_TYPE_BYTES[kind])
     _nrrd_spacing(path, fields, dimension)
-    encoding = {"gz": "gzip", "gzip": "gzip", "bz2": "bzip2", "bzip2": "bzip2", "raw": "raw"}.get(
-        fields.get("encoding", "raw").lower())
-    if encoding is None:
-        return  # text encodings (ascii, hex) cannot inflate; the size limits above bound them
+    text_encoding = fields.get("encoding", "raw").lower()
+    encoding = {"gz": "gzip", "gzip": "gzip", "bz2": "bzip2", "bzip2": "bzip2", "raw": "raw"}.get(text_encoding)
+    count = int(np.prod(sizes, dtype=np.int64))
+    if encoding is None:  # text: at least one character per value (ascii), two per byte (hex)
+        expected = 2 * count * _NRRD_TYPE_BYTES[kind] if text_encoding == "hex" else count
+        encoding = "raw"
+    else:
+        expected = count * _NRRD_TYPE_BYTES[kind]
     detached = fields.get("data file") or fields.get("datafile")
     data, start = (_data_file(path, detached), 0) if detached else (path, offset)
-    _check_length(data, int(np.prod(sizes, dtype=np.int64)) * _NRRD_TYPE_BYTES[kind], start, encoding, shown=path)
+    _check_length(data, expected, start, encoding, shown=path)
 
 
 def _check_metaio(path: Path) -> None:

@@ -24,7 +24,7 @@ from .input_checks import InputError, check_voxel_values
 from ..sequences import (
     SEQUENCES,
     Sequence,
-    UnknownSequenceError,
+    by_sequence,
     explain_guess,
     guess_sequence,
     parse_sequence,
@@ -108,6 +108,37 @@ def _check_series_size(folder: Path, files: Iterable[str]) -> None:
         raise InputError(f"{files[0]}: unreadable DICOM file ({_library_reason(error)})") from error
     size = tuple(reader.GetSize())
     check_size(folder, (size[0], size[1], len(files) * (size[2] if len(size) > 2 else 1)))
+    if len(files) > 2 and (len(size) < 3 or size[2] == 1):
+        _check_slice_spacing(folder, files)
+
+
+#: Slice gaps may differ from the series' median gap by this fraction before the series is refused
+#: (missing or duplicated slices; ITK would otherwise average them into one wrong spacing).
+SLICE_GAP_TOLERANCE = 0.1
+
+
+def _check_slice_spacing(folder: Path, files: list) -> None:
+    """Refuse a single-frame series whose slices are missing or unevenly spaced along their normal."""
+    reader = sitk.ImageFileReader()
+    positions = []
+    normal = None
+    for name in files:
+        reader.SetFileName(name)
+        try:
+            reader.ReadImageInformation()
+            position = [float(v) for v in reader.GetMetaData("0020|0032").split("\\")]
+            if normal is None:
+                cosines = [float(v) for v in reader.GetMetaData("0020|0037").split("\\")]
+                normal = np.cross(cosines[:3], cosines[3:6])
+        except (RuntimeError, ValueError, IndexError):
+            return  # no usable positions: ITK's reader decides (and says) how it stacks the files
+        positions.append(float(np.dot(position, normal)))
+    gaps = np.diff(np.sort(positions))
+    median = float(np.median(gaps))
+    worst = int(np.argmax(np.abs(gaps - median)))
+    if median <= 0 or abs(gaps[worst] - median) > SLICE_GAP_TOLERANCE * median:
+        raise InputError(f"{folder}: DICOM slices are missing or unevenly spaced (gap of {gaps[worst]:.3g} mm after "
+                         f"slice {worst + 1} of {len(files)}, usually {median:.3g} mm); the series has no single grid")
 
 
 def read_image(path: str | Path, check: bool = True) -> sitk.Image:
@@ -156,6 +187,8 @@ def check_image(image: sitk.Image, name: str) -> None:
         raise InputError(f"{name}: not a 3D image (size {size} has a single slice along one axis)")
     check_geometry(name, image.GetSpacing(), image.GetOrigin(), image.GetDirection())
     array = sitk.GetArrayViewFromImage(image)
+    if np.iscomplexobj(array):
+        raise InputError(f"{name}: complex voxels; expected a real scalar volume (a magnitude image)")
     if np.issubdtype(array.dtype, np.floating):
         finite = np.isfinite(array)
         if not finite.all():
@@ -287,16 +320,11 @@ def sequence_paths(named: Iterable[tuple[str | Sequence, str | Path]],
 
     ``known`` holds files found already (a case folder's); every sequence may come only once.
     """
-    files: dict[Sequence, Path] = dict(known or {})
-    for name, path in named:
-        try:
-            sequence = parse_sequence(name)
-        except UnknownSequenceError as error:
-            raise InputError(f"{path}: {error}") from error
-        if sequence in files:
-            raise InputError(f"{path}: two files for {sequence.display_name} (also {files[sequence]})")
-        files[sequence] = Path(path)
-    return files
+    return by_sequence(
+        ((name, Path(path)) for name, path in named), start=known,
+        unknown=lambda name, path, error: InputError(f"{path}: {error}"),
+        repeated=lambda sequence, name, path, earlier: InputError(
+            f"{path}: two files for {sequence.display_name} (also {earlier})"))
 
 
 def read_inputs(paths: Mapping[str | Sequence, str | Path]) -> dict[Sequence, sitk.Image]:

@@ -14,7 +14,7 @@ import SimpleITK as sitk
 from .io import InputError, align_inputs
 from .preprocessing import ModelGrid, brain_mask, fit_unit_range
 
-__all__ = ["MODEL_FIELD_OF_VIEW_MM", "ModelGridInputs", "model_grid_for", "prepare_model_grid_inputs", "brain_box"]
+__all__ = ["MODEL_FIELD_OF_VIEW_MM", "MIN_BRAIN_COVERAGE", "check_brain_coverage", "ModelGridInputs", "model_grid_for", "prepare_model_grid_inputs", "brain_box"]
 
 
 #: Stage 1 sees axial slices covering this field of view (BraTS: 240 voxels at 1 mm).
@@ -60,6 +60,23 @@ def model_grid_for(generator) -> tuple:
     return (size, size), MODEL_FIELD_OF_VIEW_MM / size
 
 
+#: Each input must show at least this share of the brain the inputs show together: a volume of a
+#: few scattered voxels (or a thin slab) beside whole brains is not a scan of the same head.
+MIN_BRAIN_COVERAGE = 0.25
+
+
+def check_brain_coverage(arrays: dict, brain: np.ndarray) -> None:
+    """Refuse an input whose non-zero voxels cover only a sliver of the brain the others show."""
+    if len(arrays) < 2:
+        return
+    total = max(1, int(np.count_nonzero(brain)))
+    for sequence, array in arrays.items():
+        share = np.count_nonzero((np.asarray(array) != 0) & brain) / total
+        if share < MIN_BRAIN_COVERAGE:
+            raise InputError(f"{sequence.display_name} input: its non-zero voxels cover only {100 * share:.1f}% of "
+                             "the brain the other inputs show (a different head, a thin slab or an empty volume?)")
+
+
 def prepare_model_grid_inputs(images: dict, messages: list, generator) -> ModelGridInputs:
     """Align, mask and normalise inputs onto ``generator``'s model grid (shared with training).
 
@@ -71,6 +88,7 @@ def prepare_model_grid_inputs(images: dict, messages: list, generator) -> ModelG
     reference = aligned.images[aligned.reference]
     arrays = {s: sitk.GetArrayViewFromImage(img) for s, img in aligned.images.items()}
     brain_input = brain_mask(arrays.values())
+    check_brain_coverage(arrays, brain_input)
     slice_shape, axial_spacing = model_grid_for(generator)
     grid = ModelGrid.plan(reference, brain_input, slice_shape, axial_spacing)
     if grid.resampled is not None:

@@ -8,6 +8,8 @@ sequences only, never from another synthetic one.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import os
 import threading
 import time
@@ -24,13 +26,17 @@ from .model_grid_inputs import ModelGridInputs, brain_box, prepare_model_grid_in
 from .preprocessing import UnitRangeScaling, fit_unit_range, prior_intensity
 from .progress import ProgressCallback, check_cancel, scaled
 from .stages import completed_set, refine_on_model_grid, segment_whole_tumour, stage1_on_model_grid
-from ..sequences import SEQUENCES, Sequence, parse_sequence
+from ..sequences import SEQUENCES, Sequence, by_sequence, parse_sequence
 
-__all__ = ["synthesize", "SynthesisResult", "TargetResult", "ModelGridVolumes", "SYNTHETIC_SCALE"]
+__all__ = ["synthesize", "parse_intensity", "SynthesisResult", "TargetResult", "ModelGridVolumes",
+           "SYNTHETIC_SCALE", "INTENSITY_CHOICES"]
 
 
 #: Synthetic volumes are written in arbitrary units: the brain's 99.5th percentile is about this value.
 SYNTHETIC_SCALE = 1000.0
+
+#: What an intensity setting may be (the words of every refusal, in the CLI and the Python API alike).
+INTENSITY_CHOICES = "'mean', '+Ksigma'/'-Ksigma' or a value in [0, 1]"
 
 
 @dataclasses.dataclass
@@ -100,9 +106,10 @@ def _as_sequence_dict(images: Mapping) -> dict:
     return out
 
 
-def _check_call(targets, cancel, progress, device, ground_truth, label, bundle) -> None:
-    """Refuse argument types that would otherwise be misread or fail deep inside with a Python message
-    (a string of targets is not a list of letters)."""
+def _check_call(targets, cancel, progress, device, ground_truth, label, bundle, tumour_maps=True,
+                stage1_options=None, stage2_options=None, keep_model_grid=False) -> None:
+    """Refuse argument types that would otherwise be misread, silently ignored or fail deep inside with a
+    Python message (a string of targets is not a list of letters, the string 'no' is not False)."""
     if isinstance(targets, (str, bytes)) or (targets is not None and not isinstance(targets, Iterable)):
         raise TypeError(f"targets must be a list of sequence names such as ['t1c'], got {targets!r}")
     if cancel is not None and not callable(getattr(cancel, "is_set", None)):
@@ -119,10 +126,98 @@ def _check_call(targets, cancel, progress, device, ground_truth, label, bundle) 
         for key, image in ground_truth.items():
             if not isinstance(image, sitk.Image):
                 raise TypeError(f"ground_truth[{key!r}]: expected a SimpleITK image, got {type(image).__name__}")
-    if label is not None and not isinstance(label, sitk.Image):
-        raise TypeError(f"label must be a SimpleITK label image or None, got {type(label).__name__}")
+    if label is not None:
+        if not isinstance(label, sitk.Image):
+            raise TypeError(f"label must be a SimpleITK label image or None, got {type(label).__name__}")
+        if label.GetDimension() != 3 or label.GetNumberOfComponentsPerPixel() != 1:
+            raise ValueError(f"label must be a 3D label image, got a {label.GetDimension()}D image with "
+                             f"{label.GetNumberOfComponentsPerPixel()} component(s) per voxel")
     if bundle is not None and not isinstance(bundle, (str, os.PathLike)) and not hasattr(bundle, "stage1"):
         raise TypeError(f"bundle must be a ModelBundle, a catalogue name or a path, got {type(bundle).__name__}")
+    for name, value in (("tumour_maps", tumour_maps), ("keep_model_grid", keep_model_grid)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name} must be a bool (True or False), got {type(value).__name__}")
+    for name, value, expected in (("stage1_options", stage1_options, Stage1Options),
+                                  ("stage2_options", stage2_options, Stage2Options)):
+        if value is not None and not isinstance(value, expected):
+            raise TypeError(f"{name} must be a {expected.__module__}.{expected.__qualname__} or None, got "
+                            f"{type(value).__name__}")
+
+
+def _check_ground_truth(ground_truth: Optional[Mapping], plan: dict) -> dict:
+    """``{target: acquired image}``; an entry for a sequence that is not a target would be ignored, so it
+    is refused."""
+    return per_target(ground_truth or {}, plan, "ground_truth")
+
+
+def per_target(mapping: Mapping, plan: dict, argument: str) -> dict:
+    """``{target: value}`` from a caller's ``{sequence name: value}``; unknown names, a sequence given
+    twice and a sequence that is not a target are refused naming ``argument`` (they would be ignored)."""
+    out = by_sequence(mapping.items(),
+                      unknown=lambda key, value, error: ValueError(f"{argument}[{key!r}]: {error}"),
+                      repeated=lambda sequence, *_: ValueError(f"{argument} gives {sequence.display_name} twice"))
+    for sequence in out:
+        if sequence not in plan:
+            raise ValueError(f"{argument} names {sequence.display_name}, which is not a target (targets: "
+                             f"{', '.join(t.display_name for t in plan)})")
+    return out
+
+
+def parse_intensity(value, target: Optional[Sequence] = None, priors: Optional[Mapping] = None,
+                    name: str = "intensity"):
+    """One intensity setting: ``None``/``"mean"`` (the prior mean), ``"+1sigma"``-style strings (mean + k
+    sigma; ``"σ"`` works too), or a value in [0, 1] (a number or its text).
+
+    With ``target``, returns the intensity-encoding value for it (``priors``: the model's; default the
+    paper's table). Without, checks the setting and returns it unchanged. Raises ``TypeError`` for
+    anything but a string or a number and ``ValueError`` (:class:`InputError`) naming ``name`` for a
+    setting outside these forms. The CLI's ``--intensity`` uses this very function.
+    """
+    k_sigma = None
+    number = None
+    if value is None:
+        k_sigma = 0.0
+    elif isinstance(value, str):
+        text = value.strip().lower().replace("σ", "sigma")
+        try:
+            if text == "mean":
+                k_sigma = 0.0
+            elif text.endswith("sigma"):
+                head = text[: -len("sigma")].strip()
+                k_sigma = float(head + "1" if head in ("", "+", "-") else head)
+                if not math.isfinite(k_sigma):
+                    raise ValueError
+            else:
+                number = float(text)
+                if not 0.0 <= number <= 1.0:
+                    raise ValueError
+        except ValueError:
+            raise InputError(f"{name} {value!r}: expected {INTENSITY_CHOICES}") from None
+    elif isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        number = float(value)
+        if not 0.0 <= number <= 1.0:
+            raise InputError(f"{name} {number:g} is outside [0, 1]: expected {INTENSITY_CHOICES}")
+    else:
+        raise TypeError(f"{name} must be {INTENSITY_CHOICES} (a string or a number), got {type(value).__name__}")
+    if target is None:
+        return value
+    if number is not None:
+        return number
+    return prior_intensity(target, k_sigma, priors)
+
+
+def _intensity_settings(intensity, plan: dict) -> dict:
+    """``{target: setting}`` from one setting for all targets or a per-target mapping, every one checked."""
+    if not isinstance(intensity, Mapping):
+        if not isinstance(intensity, (str, numbers.Real)) and intensity is not None:
+            raise TypeError(f"intensity must be {INTENSITY_CHOICES}, or a mapping {{target: setting}}, got "
+                            f"{type(intensity).__name__}")
+        parse_intensity(intensity)
+        return {target: intensity for target in plan}
+    settings = per_target(intensity, plan, "intensity")
+    for sequence, value in settings.items():
+        parse_intensity(value, name=f"intensity[{sequence.value!r}]")
+    return {target: settings.get(target) for target in plan}
 
 
 def _plan_targets(acquired: list, targets) -> dict:
@@ -165,8 +260,11 @@ def synthesize(
     ``bundle``: a :class:`~MRISynthesisLib.core.bundles.ModelBundle` or a name/path for
     :func:`~MRISynthesisLib.core.bundles.load_bundle`. ``intensity``: ``None``/``"mean"`` for the
     prior mean, ``"+1sigma"``-style strings for mean + k sigma, a number, or a per-target
-    mapping. ``ground_truth`` (acquired versions of targets, for validation) adds error maps
-    and metrics; ``label`` (BraTS label map) then defines the tumour region for the metrics.
+    mapping (see :func:`parse_intensity`). ``ground_truth`` (acquired versions of targets, for
+    validation) adds error maps and metrics; ``label`` (BraTS label map) then defines the tumour
+    region for the metrics. An ``intensity`` or ``ground_truth`` entry for a sequence that is not a
+    target is refused (an acquired input given again as itself excepted), as is any argument of the
+    wrong type, all before the model is loaded.
     ``progress(fraction, message)`` is called often; setting ``cancel`` raises
     :class:`~MRISynthesisLib.core.progress.Cancelled` within about a second and returns nothing. ``keep_model_grid`` keeps the
     model-grid volumes in ``result.model_grid`` (memory; for evaluation).
@@ -177,10 +275,13 @@ def synthesize(
     started = time.perf_counter()
     timings: dict = {}
     messages: list = []
-    _check_call(targets, cancel, progress, device, ground_truth, label, bundle)
+    _check_call(targets, cancel, progress, device, ground_truth, label, bundle, tumour_maps, stage1_options,
+                stage2_options, keep_model_grid)
     report = progress or (lambda fraction, message: None)
     source_images = _as_sequence_dict(images)
     plan = _plan_targets([s for s in SEQUENCES if s in source_images], targets)
+    truths = _check_ground_truth(ground_truth, plan)
+    settings = _intensity_settings(intensity, plan)
     torch_device = resolve_device(device)
     check_cancel(cancel)
     report(0.0, "loading model")
@@ -197,7 +298,7 @@ def synthesize(
     stage1_unit: dict = {}
     for index, (target, sources) in enumerate(plan.items()):
         low, high = 0.05 + 0.8 * index / n_targets, 0.05 + 0.8 * (index + 1) / n_targets
-        value = _target_intensity(intensity, target, getattr(bundle.stage1, "intensity_priors", None))
+        value = parse_intensity(settings[target], target, getattr(bundle.stage1, "intensity_priors", None))
         tick = time.perf_counter()
         stage1 = stage1_on_model_grid(prepared, bundle, target, sources, value, torch_device, stage1_options,
                                       scaled(report, low, low + (high - low) * 0.5), cancel, messages)
@@ -239,8 +340,8 @@ def synthesize(
                 result.tumour_map = prepared.to_input_grid(maps.tumour_region_map(change, region))
                 result.tumour_region_source = how
         output[target] = result
-    if ground_truth:
-        _add_validation(output, ground_truth, prepared, label, messages)
+    if truths:
+        _add_validation(output, truths, prepared, label, messages)
     timings["total_s"] = time.perf_counter() - started
     report(1.0, "done")
     return SynthesisResult(
@@ -249,23 +350,6 @@ def synthesize(
         reference=next(iter(sorted(source_images, key=SEQUENCES.index))),
         model_grid=ModelGridVolumes(prepared, stage1_unit, finals_unit) if keep_model_grid else None,
     )
-
-
-def _target_intensity(intensity, target: Sequence, priors=None) -> float:
-    """The intensity-encoding value for ``target`` (the model's prior mean unless asked otherwise)."""
-    if isinstance(intensity, Mapping):
-        intensity = intensity.get(target, intensity.get(target.value))
-    if intensity is None or intensity == "mean":
-        return prior_intensity(target, priors=priors)
-    if isinstance(intensity, str):
-        text = intensity.strip().lower().replace("σ", "sigma")
-        if text.endswith("sigma"):
-            return prior_intensity(target, float(text[: -len("sigma")] or 1.0), priors)
-        intensity = float(text)
-    value = float(intensity)
-    if not 0.0 <= value <= 1.0:
-        raise InputError(f"intensity {value:g} for {target.display_name} is outside [0, 1]")
-    return value
 
 
 def _tumour_regions(prepared: ModelGridInputs, bundle, finals: dict, stage1: dict, wanted: bool, device,
@@ -308,10 +392,7 @@ def _add_validation(output: dict, ground_truth: Mapping, prepared: ModelGridInpu
         if not same_grid(label, reference):
             label = resample_to(label, reference, sitk.sitkNearestNeighbor)
         tumour = (sitk.GetArrayFromImage(label) > 0) & brain
-    for key, acquired_image in ground_truth.items():
-        sequence = parse_sequence(key)
-        if sequence not in output:
-            continue
+    for sequence, acquired_image in ground_truth.items():
         if not same_grid(acquired_image, reference):
             acquired_image = resample_to(acquired_image, reference)
         result = output[sequence]

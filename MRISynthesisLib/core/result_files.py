@@ -147,6 +147,10 @@ class OutputPlan:
     :func:`is_own_output`) are replaced in the same step with ``overwrite`` and refused without
     it, so the folder never mixes two runs. Inputs, and any file this tool did not write, are
     never replaced or deleted, whatever the output folder and with or without ``overwrite``.
+
+    A set whose file names follow no pattern of their own (an evaluation's volumes, a demo's
+    case) names a ``manifest``: a hidden JSON file, committed with the set, that lists its
+    files, so the next run replaces exactly that set and leaves other runs' files alone.
     """
 
     output_dir: Path
@@ -154,6 +158,7 @@ class OutputPlan:
     inputs: Tuple[Path, ...] = ()
     overwrite: bool = False
     what: str = "results"
+    manifest: str = ""
 
     def check(self, names: Iterable[str] = ()) -> None:
         """Refuse before any work: outputs into an input folder, onto an input or a foreign file, or
@@ -186,7 +191,7 @@ class OutputPlan:
         folder = Path(self.output_dir)
         if not folder.is_dir():
             return []
-        wanted = set(names)
+        wanted = set(names) | set(self._listed_in_manifest())
         found = []
         for entry in sorted(folder.iterdir()):
             if not (entry.name in wanted or self.family(entry.name)) or not entry.is_file():
@@ -195,6 +200,23 @@ class OutputPlan:
                 continue
             found.append(entry)
         return found
+
+    def _listed_in_manifest(self) -> List[str]:
+        """Plain file names the earlier set's manifest lists (none without a readable manifest of ours)."""
+        if not self.manifest:
+            return []
+        path = Path(self.output_dir) / self.manifest
+        if not path.is_file() or not is_own_output(path):
+            return []
+        try:
+            files = json.loads(path.read_text(encoding="utf-8")).get("files", [])
+        except (OSError, ValueError, AttributeError):
+            return []
+        return [name for name in files if isinstance(name, str) and Path(name).name == name and name not in (".", "..")]
+
+    def _write_manifest(self, staging: Path, names: List[str]) -> None:
+        data = {"software": f"{OWN_MARKS[1]} {__version__}", "set": self.what, "files": sorted(names)}
+        (staging / self.manifest).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
     @contextlib.contextmanager
     def staged(self) -> Iterator[Path]:
@@ -220,6 +242,9 @@ class OutputPlan:
     def _commit(self, staging: Path) -> None:
         """Swap the earlier set out and the new one in, with SIGINT/SIGTERM held until it is done."""
         names = [entry.name for entry in sorted(staging.iterdir())]
+        if self.manifest:
+            self._write_manifest(staging, names)
+            names.append(self.manifest)
         with deferred_signals():
             self.check(names)
             folder = Path(self.output_dir)
@@ -252,7 +277,7 @@ def _roll_back(folder: Path, staging: Path, trash: Path, moved_in: List[str], mo
 
 @contextlib.contextmanager
 def deferred_signals() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM during a short critical step (the commit); they are raised right after it.
+    """Hold SIGINT, SIGTERM and SIGHUP during a short critical step (the commit); they are raised right after.
 
     Blocking the signal mask would hold them in the calling thread only: torch's worker threads
     would still take a process-directed signal, and Python then runs the handler in the main
@@ -263,7 +288,7 @@ def deferred_signals() -> Iterator[None]:
         yield
         return
     pending: List[int] = []
-    held = (signal.SIGINT, signal.SIGTERM)
+    held = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
     previous = {number: signal.signal(number, lambda signum, frame: pending.append(signum)) for number in held}
     try:
         yield

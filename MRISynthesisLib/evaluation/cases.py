@@ -180,7 +180,7 @@ def evaluate_case(files: CaseFiles, bundle, device: str = "auto", targets: Optio
     wanted = [s for s in SEQUENCES if targets is None or s in {parse_sequence(t) for t in targets}]
     has_segmenter = bundle.segmenter is not None
     result = synthesize(images, bundle, targets=wanted, device=device, tumour_maps=False,
-                        ground_truth=images, label=label, keep_model_grid=has_segmenter,
+                        ground_truth={s: images[s] for s in wanted}, label=label, keep_model_grid=has_segmenter,
                         progress=scaled(report, 0.0, 0.7 if has_segmenter else 0.95))
     stages = reported_stages(bundle.refiner is not None)
     rows = []

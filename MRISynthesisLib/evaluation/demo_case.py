@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import time
 from pathlib import Path
 from typing import Optional
@@ -146,7 +145,7 @@ def run_demo(output_dir: Path = DEFAULT_OUTPUT_DIR, missing=DEFAULT_MISSING, see
     case_id = case.case_id
     files: dict = {}
     # The demo folder is the demo's own: a new run replaces the previous demo's whole set (any seed).
-    plan = OutputPlan(output_dir, is_demo_file, overwrite=True, what="a demo")
+    plan = OutputPlan(output_dir, is_demo_file, overwrite=True, what="a demo", manifest=DEMO_MANIFEST)
     with plan.staged() as staging:
         tick = time.perf_counter()
         for sequence, image in inputs.items():
@@ -185,9 +184,13 @@ def run_demo(output_dir: Path = DEFAULT_OUTPUT_DIR, missing=DEFAULT_MISSING, see
                       model_name=bundle.name, notes=notes + list(result.messages))
 
 
+#: Hidden list of a demo's files; the next demo in the folder replaces exactly that set.
+DEMO_MANIFEST = ".mrisynth-demo.json"
+
+
 def is_demo_file(name: str) -> bool:
-    """Files a demo run writes: ``montage.png`` and ``Phantom-<seed>-...`` volumes and report."""
-    return name == "montage.png" or re.fullmatch(r"Phantom-\d+-[\w.-]+\.(?:nii\.gz|json)", name) is not None
+    """The demo's one fixed file name; its case files (named by the seed) are listed in its manifest."""
+    return name == "montage.png"
 
 
 def _json_safe(value: object) -> object:

@@ -35,7 +35,7 @@ def rows_to_csv(rows: list, columns: Optional[list] = None) -> str:
     """CSV text of metric rows, one per line; empty cells where a value does not apply.
 
     ``columns`` default to the evaluation's (case, target, stage, the image metrics and, when
-    present, Dice/HD95); the validation table passes its own row keys.
+    present, Dice/HD95); the validation table and the training metrics pass their own keys.
     """
     if not rows:
         return ""

@@ -20,6 +20,7 @@ from ..sequences import SEQUENCES, Sequence
 from .display import set_volume_display, show_result
 from .geometry import volume_node_from_image
 from .inputs import copy_selected_inputs
+from .nodes import check_scene
 from .results import ResultNodes, add_result_nodes
 
 __all__ = ["add_case_nodes", "add_phantom_case", "synthesize_in_scene"]
@@ -28,6 +29,7 @@ __all__ = ["add_case_nodes", "add_phantom_case", "synthesize_in_scene"]
 def add_case_nodes(scene: Any, images: Mapping[Any, sitk.Image], case_id: str,
                    label: sitk.Image | None = None) -> dict:
     """Load a case's images as ``<case>-t1n`` ... volumes (and ``<case>-seg`` label map) into the scene."""
+    check_scene(scene)
     nodes: dict = {}
     for key in sorted(images, key=lambda k: SEQUENCES.index(Sequence(k))):
         sequence = Sequence(key)
@@ -44,6 +46,7 @@ def add_phantom_case(scene: Any, seed: int = 0, small: bool = False) -> dict:
     """Generate a phantom case (:func:`MRISynthesisLib.phantom.generate_case`) and load it into the scene."""
     from ..phantom import generate_case
 
+    check_scene(scene)  # before generating the case, not after
     case = generate_case(seed, small=small)
     return add_case_nodes(scene, case.images, case.case_id, label=case.label)
 
@@ -55,10 +58,12 @@ def synthesize_in_scene(scene: Any, selected: Mapping[Sequence, Any], bundle: An
     """The module's whole flow without Qt and without a thread: nodes -> images -> synthesis -> nodes.
 
     Used by the self-test and by scripts; the widget runs the same steps with the synthesis
-    in a :class:`~MRISynthesisLib.core.jobs.Job`.
+    in a :class:`~MRISynthesisLib.core.jobs.Job`. A ``scene`` that is no MRML scene is refused
+    (TypeError) before anything is copied or synthesised.
     """
     from ..core.jobs import JobContext, synthesis_task
 
+    check_scene(scene)
     say = log or (lambda text: None)
     selected_inputs = copy_selected_inputs(selected, scene)
     for line in selected_inputs.messages:

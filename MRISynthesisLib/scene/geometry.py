@@ -68,6 +68,23 @@ def world_ijk_to_ras(node: Any) -> np.ndarray:
     return slicer.util.arrayFromVTKMatrix(to_world) @ matrix
 
 
+def _checked_world_matrix(node: Any, name: str) -> np.ndarray:
+    """The node's world IJK-to-RAS matrix, refused (naming the node) when it is not a usable grid:
+    non-finite, a zero-length or repeated axis (zero spacing, flattened by a transform)."""
+    from ..core.file_checks import check_axes, check_geometry
+    from ..core.input_checks import InputError
+
+    matrix = world_ijk_to_ras(node)
+    try:
+        check_axes(name, matrix[:3, :3], "IJK-to-RAS matrix")
+        if not np.all(np.isfinite(matrix)):
+            raise InputError(f"{name}: IJK-to-RAS matrix holds a NaN or infinite value")
+        check_geometry(name, np.linalg.norm(matrix[:3, :3], axis=0), matrix[:3, 3], np.eye(3).ravel())
+    except InputError as error:
+        raise MRMLInputError(f"{error} (degenerate geometry)") from None
+    return matrix
+
+
 def image_from_volume_node(node: Any) -> sitk.Image:
     """Copy a scalar volume node into a SimpleITK image with the same voxels and world geometry."""
     if node is None:
@@ -83,7 +100,7 @@ def image_from_volume_node(node: Any) -> sitk.Image:
     size = image_data.GetDimensions()
     array = numpy_support.vtk_to_numpy(scalars).reshape(tuple(reversed(size)))
     image = sitk.GetImageFromArray(array)  # copies: the node's voxels are never shared
-    spacing, origin, direction = image_geometry_from_ijk_to_ras(world_ijk_to_ras(node))
+    spacing, origin, direction = image_geometry_from_ijk_to_ras(_checked_world_matrix(node, name))
     image.SetSpacing(spacing)
     image.SetOrigin(origin)
     image.SetDirection(direction)

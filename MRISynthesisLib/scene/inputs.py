@@ -16,10 +16,10 @@ import SimpleITK as sitk
 
 import slicer
 
-from ..sequences import SEQUENCES, Sequence
+from ..sequences import SEQUENCES, Sequence, UnknownSequenceError, parse_sequence
 from .geometry import image_from_volume_node
 from .node_checks import check_input_node
-from .nodes import MRMLInputError, node_label
+from .nodes import MRMLInputError, node_label, one_line
 
 __all__ = [
     "SelectedInputs",
@@ -96,15 +96,25 @@ def copy_selected_inputs(selected: Mapping[Sequence, Any], scene: Any = None) ->
 def selected_nodes(selected: Mapping[Sequence, Any]) -> dict:
     """The selected nodes by sequence, in sequence order, empty slots left out.
 
-    Raises TypeError for what only a script can pass: a list instead of a mapping, or a slot
+    A key is a :class:`~MRISynthesisLib.sequences.Sequence` or any name
+    :func:`~MRISynthesisLib.sequences.parse_sequence` reads as one ("t1n", "T1", "flair").
+    Raises ValueError for a key that names no sequence or two keys that name one, and
+    TypeError for what only a script can pass: a list instead of a mapping, or a slot
     holding something other than an MRML node (a node name, a file path).
     """
     if not isinstance(selected, Mapping):
         raise TypeError("selected must be a mapping {sequence: volume node}, e.g. {Sequence.T1N: node}; "
                         f"got {type(selected).__name__}")
+    by_sequence: dict = {}  # Sequence -> (key, node)
+    for key, node in selected.items():
+        sequence = _slot_sequence(key)
+        if sequence in by_sequence:
+            raise ValueError(f"selected: {_key_text(by_sequence[sequence][0])} and {_key_text(key)} "
+                             f"both name the {sequence.short_name} input")
+        by_sequence[sequence] = (key, node)
     nodes = {}
     for sequence in SEQUENCES:
-        node = selected.get(sequence)
+        node = by_sequence.get(sequence, (None, None))[1]
         if node is None:
             continue
         if not isinstance(node, slicer.vtkMRMLNode):
@@ -112,6 +122,23 @@ def selected_nodes(selected: Mapping[Sequence, Any]) -> dict:
                             f"got {type(node).__name__} ({reprlib.repr(node)})")
         nodes[sequence] = node
     return nodes
+
+
+def _key_text(key: Any) -> str:
+    """A selection key as messages show it: a Sequence by its value ('t1n'), anything else by its short repr."""
+    return repr(key.value) if isinstance(key, Sequence) else one_line(reprlib.repr(key))
+
+
+def _slot_sequence(key: Any) -> Sequence:
+    """The sequence a selection key names; ValueError naming the key and the accepted names otherwise."""
+    if isinstance(key, (str, Sequence)):
+        try:
+            return parse_sequence(key)
+        except UnknownSequenceError:
+            pass
+    known = ", ".join(f"{s.value} ({s.display_name})" for s in SEQUENCES)
+    raise ValueError(f"selected: unknown sequence {_key_text(key)}; expected one of {known} "
+                     "(a Sequence, or a name such as 'T1c', 't1ce' or 'flair')")
 
 
 def _check_no_node_twice(nodes: Mapping[Sequence, Any]) -> None:

@@ -1,9 +1,12 @@
 """What every scene module says about a node: its one-line label, whether it is in the scene,
-whether this tool made it, and the error that names a node that cannot be used."""
+whether this tool made it, and the error that names a node that cannot be used; and the check
+that a ``scene`` argument is an MRML scene."""
 from __future__ import annotations
 
 import re
 from typing import Any
+
+import slicer
 
 __all__ = [
     "ATTRIBUTE_PREFIX",
@@ -12,6 +15,7 @@ __all__ = [
     "node_label",
     "node_in_scene",
     "is_output_node",
+    "check_scene",
 ]
 
 #: Prefix of every node attribute and node reference the scene modules write ("MRISynthesis.Role", ...).
@@ -54,3 +58,9 @@ def node_in_scene(scene: Any, node: Any) -> bool:
 def is_output_node(node: Any) -> bool:
     """True for nodes this tool created (they carry ``MRISynthesis.Role``)."""
     return bool(node.GetAttribute(f"{ATTRIBUTE_PREFIX}.Role"))
+
+
+def check_scene(scene: Any) -> None:
+    """Refuse a ``scene`` argument that is not an MRML scene (None, a node, a name) with a one-line TypeError."""
+    if not isinstance(scene, slicer.vtkMRMLScene):
+        raise TypeError(f"scene must be an MRML scene, got {type(scene).__name__}")

@@ -7,14 +7,17 @@ still there, and say so (:class:`InputPresence`).
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any, Iterable, Mapping
+
+import vtk
 
 from .. import __version__
 from ..sequences import SEQUENCES, Sequence
 from .display import set_result_display
 from .geometry import volume_node_from_image
 from .inputs import SelectedInputs
-from .nodes import ATTRIBUTE_PREFIX, node_in_scene, node_label, one_line
+from .nodes import ATTRIBUTE_PREFIX, check_scene, node_in_scene, node_label, one_line
 
 __all__ = [
     "ROLE_SYNTHETIC",
@@ -34,6 +37,7 @@ __all__ = [
     "place_in_folder",
     "check_result",
     "check_selected_inputs",
+    "check_folder_item",
     "add_result_nodes",
 ]
 
@@ -213,6 +217,24 @@ def check_selected_inputs(selected_inputs: Any) -> None:
                         f"job, got {type(selected_inputs).__name__}")
 
 
+def check_folder_item(scene: Any, folder_item: Any) -> int:
+    """``folder_item`` as an int when it is an item of ``scene``'s subject hierarchy (the scene item or below).
+
+    Refuses a stale or foreign ID (ValueError) and what is no item ID at all (TypeError),
+    without touching the hierarchy's per-item calls, which log VTK errors for unknown IDs.
+    """
+    if isinstance(folder_item, bool) or not isinstance(folder_item, numbers.Integral):
+        raise TypeError(f"folder_item must be a subject-hierarchy item ID (int), got {type(folder_item).__name__}")
+    item = int(folder_item)
+    hierarchy = scene.GetSubjectHierarchyNode()
+    scene_item = hierarchy.GetSceneItemID()
+    items = vtk.vtkIdList()
+    hierarchy.GetItemChildren(scene_item, items, True)
+    if item != scene_item and items.IsId(item) < 0:
+        raise ValueError(f"folder_item {item} is not a subject-hierarchy item of this scene")
+    return item
+
+
 def add_result_nodes(scene: Any, result: Any, selected_inputs: SelectedInputs, keep_stage1: bool = False,
                      folder_name: str | None = None, folder_item: int | None = None) -> ResultNodes:
     """Turn a :class:`~MRISynthesisLib.core.pipeline.SynthesisResult` into nodes in a folder beside the inputs.
@@ -229,15 +251,24 @@ def add_result_nodes(scene: Any, result: Any, selected_inputs: SelectedInputs, k
     Names come from ``selected_inputs.base_name``, fixed when the job started.
 
     Raises ValueError when ``result`` is None (what ``Job.take_result()`` gives for a cancelled
-    or failed job) and TypeError for arguments of the wrong kind; nothing is added then.
+    or failed job) or ``folder_item`` is not an item of this scene's subject hierarchy, and
+    TypeError for arguments of the wrong kind; nothing is added then.
     """
+    check_scene(scene)
     check_result(result)
     check_selected_inputs(selected_inputs)
+    if folder_name is not None and not isinstance(folder_name, str):
+        raise TypeError(f"folder_name must be a string, got {type(folder_name).__name__}")
+    if folder_item is not None:
+        folder_item = check_folder_item(scene, folder_item)
     base = selected_inputs.base_name
     presence = input_presence(scene, selected_inputs.nodes)
     targets_text = " + ".join(Sequence(s).short_name for s in result.targets)
-    folder = folder_item or create_result_folder(scene, presence.anchor(selected_inputs.reference),
-                                                 one_line(folder_name or f"{base} synthetic {targets_text}"))
+    if folder_item is None:
+        name = one_line(folder_name) or one_line(f"{base} synthetic {targets_text}")
+        folder = create_result_folder(scene, presence.anchor(selected_inputs.reference), name)
+    else:
+        folder = folder_item
     inputs_text = _describe_inputs([Sequence(s) for s in result.inputs], selected_inputs.nodes, presence.removed)
     made: dict = {}
     for key, target in result.targets.items():

@@ -10,7 +10,7 @@ from .. import __version__
 from ..metrics import METRIC_TITLES
 from ..sequences import SEQUENCES, Sequence
 from .inputs import SelectedInputs
-from .nodes import ATTRIBUTE_PREFIX, one_line
+from .nodes import ATTRIBUTE_PREFIX, check_scene, one_line
 from .results import (
     NO_RESULT_MESSAGE,
     ResultNodes,
@@ -83,8 +83,9 @@ def add_validation_nodes(scene: Any, results: Iterable[Any], selected_inputs: Se
 
     Inputs removed from the scene while the job ran are handled as in
     :func:`~MRISynthesisLib.scene.results.add_result_nodes`; None or no results raise ValueError
-    (a cancelled or failed job), nothing is added then.
+    (a cancelled or failed job), a ``scene`` that is no MRML scene TypeError; nothing is added then.
     """
+    check_scene(scene)
     results = _validation_results(results)
     check_selected_inputs(selected_inputs)
     presence = input_presence(scene, selected_inputs.nodes)

@@ -7,10 +7,8 @@ command, ``<command>-metrics.csv``/``.json``, checkpoints under ``checkpoints/``
 """
 from __future__ import annotations
 
-import csv
 import datetime
 import hashlib
-import io as text_io
 import json
 import os
 import shutil
@@ -59,16 +57,13 @@ def write_metrics(run_dir: Path, name: str, history: list) -> tuple:
     """Write the per-epoch ``history`` as ``<name>-metrics.csv`` and ``.json``; returns both paths."""
     json_path = run_dir / f"{name}-metrics.json"
     write_text(json.dumps(history, indent=2, default=json_number) + "\n", json_path)
+    from ..evaluation.tables import rows_to_csv  # the project's one CSV writer
+
     columns: list = []
     for row in history:
         columns.extend(key for key in row if key not in columns)
-    buffer = text_io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: _csv_value(v) for k, v in row.items()})
     csv_path = run_dir / f"{name}-metrics.csv"
-    write_text(buffer.getvalue(), csv_path)
+    write_text(rows_to_csv([{k: _csv_value(v) for k, v in row.items()} for row in history], columns), csv_path)
     return csv_path, json_path
 
 
