@@ -13,7 +13,6 @@ import torch
 from MRISynthesisLib.cli.main import main
 from MRISynthesisLib.core.bundles import ModelBundle
 from MRISynthesisLib.core.pipeline import synthesize
-from MRISynthesisLib.core.preprocessing import prior_intensity
 from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANGenerator
 from MRISynthesisLib.phantom import generate_case
 from MRISynthesisLib.sequences import SEQUENCES

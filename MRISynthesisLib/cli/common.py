@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..core.devices import DEVICE_CHOICES
+
+if TYPE_CHECKING:  # for the annotation only: result_files loads when a command runs
+    from ..core.result_files import OutputPlan
 
 
 class UsageError(ValueError):

@@ -28,7 +28,7 @@ from .input_checks import InputError
 __all__ = [
     "MAX_INPUT_VOXELS", "MAX_INPUT_BYTES", "MAX_AXIS_VOXELS", "SPACING_RANGE_MM",
     "check_input_path", "check_header", "check_size", "check_geometry", "stream_length",
-    "check_nifti_voxels_finite",
+    "check_nifti_voxels_finite", "check_slice_spacing",
 ]
 
 #: Largest input accepted, in voxels: 2^28. A 0.5 mm whole-head 3D scan (512 x 512 x 400 =
@@ -428,6 +428,38 @@ def _check_metaio(path: Path) -> None:
     compressed = fields.get("CompressedData", "False").lower() == "true"
     _check_length(data, int(np.prod(sizes, dtype=np.int64)) * item, start, "zlib" if compressed else "raw",
                   shown=path)
+
+
+# --------------------------------------------------------------------------- DICOM series
+
+
+#: Slice gaps may differ from the series' median gap by this fraction before the series is refused
+#: (missing or duplicated slices; ITK would otherwise average them into one wrong spacing).
+SLICE_GAP_TOLERANCE = 0.1
+
+
+def check_slice_spacing(folder: Path, files: list) -> None:
+    """Refuse a single-frame series whose slices are missing or unevenly spaced along their normal."""
+    reader = sitk.ImageFileReader()
+    positions = []
+    normal = None
+    for name in files:
+        reader.SetFileName(name)
+        try:
+            reader.ReadImageInformation()
+            position = [float(v) for v in reader.GetMetaData("0020|0032").split("\\")]
+            if normal is None:
+                cosines = [float(v) for v in reader.GetMetaData("0020|0037").split("\\")]
+                normal = np.cross(cosines[:3], cosines[3:6])
+        except (RuntimeError, ValueError, IndexError):
+            return  # no usable positions: ITK's reader decides (and says) how it stacks the files
+        positions.append(float(np.dot(position, normal)))
+    gaps = np.diff(np.sort(positions))
+    median = float(np.median(gaps))
+    worst = int(np.argmax(np.abs(gaps - median)))
+    if median <= 0 or abs(gaps[worst] - median) > SLICE_GAP_TOLERANCE * median:
+        raise InputError(f"{folder}: DICOM slices are missing or unevenly spaced (gap of {gaps[worst]:.3g} mm after "
+                         f"slice {worst + 1} of {len(files)}, usually {median:.3g} mm); the series has no single grid")
 
 
 # --------------------------------------------------------------------------- any single-file image

@@ -19,7 +19,14 @@ from typing import Iterable, Iterator, Mapping
 import numpy as np
 import SimpleITK as sitk
 
-from .file_checks import check_geometry, check_header, check_input_path, check_nifti_voxels_finite, check_size
+from .file_checks import (
+    check_geometry,
+    check_header,
+    check_input_path,
+    check_nifti_voxels_finite,
+    check_size,
+    check_slice_spacing,
+)
 from .input_checks import InputError, check_voxel_values
 from ..sequences import (
     SEQUENCES,
@@ -109,36 +116,7 @@ def _check_series_size(folder: Path, files: Iterable[str]) -> None:
     size = tuple(reader.GetSize())
     check_size(folder, (size[0], size[1], len(files) * (size[2] if len(size) > 2 else 1)))
     if len(files) > 2 and (len(size) < 3 or size[2] == 1):
-        _check_slice_spacing(folder, files)
-
-
-#: Slice gaps may differ from the series' median gap by this fraction before the series is refused
-#: (missing or duplicated slices; ITK would otherwise average them into one wrong spacing).
-SLICE_GAP_TOLERANCE = 0.1
-
-
-def _check_slice_spacing(folder: Path, files: list) -> None:
-    """Refuse a single-frame series whose slices are missing or unevenly spaced along their normal."""
-    reader = sitk.ImageFileReader()
-    positions = []
-    normal = None
-    for name in files:
-        reader.SetFileName(name)
-        try:
-            reader.ReadImageInformation()
-            position = [float(v) for v in reader.GetMetaData("0020|0032").split("\\")]
-            if normal is None:
-                cosines = [float(v) for v in reader.GetMetaData("0020|0037").split("\\")]
-                normal = np.cross(cosines[:3], cosines[3:6])
-        except (RuntimeError, ValueError, IndexError):
-            return  # no usable positions: ITK's reader decides (and says) how it stacks the files
-        positions.append(float(np.dot(position, normal)))
-    gaps = np.diff(np.sort(positions))
-    median = float(np.median(gaps))
-    worst = int(np.argmax(np.abs(gaps - median)))
-    if median <= 0 or abs(gaps[worst] - median) > SLICE_GAP_TOLERANCE * median:
-        raise InputError(f"{folder}: DICOM slices are missing or unevenly spaced (gap of {gaps[worst]:.3g} mm after "
-                         f"slice {worst + 1} of {len(files)}, usually {median:.3g} mm); the series has no single grid")
+        check_slice_spacing(folder, files)
 
 
 def read_image(path: str | Path, check: bool = True) -> sitk.Image:
