@@ -149,3 +149,11 @@ def load_case(env: SimpleNamespace, case_on_disk: dict) -> SimpleNamespace:
         hierarchy.CreateItem(patient, node)
         nodes[sequence] = node
     return SimpleNamespace(env=env, scene=scene, nodes=nodes, patient=patient, paths=case_on_disk)
+
+
+@pytest.fixture
+def mrml_scene():
+    """A scene with Slicer's volume-loading logics and three slice views (:func:`scene_with_logics`)."""
+    env = scene_with_logics()
+    yield env
+    env.scene.Clear(1)

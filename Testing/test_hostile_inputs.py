@@ -556,6 +556,11 @@ def test_device_files_and_empty_files_are_refused_by_name(tmp_path):
     (dict(targets="t1c"), ["targets must be a list", "'t1c'"]),
     (dict(targets=5), ["targets must be a list"]),
     (dict(progress="bar"), ["progress must be a callable"]),
+    (dict(device=123), ["device must be"]),
+    (dict(ground_truth=[1]), ["ground_truth must be a mapping"]),
+    (dict(ground_truth={"t2f": "x"}), ["ground_truth['t2f']"]),
+    (dict(label="x"), ["label must be"]),
+    (dict(bundle={}), ["bundle must be"]),
 ])
 def test_the_python_api_names_wrong_argument_types(phantom_case, arguments, words):
     image = read_image(phantom_case / f"{CASE}-t1n.nii.gz")
@@ -775,23 +780,6 @@ def test_a_case_name_too_long_for_file_names_is_refused_before_any_work(tmp_path
                           bundle_dir, "--device", "cpu"], capsys)
     _assert_one_line_error(code, err, "--case", "at most")
     assert time.perf_counter() - started < 5 and not (tmp_path / "out").exists()
-
-
-@pytest.mark.parametrize("arguments, words", [
-    (dict(device=123), ["device must be"]),
-    (dict(ground_truth=[1]), ["ground_truth must be a mapping"]),
-    (dict(ground_truth={"t2f": "x"}), ["ground_truth['t2f']"]),
-    (dict(label="x"), ["label must be"]),
-    (dict(bundle={}), ["bundle must be"]),
-])
-def test_more_python_api_misuse_is_named(phantom_case, arguments, words):
-    image = read_image(phantom_case / f"{CASE}-t1n.nii.gz")
-    call = dict(images={"t1n": image}, bundle=ModelBundle("tiny", _tiny_generator()), device="cpu")
-    call.update(arguments)
-    with pytest.raises(TypeError) as error:
-        pipeline.synthesize(**call)
-    for word in words:
-        assert word in str(error.value)
 
 
 def test_signals_during_the_final_move_wait_until_it_is_done():

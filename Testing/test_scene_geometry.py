@@ -6,20 +6,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from scene_support import OBLIQUE_GEOMETRY, assert_same_image, load_volume, scene_with_logics, slicer
+from scene_support import OBLIQUE_GEOMETRY, assert_same_image, load_volume, mrml_scene, slicer  # noqa: F401
 
 import vtk  # noqa: E402  (after the skip in scene_support: slicer-core brings the matching VTK)
 
 from MRISynthesisLib.scene.geometry import image_from_volume_node, volume_node_from_image  # noqa: E402
 from MRISynthesisLib.scene.nodes import MRMLInputError  # noqa: E402
-
-
-@pytest.fixture
-def mrml_scene():
-    """A scene with Slicer's volume-loading logics and three slice views (:func:`scene_with_logics`)."""
-    env = scene_with_logics()
-    yield env
-    env.scene.Clear(1)
 
 
 @pytest.mark.parametrize(

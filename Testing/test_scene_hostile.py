@@ -22,6 +22,8 @@ slicer = pytest.importorskip("slicer", reason="needs slicer-core (the real MRML 
 import vtk  # noqa: E402  (after the skip: slicer-core brings the matching VTK)
 from vtk.util import numpy_support  # noqa: E402
 
+from scene_support import scene_with_logics  # noqa: E402
+
 from MRISynthesisLib.core import jobs
 from MRISynthesisLib.core.pipeline import SynthesisResult, TargetResult  # noqa: E402
 from MRISynthesisLib.sequences import SEQUENCES, Sequence  # noqa: E402
@@ -44,20 +46,10 @@ INPUTS = (Sequence.T1N, Sequence.T2W, Sequence.T2F)
 @pytest.fixture
 def scene():
     """A real MRML scene with the application, colour and volumes logics Slicer sets up."""
-    mrml_scene = slicer.vtkMRMLScene()
-    application = slicer.vtkSlicerApplicationLogic()
-    application.SetMRMLScene(mrml_scene)
-    colours = slicer.vtkSlicerColorLogic()
-    colours.SetMRMLApplicationLogic(application)
-    colours.SetMRMLScene(mrml_scene)
-    application.SetModuleLogic("Colors", colours)
-    volumes = slicer.vtkSlicerVolumesLogic()
-    volumes.SetMRMLApplicationLogic(application)
-    volumes.SetMRMLScene(mrml_scene)
-    application.SetModuleLogic("Volumes", volumes)
-    mrml_scene.keep_logics = (application, colours, volumes)  # alive as long as the scene object
-    yield mrml_scene
-    mrml_scene.Clear(1)
+    env = scene_with_logics()
+    env.scene.keep_logics = (*env.keep, env.volumes)  # alive as long as the scene object
+    yield env.scene
+    env.scene.Clear(1)
 
 
 def brain_like(seed: int, size=(12, 11, 10), spacing=(2.5, 2.5, 2.5)) -> sitk.Image:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import SimpleITK as sitk
 
-from scene_support import OBLIQUE_GEOMETRY, assert_same_image, load_volume, scene_with_logics, snapshot
+from scene_support import (  # noqa: F401 (mrml_scene is a fixture)
+    OBLIQUE_GEOMETRY, assert_same_image, load_volume, mrml_scene, snapshot)
 
 from MRISynthesisLib.scene.assignment import (  # noqa: E402
     assign_sequences,
@@ -19,14 +20,6 @@ from MRISynthesisLib.scene.nodes import MRMLInputError  # noqa: E402
 from MRISynthesisLib.scene.panel import selection_state  # noqa: E402
 from MRISynthesisLib.scene.results import ROLE_SYNTHETIC  # noqa: E402
 from MRISynthesisLib.sequences import SEQUENCES, Sequence  # noqa: E402
-
-
-@pytest.fixture
-def mrml_scene():
-    """A scene with Slicer's volume-loading logics and three slice views (:func:`scene_with_logics`)."""
-    env = scene_with_logics()
-    yield env
-    env.scene.Clear(1)
 
 
 # --------------------------------------------------------------------------- choosing inputs

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from scene_support import (
+from scene_support import (  # noqa: F401 (mrml_scene is a fixture)
     assert_same_image,
     brain_like,
     load_case,
     make_result,
+    mrml_scene,
     node_array,
-    scene_with_logics,
     snapshot,
     write_case_files,
 )
@@ -35,14 +35,6 @@ from MRISynthesisLib.scene.inputs import copy_selected_inputs  # noqa: E402
 from MRISynthesisLib.scene.results import add_result_nodes  # noqa: E402
 from MRISynthesisLib.scene.validation_table import add_validation_nodes, metrics_table_node  # noqa: E402
 from MRISynthesisLib.sequences import SEQUENCES, Sequence  # noqa: E402
-
-
-@pytest.fixture
-def mrml_scene():
-    """A scene with Slicer's volume-loading logics and three slice views (:func:`scene_with_logics`)."""
-    env = scene_with_logics()
-    yield env
-    env.scene.Clear(1)
 
 
 @pytest.fixture
