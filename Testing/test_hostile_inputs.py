@@ -381,10 +381,8 @@ def _signal_when_writing(process: subprocess.Popen, folder: Path, signum: int) -
         time.sleep(0.0005)
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_while_writing_leaves_nothing_behind(tmp_path, case_dir, bundle_dir, signum, code):
-    out = tmp_path / "out"
-    out.mkdir()
+def _synthesize_interrupted(case_dir: Path, bundle_dir: Path, out: Path, signum: int) -> tuple:
+    """(exit code, stderr) of ``mrisynth synthesize`` sent ``signum`` as soon as it writes its first file."""
     process = subprocess.Popen([sys.executable, "-m", "MRISynthesisLib.cli", "synthesize", str(case_dir), "-o",
                                 str(out), "--model", str(bundle_dir), "--device", "cpu"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -392,7 +390,15 @@ def test_a_signal_while_writing_leaves_nothing_behind(tmp_path, case_dir, bundle
     watcher.start()
     _, err = process.communicate(timeout=600)
     watcher.join()
-    assert process.returncode == code, err
+    return process.returncode, err
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_while_writing_leaves_nothing_behind(tmp_path, case_dir, bundle_dir, signum, code):
+    out = tmp_path / "out"
+    out.mkdir()
+    returncode, err = _synthesize_interrupted(case_dir, bundle_dir, out, signum)
+    assert returncode == code, err
     assert list(out.iterdir()) == [], "an interrupted run leaves the output folder as it was"
 
 
@@ -798,14 +804,8 @@ def test_signals_during_the_final_move_wait_until_it_is_done():
 
 def test_an_interrupted_run_removes_the_output_folder_it_created(tmp_path, case_dir, bundle_dir):
     out = tmp_path / "new-out"
-    process = subprocess.Popen([sys.executable, "-m", "MRISynthesisLib.cli", "synthesize", str(case_dir), "-o",
-                                str(out), "--model", str(bundle_dir), "--device", "cpu"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watcher = threading.Thread(target=_signal_when_writing, args=(process, out, signal.SIGTERM))
-    watcher.start()
-    _, err = process.communicate(timeout=600)
-    watcher.join()
-    assert process.returncode == 143, err
+    returncode, err = _synthesize_interrupted(case_dir, bundle_dir, out, signal.SIGTERM)
+    assert returncode == 143, err
     assert not out.exists()
 
 
@@ -946,12 +946,6 @@ def test_a_complex_valued_image_is_refused_by_name(tmp_path, phantom_case):
 def test_sighup_while_writing_leaves_nothing_behind(tmp_path, case_dir, bundle_dir):
     out = tmp_path / "out"
     out.mkdir()
-    process = subprocess.Popen([sys.executable, "-m", "MRISynthesisLib.cli", "synthesize", str(case_dir), "-o",
-                                str(out), "--model", str(bundle_dir), "--device", "cpu"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watcher = threading.Thread(target=_signal_when_writing, args=(process, out, signal.SIGHUP))
-    watcher.start()
-    _, err = process.communicate(timeout=600)
-    watcher.join()
-    assert process.returncode == 129, err
+    returncode, err = _synthesize_interrupted(case_dir, bundle_dir, out, signal.SIGHUP)
+    assert returncode == 129, err
     assert list(out.iterdir()) == []
