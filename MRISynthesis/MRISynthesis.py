@@ -372,27 +372,69 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         data = combo.itemData(combo.currentIndex) if combo.currentIndex >= 0 else None
         return None if not data or data == LOAD_MODEL_ITEM else str(data)
 
-    def modelProblem(self) -> str:
-        if self.currentModel() is None:
-            return _("No model: install a model bundle or use 'Load model from file...'.")
-        return ""
-
     # ---------------------------------------------------------------- GUI state
 
     def updateGUI(self, caller=None, event=None) -> None:
-        """Missing line, button texts, enabled states and their reasons."""
+        """Missing line, button texts, enabled states and their reasons, worded here (translatable) from the
+        engine's structured state (present/missing sequences, reason codes, assignment notes)."""
         if not self._parameterNode:
             return
-        state = self.logic.selectionState(self.selectedNodes(), self.modelProblem(), busy=self._job is not None)
-        notes = self.logic.assignmentNotes(self.selectedNodes())
-        self.ui.missingLabel.text = " ".join([state.missing_text] + notes)
-        self.ui.synthesizeButton.text = state.synthesize_text
+        selected = self.selectedNodes()
+        state = self.logic.selectionState(selected, hasModel=self.currentModel() is not None,
+                                          busy=self._job is not None)
+        notes = [self.assignmentNoteText(note) for note in self.logic.assignmentNotes(selected)]
+        self.ui.missingLabel.text = " ".join([self.missingText(state)] + notes)
+        self.ui.synthesizeButton.text = self.synthesizeText(state)
         self.ui.synthesizeButton.enabled = state.synthesize_enabled
-        self.ui.synthesizeButton.toolTip = state.synthesize_tooltip
+        self.ui.synthesizeButton.toolTip = self.synthesizeToolTip(state)
         self.ui.validateButton.enabled = state.validate_enabled
-        self.ui.validateButton.toolTip = state.validate_tooltip
+        self.ui.validateButton.toolTip = self.validateToolTip(state)
         self.ui.cancelButton.enabled = self._job is not None and not self._job.cancel_requested
         self.saveSettings()
+
+    @staticmethod
+    def reasonText(reason) -> str:
+        """Why a button does not run, for an engine ``PanelReason`` (keyed by member name)."""
+        texts = {
+            "BUSY": _("A synthesis is running; wait for it or cancel it."),
+            "NO_INPUT": _("Select at least one input volume (T1, T1c, T2 or FLAIR)."),
+            "NOTHING_MISSING": _("Nothing is missing: all four sequences are selected. Use Validate on this case."),
+            "NO_MODEL": _("No model: install a model bundle or use 'Load model from file...'."),
+            "NEEDS_ALL_FOUR": _("Validation needs all four sequences (each is synthesised from the other three)."),
+        }
+        return texts[reason.name]
+
+    @staticmethod
+    def missingText(state) -> str:
+        if not state.present:
+            return _("No input volume selected.")
+        if not state.missing:
+            return _("All four sequences are present.")
+        return _("Missing: {names}").format(names=", ".join(s.display_name for s in state.missing))
+
+    @staticmethod
+    def synthesizeText(state) -> str:
+        if state.present and state.missing:
+            return _("Synthesize {names}").format(names=" + ".join(s.short_name for s in state.missing))
+        return _("Synthesize missing")
+
+    def synthesizeToolTip(self, state) -> str:
+        if not state.synthesize_enabled:
+            return self.reasonText(state.synthesize_reason)
+        return _("Synthesize {missing} from {present}.").format(
+            missing=", ".join(s.display_name for s in state.missing),
+            present=", ".join(s.display_name for s in state.present))
+
+    def validateToolTip(self, state) -> str:
+        if not state.validate_enabled:
+            return self.reasonText(state.validate_reason)
+        return _("Leave-one-out: synthesise each sequence from the other three and compare with the acquired one.")
+
+    @staticmethod
+    def assignmentNoteText(note) -> str:
+        """An engine ``AssignmentNote``: several volumes look like one sequence, so its slot stayed empty."""
+        return _("{count} volumes look like {sequence} ({names}): choose one").format(
+            count=len(note.candidates), sequence=note.sequence.short_name, names=", ".join(note.candidates))
 
     def appendLog(self, text: str) -> None:
         line = f"{time.strftime('%H:%M:%S')}  {text}"
@@ -564,15 +606,16 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
         return fill_empty_slots(current, slicer.mrmlScene)
 
     def assignmentNotes(self, current: dict) -> list:
-        """Why some empty slots were not filled (several candidates)."""
+        """Why some empty slots were not filled: ``scene.assignment.AssignmentNote`` (sequence, candidate names)."""
         from MRISynthesisLib.scene.assignment import assignment_notes
 
         return assignment_notes(current, slicer.mrmlScene)
 
-    def selectionState(self, selected: dict, modelProblem: str = "", busy: bool = False):
+    def selectionState(self, selected: dict, hasModel: bool = True, busy: bool = False):
+        """``scene.panel.SelectionState``: present/missing sequences and a ``PanelReason`` per button."""
         from MRISynthesisLib.scene.panel import selection_state
 
-        return selection_state(selected, model_problem=modelProblem, busy=busy)
+        return selection_state(selected, has_model=hasModel, busy=busy)
 
     def availableModels(self) -> list:
         """Catalogue bundles (``bundles.list_bundles``); empty when the catalogue cannot be read."""

@@ -1,5 +1,6 @@
 """Choosing inputs and copying them for the engine, headless on the real MRML library: name-based assignment
-(``scene.assignment``), the panel's texts (``scene.panel``) and ``scene.inputs.copy_selected_inputs``."""
+and its notes (``scene.assignment``) and ``scene.inputs.copy_selected_inputs``. The panel's state is in
+``test_scene_panel.py``."""
 from __future__ import annotations
 
 import pytest
@@ -9,6 +10,7 @@ from scene_support import (  # noqa: F401 (mrml_scene is a fixture)
     OBLIQUE_GEOMETRY, assert_same_image, load_volume, mrml_scene, snapshot)
 
 from MRISynthesisLib.scene.assignment import (  # noqa: E402
+    AssignmentNote,
     assign_sequences,
     assignment_notes,
     candidate_input_nodes,
@@ -17,7 +19,6 @@ from MRISynthesisLib.scene.assignment import (  # noqa: E402
 from MRISynthesisLib.scene.geometry import volume_node_from_image  # noqa: E402
 from MRISynthesisLib.scene.inputs import case_base_name, copy_selected_inputs  # noqa: E402
 from MRISynthesisLib.scene.nodes import MRMLInputError  # noqa: E402
-from MRISynthesisLib.scene.panel import selection_state  # noqa: E402
 from MRISynthesisLib.scene.results import ROLE_SYNTHETIC  # noqa: E402
 from MRISynthesisLib.sequences import SEQUENCES, Sequence  # noqa: E402
 
@@ -52,7 +53,7 @@ def test_auto_assignment_leaves_ambiguous_slots_empty(mrml_scene, make_volume):
     assert assignment.nodes[Sequence.T2F] is nodes["flair"]
     assert assignment.ambiguous == {Sequence.T2W: ["T2 a", "T2 b"]}
     assert "t1_t2_fusion" in assignment.unrecognised
-    assert assignment.notes() == ["2 volumes look like T2 (T2 a, T2 b): choose one"]
+    assert assignment.notes() == [AssignmentNote(Sequence.T2W, ("T2 a", "T2 b"))]
 
 
 def test_label_maps_and_outputs_are_not_candidates(mrml_scene, make_volume):
@@ -80,32 +81,21 @@ def test_assignment_notes_explain_empty_slots(mrml_scene, make_volume):
     nodes = add_named_volumes(mrml_scene.scene, ["T2 a", "T2 b", "flair"], make_volume)
     selected = {Sequence.T1N: None, Sequence.T1C: None, Sequence.T2W: None, Sequence.T2F: nodes["flair"]}
 
-    assert assignment_notes(selected, mrml_scene.scene) == ["2 volumes look like T2 (T2 a, T2 b): choose one"]
+    assert assignment_notes(selected, mrml_scene.scene) == [AssignmentNote(Sequence.T2W, ("T2 a", "T2 b"))]
     selected[Sequence.T2W] = nodes["T2 b"]  # the user chose: no note any more
     assert assignment_notes(selected, mrml_scene.scene) == []
 
 
-def test_selection_state_names_the_targets_and_says_why_not():
-    node = object()
-    three = {Sequence.T1N: node, Sequence.T1C: None, Sequence.T2W: node, Sequence.T2F: node}
-    state = selection_state(three)
-    assert state.synthesize_enabled and state.synthesize_text == "Synthesize T1c"
-    assert state.missing_text == "Missing: T1 contrast-enhanced"
-    assert not state.validate_enabled and "all four" in state.validate_tooltip
+def test_assignment_notes_name_every_candidate_of_each_empty_slot(mrml_scene, make_volume):
+    nodes = add_named_volumes(mrml_scene.scene, ["flair 1", "flair 2", "T1 a", "T1 b", "T1 old", "t1_t2"], make_volume)
 
-    two = {Sequence.T1N: node, Sequence.T1C: None, Sequence.T2W: None, Sequence.T2F: node}
-    assert selection_state(two).synthesize_text == "Synthesize T1c + T2"
+    notes = assignment_notes(dict.fromkeys(SEQUENCES), mrml_scene.scene)
 
-    none = selection_state(dict.fromkeys(SEQUENCES))
-    assert not none.synthesize_enabled and "Select at least one input" in none.synthesize_tooltip
-
-    full = selection_state(dict.fromkeys(SEQUENCES, node))
-    assert not full.synthesize_enabled and full.validate_enabled
-    assert full.missing_text == "All four sequences are present."
-
-    no_model = selection_state(three, model_problem="No model installed.")
-    assert not no_model.synthesize_enabled and no_model.synthesize_tooltip == "No model installed."
-    assert not selection_state(three, busy=True).synthesize_enabled
+    assert notes == [AssignmentNote(Sequence.T1N, ("T1 a", "T1 b", "T1 old")),
+                     AssignmentNote(Sequence.T2F, ("flair 1", "flair 2"))]  # sequence order, not scene order
+    chosen = dict.fromkeys(SEQUENCES)
+    chosen[Sequence.T2F] = nodes["flair 2"]
+    assert assignment_notes(chosen, mrml_scene.scene) == [AssignmentNote(Sequence.T1N, ("T1 a", "T1 b", "T1 old"))]
 
 
 # --------------------------------------------------------------------------- inputs for the engine

@@ -9,11 +9,11 @@ Modules, one concern each:
 - :mod:`.geometry`: IJK-to-RAS <-> SimpleITK geometry, node <-> image copies;
 - :mod:`.node_checks`: which nodes may be acquired MR inputs, and why not;
 - :mod:`.assignment`: candidate volumes and filling the input slots from node names;
-- :mod:`.panel`: what the module panel shows for a selection (texts, enabled buttons);
+- :mod:`.panel`: what the module panel shows for a selection, as data (present/missing sequences, reason codes; the widget words them);
 - :mod:`.inputs`: the selected nodes copied into images on one grid (``copy_selected_inputs``);
 - :mod:`.results`: result nodes with names, provenance and a subject-hierarchy folder;
 - :mod:`.display`: window/level, colour tables, showing a result in the slice views;
 - :mod:`.validation_table`: the metrics table and the validation's nodes;
-- :mod:`.flow`: case volumes, the phantom case and the whole flow run blocking.
+- :mod:`.flow`: case volumes, the phantom case and the whole flow run blocking (in a thread or a worker process).
 """
 from __future__ import annotations

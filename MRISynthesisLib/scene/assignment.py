@@ -1,5 +1,6 @@
 """Filling the four input slots from node names: the scene's candidate volumes, the sequence each name
-suggests (:func:`MRISynthesisLib.sequences.guess_sequence`) and why a slot stayed empty."""
+suggests (:func:`MRISynthesisLib.sequences.guess_sequence`) and why a slot stayed empty (as data,
+:class:`AssignmentNote`; the widget words it)."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,6 +12,7 @@ from .nodes import is_output_node, node_label
 __all__ = [
     "candidate_input_nodes",
     "Assignment",
+    "AssignmentNote",
     "assign_sequences",
     "fill_empty_slots",
     "assignment_notes",
@@ -29,6 +31,14 @@ def candidate_input_nodes(scene: Any) -> list:
     return nodes
 
 
+@dataclasses.dataclass(frozen=True)
+class AssignmentNote:
+    """A slot left empty because several volumes look like its sequence: the user must choose one."""
+
+    sequence: Sequence
+    candidates: tuple  # labels of the nodes that look like ``sequence``, in scene order
+
+
 @dataclasses.dataclass
 class Assignment:
     """Input slots filled from node names; a slot stays empty when its choice is not clear."""
@@ -37,13 +47,10 @@ class Assignment:
     ambiguous: dict  # Sequence -> names of the several nodes that look like it
     unrecognised: list  # names that name no sequence, or several
 
-    def notes(self) -> list[str]:
-        """One line per slot left empty for a reason the user should know."""
-        lines = []
-        for sequence, names in self.ambiguous.items():
-            lines.append(f"{len(names)} volumes look like {sequence.short_name} "
-                         f"({', '.join(names)}): choose one")
-        return lines
+    def notes(self) -> list[AssignmentNote]:
+        """One note per slot left empty for a reason the user should know (canonical sequence order)."""
+        return [AssignmentNote(sequence, tuple(self.ambiguous[sequence]))
+                for sequence in SEQUENCES if sequence in self.ambiguous]
 
 
 def assign_sequences(nodes: Iterable[Any]) -> Assignment:
@@ -77,8 +84,8 @@ def fill_empty_slots(current: Mapping[Sequence, Any], scene: Any) -> dict:
     return {sequence: current.get(sequence) or proposal.get(sequence) for sequence in SEQUENCES}
 
 
-def assignment_notes(selected: Mapping[Sequence, Any], scene: Any) -> list[str]:
-    """Why empty slots stayed empty: one line per sequence that several scene volumes look like."""
+def assignment_notes(selected: Mapping[Sequence, Any], scene: Any) -> list[AssignmentNote]:
+    """Why empty slots stayed empty: one note per empty slot whose sequence several scene volumes look like."""
     ambiguous = assign_sequences(candidate_input_nodes(scene)).ambiguous
     empty = {s: names for s, names in ambiguous.items() if selected.get(s) is None}
     return Assignment(nodes={}, ambiguous=empty, unrecognised=[]).notes()

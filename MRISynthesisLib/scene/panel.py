@@ -1,71 +1,77 @@
-"""What the module panel shows for a selection of input slots: the missing-sequences line, the button texts,
-whether each button runs and, when it does not, why (its tooltip). Pure Python: it reads no node."""
+"""What the module panel shows for a selection of input slots, as structured state: the present and missing
+sequences, whether each button runs and, when it does not, why (a :class:`PanelReason` code). The
+widget turns that state into translated sentences; nothing here is user text. Pure Python: it reads no node."""
 from __future__ import annotations
 
 import dataclasses
+import enum
 from typing import Any, Mapping
 
 from ..sequences import SEQUENCES, Sequence
 
-__all__ = ["SelectionState", "selection_state"]
-
-#: Tooltip of both buttons while a job runs.
-_BUSY_REASON = "A synthesis is running; wait for it or cancel it."
+__all__ = ["PanelReason", "SelectionState", "selection_state"]
 
 
-@dataclasses.dataclass
+class PanelReason(str, enum.Enum):
+    """Why a button of the panel does not run (``NONE``: it runs); the widget words each one."""
+
+    NONE = "none"
+    #: A synthesis or validation is running (both buttons).
+    BUSY = "busy"
+    #: No input volume is selected (Synthesize).
+    NO_INPUT = "no_input"
+    #: All four sequences are selected: nothing to synthesise (Synthesize).
+    NOTHING_MISSING = "nothing_missing"
+    #: No model is chosen or installed (both buttons).
+    NO_MODEL = "no_model"
+    #: Validation synthesises each sequence from the other three, so it needs all four (Validate).
+    NEEDS_ALL_FOUR = "needs_all_four"
+
+
+@dataclasses.dataclass(frozen=True)
 class SelectionState:
-    """What the module panel shows for a selection: missing line, button texts and whether they run."""
+    """What the module panel shows for a selection: the sequences present and missing (canonical order)
+    and, for each button, the reason it does not run (:attr:`PanelReason.NONE` when it runs)."""
 
-    present: list
-    missing: list
-    missing_text: str
-    synthesize_enabled: bool
-    synthesize_text: str
-    synthesize_tooltip: str
-    validate_enabled: bool
-    validate_tooltip: str
+    present: list  # Sequence
+    missing: list  # Sequence
+    synthesize_reason: PanelReason
+    validate_reason: PanelReason
+
+    @property
+    def synthesize_enabled(self) -> bool:
+        return self.synthesize_reason is PanelReason.NONE
+
+    @property
+    def validate_enabled(self) -> bool:
+        return self.validate_reason is PanelReason.NONE
 
 
-def selection_state(selected: Mapping[Sequence, Any], model_problem: str = "", busy: bool = False
+def selection_state(selected: Mapping[Sequence, Any], has_model: bool = True, busy: bool = False
                     ) -> SelectionState:
-    """Decide labels, tooltips and enabled states; a disabled button's tooltip says why.
+    """Decide which button runs and, when one does not, the reason that wins.
 
-    ``model_problem``: empty when a model is available, otherwise the reason it is not.
+    Synthesize: busy, then no input, then nothing missing, then no model. Validate: busy, then a
+    sequence missing, then no model.
     """
     present = [s for s in SEQUENCES if selected.get(s) is not None]
     missing = [s for s in SEQUENCES if selected.get(s) is None]
-    if not present:
-        missing_text = "No input volume selected."
-    elif not missing:
-        missing_text = "All four sequences are present."
-    else:
-        missing_text = "Missing: " + ", ".join(s.display_name for s in missing)
-    names = " + ".join(s.short_name for s in missing)
-    synthesize_text = f"Synthesize {names}" if present and missing else "Synthesize missing"
-    reason = ""
     if busy:
-        reason = _BUSY_REASON
+        synthesize = PanelReason.BUSY
     elif not present:
-        reason = "Select at least one input volume (T1, T1c, T2 or FLAIR)."
+        synthesize = PanelReason.NO_INPUT
     elif not missing:
-        reason = "Nothing is missing: all four sequences are selected. Use Validate on this case."
-    elif model_problem:
-        reason = model_problem
-    plan = (f"Synthesize {', '.join(s.display_name for s in missing)} "
-            f"from {', '.join(s.display_name for s in present)}.")
-    synthesize_tooltip = reason or plan
-    validate_reason = ""
+        synthesize = PanelReason.NOTHING_MISSING
+    elif not has_model:
+        synthesize = PanelReason.NO_MODEL
+    else:
+        synthesize = PanelReason.NONE
     if busy:
-        validate_reason = _BUSY_REASON
+        validate = PanelReason.BUSY
     elif missing:
-        validate_reason = "Validation needs all four sequences (each is synthesised from the other three)."
-    elif model_problem:
-        validate_reason = model_problem
-    validate_tooltip = validate_reason or (
-        "Leave-one-out: synthesise each sequence from the other three and compare with the acquired one.")
-    return SelectionState(
-        present=present, missing=missing, missing_text=missing_text,
-        synthesize_enabled=not reason, synthesize_text=synthesize_text, synthesize_tooltip=synthesize_tooltip,
-        validate_enabled=not validate_reason, validate_tooltip=validate_tooltip,
-    )
+        validate = PanelReason.NEEDS_ALL_FOUR
+    elif not has_model:
+        validate = PanelReason.NO_MODEL
+    else:
+        validate = PanelReason.NONE
+    return SelectionState(present=present, missing=missing, synthesize_reason=synthesize, validate_reason=validate)
