@@ -1,4 +1,5 @@
-"""Slicer extension packaging: CMake lists, extension description, icons, the .ui file, import hygiene.
+"""Slicer extension packaging: CMake lists, extension description, icons, the .ui file, import hygiene,
+and what the Extensions Index needs: catalogue entry, licence, screenshot, requirements.txt.
 
 Nothing here needs the Slicer application: CMake files are read as text, the .ui file with
 an XML parser, the module's Python file with ``ast``; import checks run in a fresh interpreter.
@@ -6,6 +7,7 @@ an XML parser, the module's Python file with ``ast``; import checks run in a fre
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import json
 import re
 import subprocess
@@ -13,7 +15,10 @@ import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+import numpy as np
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,29 +173,153 @@ def test_module_cmake_builds_the_module_installs_the_library_and_registers_the_s
 
 # --------------------------------------------------------------------------- extension description and icons
 
+#: The Extensions Index category of this extension (root CMakeLists.txt and the catalogue entry).
+CATEGORY = "Image Synthesis"
+CATALOG_FILE = ROOT / "Resources" / "MRISynthesis.json"
+CATALOG_SCHEMA_URL = ("https://raw.githubusercontent.com/Slicer/Slicer/main/Schemas/"
+                      "slicer-extension-catalog-entry-schema-v1.0.1.json#")
 
-def s4ext_fields(path: Path) -> dict[str, str]:
-    fields = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            key, _, value = line.strip().partition(" ")
-            fields[key] = value.strip()
-    return fields
+#: What the Extensions Index schema v1.0.1 (Slicer/Slicer, Schemas/) asks of a catalogue entry,
+#: restated in JSON-schema form: three required keys, no others than those below, these types and values.
+CATALOG_RULES: dict = {
+    "type": "object",
+    "required": ["$schema", "category", "scm_url"],
+    "additionalProperties": False,
+    "properties": {
+        "$schema": {"type": "string"},
+        "category": {"type": "string"},
+        "scm_url": {"type": "string"},
+        "scm_revision": {"type": "string"},
+        "scm_type": {"type": "string", "enum": ["git", "local"]},
+        "build_dependencies": {"type": "array", "items": {"type": "string"}},
+        "build_subdirectory": {"type": "string"},
+        "enabled": {"type": "boolean"},
+        "tier": {"type": "integer", "enum": [1, 3, 5]},
+    },
+}
+
+JSON_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "integer": int}
 
 
-def test_extension_description_files_agree_with_cmake():
-    cmake = {k: v[0] for k, v in cmake_sets(ROOT / "CMakeLists.txt").items() if v}
-    s4ext = s4ext_fields(ROOT / "Resources" / "MRISynthesis.s4ext")
-    assert s4ext["scm"] == "git" and s4ext["scmurl"].endswith(".git")
-    for key in ("homepage", "category", "iconurl", "description", "screenshoturls", "contributors", "status"):
-        assert s4ext[key] == cmake[f"EXTENSION_{key.upper()}"], key
-    assert s4ext["depends"] == cmake["EXTENSION_DEPENDS"]
-    catalog = json.loads((ROOT / "Resources" / "MRISynthesis.json").read_text(encoding="utf-8"))
-    assert catalog["$schema"].startswith("https://raw.githubusercontent.com/Slicer/Slicer/main/Schemas/")
-    assert catalog["scm_url"] == s4ext["scmurl"] and catalog["category"] == cmake["EXTENSION_CATEGORY"]
-    assert catalog["build_dependencies"] == [cmake["EXTENSION_DEPENDS"]]
-    assert set(catalog) <= {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
-                            "build_subdirectory", "enabled", "tier"}
+def rule_violations(value: object, rules: dict, where: str = "catalogue entry") -> list[str]:
+    """Where ``value`` breaks ``rules`` (the subset of JSON schema :data:`CATALOG_RULES` uses)."""
+    kind = rules["type"]
+    if not isinstance(value, JSON_TYPES[kind]) or (kind == "integer" and isinstance(value, bool)):
+        return [f"{where}: expected {kind}, got {type(value).__name__}"]
+    errors = []
+    if "enum" in rules and value not in rules["enum"]:
+        errors.append(f"{where}: {value!r} is not one of {rules['enum']}")
+    if kind == "object":
+        errors += [f"{where}: {key!r} is required" for key in rules.get("required", []) if key not in value]
+        known = rules.get("properties", {})
+        if rules.get("additionalProperties", True) is False:
+            errors += [f"{where}: {key!r} is not allowed" for key in value if key not in known]
+        for key, item in value.items():
+            if key in known:
+                errors += rule_violations(item, known[key], f"{where}.{key}")
+    if kind == "array" and "items" in rules:
+        for index, item in enumerate(value):
+            errors += rule_violations(item, rules["items"], f"{where}[{index}]")
+    return errors
+
+
+def catalog_entry() -> dict:
+    return json.loads(CATALOG_FILE.read_text(encoding="utf-8"))
+
+
+def cmake_list(values: list[str]) -> list[str]:
+    """A CMake list value (separate arguments and/or ``;``-joined), "NA" meaning none."""
+    return [item for value in values for item in value.split(";") if item and item != "NA"]
+
+
+def test_category_is_image_synthesis_in_cmake_and_the_catalogue() -> None:
+    """Both places that name the Extensions Manager category agree on "Image Synthesis"."""
+    assert cmake_sets(ROOT / "CMakeLists.txt")["EXTENSION_CATEGORY"] == [CATEGORY], "CMakeLists.txt EXTENSION_CATEGORY"
+    assert catalog_entry()["category"] == CATEGORY, "MRISynthesis.json category"
+
+
+def test_extension_description_files_agree_with_cmake() -> None:
+    """The catalogue entry (the only description file kept; the build writes the .s4ext) matches CMake."""
+    cmake = cmake_sets(ROOT / "CMakeLists.txt")
+    project = re.search(r"\bproject\(\s*(\w+)", cmake_text(ROOT / "CMakeLists.txt")).group(1)
+    assert CATALOG_FILE.name == f"{project}.json", "catalogue file is named after the CMake project"
+    assert not (ROOT / "Resources" / f"{project}.s4ext").exists(), "Resources/*.s4ext: the Slicer build generates it"
+    catalog = catalog_entry()
+    assert catalog["$schema"] == CATALOG_SCHEMA_URL, "MRISynthesis.json $schema"
+    assert catalog["scm_url"] == cmake["EXTENSION_HOMEPAGE"][0].rstrip("/") + ".git", "MRISynthesis.json scm_url"
+    assert catalog["scm_revision"] == "main", "MRISynthesis.json scm_revision"
+    assert catalog["category"] == cmake["EXTENSION_CATEGORY"][0], "MRISynthesis.json category"
+    assert catalog["build_dependencies"] == cmake_list(cmake["EXTENSION_DEPENDS"]), \
+        "MRISynthesis.json build_dependencies vs EXTENSION_DEPENDS"
+
+
+def test_catalogue_entry_follows_the_extensions_index_schema() -> None:
+    """MRISynthesis.json keeps to the v1.0.1 catalogue-entry rules (checked without any schema library)."""
+    assert rule_violations(catalog_entry(), CATALOG_RULES) == [], "MRISynthesis.json"
+
+
+def test_catalogue_entry_validates_with_jsonschema() -> None:
+    """The same rules through a real JSON-schema validator, where jsonschema is installed."""
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.Draft7Validator.check_schema(CATALOG_RULES)
+    errors = [error.message for error in jsonschema.Draft7Validator(CATALOG_RULES).iter_errors(catalog_entry())]
+    assert errors == [], "MRISynthesis.json"
+
+
+@pytest.mark.parametrize("change", [
+    {"tier": 2}, {"tier": True}, {"enabled": 1}, {"scm_type": "svn"}, {"build_dependencies": "PyTorch"},
+    {"build_dependencies": [1]}, {"keywords": "MRI"}, {"category": None}, {"scm_url": None},
+])
+def test_catalogue_rules_reject_broken_entries(change: dict) -> None:
+    """The hand-written checks catch what the schema forbids (None deletes a required key)."""
+    entry = {key: value for key, value in {**catalog_entry(), **change}.items() if value is not None}
+    assert rule_violations(entry, CATALOG_RULES) != [], f"accepted {change}"
+
+
+#: Addresses of files in a GitHub repository at a branch: raw.githubusercontent.com/<org>/<repo>/<branch>/<path>
+#: and github.com/<org>/<repo>/(blob|raw)/<branch>/<path>.
+REPOSITORY_FILE_URL = re.compile(
+    r"https://(?:raw\.githubusercontent\.com/(?P<org1>[\w.-]+)/(?P<repo1>[\w.-]+)/(?:refs/heads/)?(?P<branch1>[\w.-]+)"
+    r"|github\.com/(?P<org2>[\w.-]+)/(?P<repo2>[\w.-]+)/(?:blob|raw)/(?P<branch2>[\w.-]+))/(?P<path>[^\s\"'#?)]+)")
+
+
+def description_urls() -> list[str]:
+    """Every URL in the root CMakeLists.txt values and the catalogue entry's string values."""
+    values = [item for items in cmake_sets(ROOT / "CMakeLists.txt").values() for item in items]
+    values += [value for value in catalog_entry().values() if isinstance(value, str)]
+    values += [item for value in catalog_entry().values() if isinstance(value, list) for item in value]
+    return [url for value in values for url in re.findall(r"https?://\S+", value)]
+
+
+def git_tracked_files() -> set[str]:
+    """``git ls-files`` of this checkout (skips the test outside a git checkout)."""
+    try:
+        done = subprocess.run(["git", "ls-files", "-z"], capture_output=True, cwd=ROOT, timeout=60)
+    except OSError:
+        pytest.skip("git is not installed")
+    if done.returncode != 0:
+        pytest.skip("not a git checkout")
+    return set(done.stdout.decode("utf-8").split("\0")) - {""}
+
+
+def test_urls_into_this_repository_name_files_tracked_by_git() -> None:
+    """Icon, screenshot and any other address into this repository name a committed file on main."""
+    homepage = cmake_sets(ROOT / "CMakeLists.txt")["EXTENSION_HOMEPAGE"][0].rstrip("/")
+    org, repo = homepage.split("/")[-2:]
+    tracked = git_tracked_files()
+    found = {}
+    for url in description_urls():
+        match = REPOSITORY_FILE_URL.match(url)
+        if match and (match["org1"] or match["org2"]).lower() == org.lower() \
+                and (match["repo1"] or match["repo2"]).lower() == repo.lower():
+            found[url] = match["path"]
+            assert (match["branch1"] or match["branch2"]) == "main", f"{url}: not on branch main"
+    cmake = cmake_sets(ROOT / "CMakeLists.txt")
+    for key in ("EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        for url in " ".join(cmake[key]).split():
+            assert url in found, f"{key} {url} does not point into {homepage}"
+    untracked = sorted(f"{url} -> {path}" for url, path in found.items() if path not in tracked)
+    assert untracked == [], "not tracked by git (git add them):\n  " + "\n  ".join(untracked)
 
 
 @pytest.mark.parametrize("path", [MODULE_DIR / "Resources" / "Icons" / "MRISynthesis.png",
@@ -200,6 +329,123 @@ def test_icons_are_128_pixel_pngs_with_content(path):
         assert image.format == "PNG" and image.size == (128, 128)
         pixels = image.convert("RGBA").getextrema()
     assert all(high > low for low, high in pixels[:3]), "icon is a flat colour"
+
+
+SCREENSHOT = ROOT / "Resources" / "Screenshots" / "MRISynthesis.png"
+
+
+def test_screenshot_is_a_small_png_with_content() -> None:
+    """The Extensions Manager's screenshot (scripts/render_screenshot.py) is a real, modest PNG."""
+    urls = " ".join(cmake_sets(ROOT / "CMakeLists.txt")["EXTENSION_SCREENSHOTURLS"]).split()
+    assert any(url.endswith("/" + SCREENSHOT.relative_to(ROOT).as_posix()) for url in urls), \
+        "EXTENSION_SCREENSHOTURLS does not name Resources/Screenshots/MRISynthesis.png"
+    assert SCREENSHOT.stat().st_size < 300_000, "Resources/Screenshots/MRISynthesis.png is over 300 kB"
+    with Image.open(SCREENSHOT) as image:
+        assert image.format == "PNG", "Resources/Screenshots/MRISynthesis.png is not a PNG"
+        width, height = image.size
+        grey = np.asarray(image.convert("L"), dtype=np.float64)
+    assert width >= 600 and height >= 300, f"screenshot is only {width} x {height} pixels"
+    assert grey.std() > 20, "screenshot is (nearly) blank"
+
+
+def test_licence_is_the_apache_2_text() -> None:
+    """LICENSE holds the complete Apache License 2.0 (terms and appendix); pyproject says so too."""
+    text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    lines = [line.strip() for line in text.strip().splitlines()]
+    assert lines[:2] == ["Apache License", "Version 2.0, January 2004"], "LICENSE heading"
+    sections = ["Definitions", "Grant of Copyright License", "Grant of Patent License", "Redistribution",
+                "Submission of Contributions", "Trademarks", "Disclaimer of Warranty", "Limitation of Liability",
+                "Accepting Warranty or Additional Liability"]
+    for number, name in enumerate(sections, start=1):
+        assert f"{number}. {name}." in text, f"LICENSE section {number} ({name}) missing"
+    assert "END OF TERMS AND CONDITIONS" in text and "APPENDIX: How to apply the Apache License to your work." in text
+    assert lines[-1] == "limitations under the License.", "LICENSE does not end with the appendix"
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert re.search(r'^license\s*=\s*\{\s*text\s*=\s*"Apache-2.0"\s*\}', pyproject, flags=re.M), "pyproject license"
+
+
+# --------------------------------------------------------------------------- requirements.txt
+
+REQUIREMENTS_FILE = MODULE_DIR / "Resources" / "requirements.txt"
+#: Import names Slicer provides (its own modules and the packages it bundles), and those of the PyTorch
+#: extension (PyTorchUtils, and torch, which it installs): none belongs in requirements.txt.
+PROVIDED_BY_SLICER = {"slicer", "qt", "ctk", "vtk", "SampleData", "numpy", "SimpleITK", "PIL", "requests",
+                      "PyTorchUtils", "torch"}
+#: Imported by what Slicer runs but not needed there, with the reason.
+NOT_NEEDED_IN_SLICER = {"tqdm": "progress bar of the command line on a terminal (core/progress.py)"}
+
+
+def requirements() -> list[Requirement]:
+    """The requirements of MRISynthesis/Resources/requirements.txt, one per non-comment line."""
+    lines = [line.split("#", 1)[0].strip() for line in REQUIREMENTS_FILE.read_text(encoding="utf-8").splitlines()]
+    return [Requirement(line) for line in lines if line]
+
+
+def test_requirements_have_version_floors() -> None:
+    """Each line is a plain requirement with a ">=" floor (no URLs, markers or extras)."""
+    for requirement in requirements():
+        assert any(spec.operator == ">=" for spec in requirement.specifier), f"requirements.txt {requirement}: no floor"
+        assert not (requirement.url or requirement.marker or requirement.extras), f"requirements.txt {requirement}"
+
+
+def test_requirements_name_the_engine_packages_and_not_what_slicer_ships() -> None:
+    names = {canonicalize_name(r.name) for r in requirements()}
+    assert {"monai", "scipy", "nibabel"} <= names, "requirements.txt misses an engine package"
+    assert not names & {"torch", "simpleitk", "numpy", "vtk"}, "requirements.txt lists what Slicer or PyTorch provide"
+    assert len(names) == len(requirements()), "requirements.txt names a package twice"
+
+
+def test_requirements_are_met_here_so_the_floors_are_real() -> None:
+    """The environment the tests run in satisfies every floor (prerelease versions count)."""
+    for requirement in requirements():
+        installed = importlib.metadata.version(requirement.name)
+        assert requirement.specifier.contains(installed, prereleases=True), \
+            f"requirements.txt {requirement}: installed {installed}"
+
+
+def third_party_imports(paths: list[Path]) -> dict[str, str]:
+    """Top-level names of absolute imports outside the standard library -> first file importing them."""
+    found: dict[str, str] = {}
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top not in ("MRISynthesisLib", "__future__"):
+                    found.setdefault(top, path.relative_to(ROOT).as_posix())
+    return found
+
+
+def test_requirements_cover_what_slicer_runs() -> None:
+    """Every third-party package the module and the installed library import is provided or listed."""
+    paths = [MODULE_FILE] + [ROOT / name for name in sorted(shipped_library_files()) if name.endswith(".py")]
+    distributions = importlib.metadata.packages_distributions()
+    listed = {canonicalize_name(r.name) for r in requirements()}
+    missing = []
+    for module, where in sorted(third_party_imports(paths).items()):
+        if module in PROVIDED_BY_SLICER or module in NOT_NEEDED_IN_SLICER:
+            continue
+        if not {canonicalize_name(d) for d in distributions.get(module, [module])} & listed:
+            missing.append(f"{module} (imported by {where})")
+    assert missing == [], "add to MRISynthesis/Resources/requirements.txt:\n  " + "\n  ".join(missing)
+
+
+def test_module_asks_for_the_same_floors_as_requirements_txt() -> None:
+    """Requirement strings in MRISynthesis.py (what it pip-installs on demand) match requirements.txt."""
+    in_file = {canonicalize_name(r.name): str(r.specifier) for r in requirements()}
+    for node in ast.walk(module_tree()):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                and re.fullmatch(r"[A-Za-z0-9_.-]+\s*(>=|==|~=).+", node.value):
+            requirement = Requirement(node.value)
+            name = canonicalize_name(requirement.name)
+            if name != "torch":
+                assert in_file.get(name) == str(requirement.specifier), \
+                    f"MRISynthesis.py asks for {node.value!r}, requirements.txt has {in_file.get(name)!r}"
 
 
 # --------------------------------------------------------------------------- the .ui file
