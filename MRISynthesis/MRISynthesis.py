@@ -1,16 +1,21 @@
 """MRISynthesis: 3D Slicer module that synthesises missing brain MRI sequences.
 
 The widget is Qt wiring only; the logic delegates to the engine (``MRISynthesisLib``):
-``MRISynthesisLib.scene`` converts nodes to images and results to nodes, ``core.jobs`` runs
-the synthesis in a worker thread. Nothing heavy (torch, MONAI, SimpleITK) is imported when
-Slicer starts: the engine is imported on first use, after its Python packages were checked.
+``MRISynthesisLib.scene`` converts nodes to images and results to nodes, and
+``MRISynthesisLib.worker`` runs the synthesis in a separate worker process (Slicer's own
+``PythonSlicer``) supervised by a background thread, so a crash or an out-of-memory kill of
+the worker cannot take Slicer and the unsaved scene down, and Cancel ends it at once.
+Nothing heavy (torch, MONAI, SimpleITK) is imported when Slicer starts: the engine is
+imported on first use, after its Python packages were checked (``Resources/requirements.txt``).
 """
 from __future__ import annotations
 
 import enum
 import importlib.util
+import inspect
 import logging
 import os
+import shutil
 import sys
 import time
 from typing import Any, Optional
@@ -31,8 +36,12 @@ from slicer import vtkMRMLScalarVolumeNode
 
 try:
     from slicer.i18n import tr as _
+    from slicer.i18n import translate
 except ImportError:  # Slicer before 5.4 has no translation helpers
     def _(text: str) -> str:
+        return text
+
+    def translate(context: str, text: str) -> str:
         return text
 
 
@@ -52,10 +61,8 @@ from MRISynthesisLib.sequences import SEQUENCES, Sequence  # noqa: E402  (light:
 
 #: PyTorch, installed through the PyTorch extension (PyTorchUtils) when it is there.
 TORCH_REQUIREMENT = "torch>=2.0"
-#: Other Python packages the engine imports (import name -> pip requirement).
-ENGINE_REQUIREMENTS = {"monai": "monai>=1.3", "scipy": "scipy>=1.8", "nibabel": "nibabel>=4.0"}
-#: Extra packages for the phantom sample data (it samples the ICBM152 template shipped with nilearn).
-PHANTOM_REQUIREMENTS = {"nilearn": "nilearn>=0.10"}
+#: Every other Python package the engine and the phantom sample need, with version floors.
+REQUIREMENTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "requirements.txt")
 #: Item data of the model list entry that opens a file dialog.
 LOAD_MODEL_ITEM = "<load model from file>"
 SETTINGS_GROUP = "MRISynthesis"
@@ -69,11 +76,12 @@ class Device(enum.Enum):
 
     AUTO = "auto"
     GPU = "cuda"
+    APPLE_GPU = "mps"
     CPU = "cpu"
 
     def label(self) -> str:
         """Text shown in the device list (used by the parameter node's combo-box connector)."""
-        return {"auto": "Auto", "cuda": "GPU", "cpu": "CPU"}[self.value]
+        return {"auto": _("Auto"), "cuda": _("GPU (CUDA)"), "mps": _("Apple GPU (MPS)"), "cpu": _("CPU")}[self.value]
 
 
 #
@@ -87,7 +95,7 @@ class MRISynthesis(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("MRI Synthesis")
-        self.parent.categories = [_("Filtering")]
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Image Synthesis")]
         self.parent.dependencies = []
         self.parent.contributors = ["MRISynthesis contributors"]
         self.parent.helpText = _(
@@ -114,7 +122,7 @@ def registerSampleData() -> None:
 def loadPhantomSample(source: Any = None) -> Optional[dict]:
     """Sample Data button: generate the phantom case locally and load it (nothing is downloaded)."""
     logic = MRISynthesisLogic()
-    if not logic.ensurePackages(PHANTOM_REQUIREMENTS, _("the phantom sample data")):
+    if not logic.ensurePackages(_("the phantom sample data")):
         return None
     with slicer.util.tryWithErrorDisplay(_("Could not generate the phantom case."), waitCursor=True):
         return logic.loadPhantom()
@@ -190,8 +198,15 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.populateModels()
         self.initializeParameterNode()
 
+    def onReload(self) -> None:
+        """*Reload* and *Reload and Test*: also forget the engine's modules, so edits to ``MRISynthesisLib``
+        take effect without restarting Slicer (the worker process imports them afresh anyway)."""
+        for name in [n for n in sys.modules if n == "MRISynthesisLib" or n.startswith("MRISynthesisLib.")]:
+            del sys.modules[name]
+        ScriptedLoadableModuleWidget.onReload(self)
+
     def cleanup(self) -> None:
-        """Module widget destroyed (application exit, module reload): stop a running job."""
+        """Module widget destroyed (application exit, module reload): stop a running job (ends its process)."""
         if self._job is not None:
             self._discardResult = True
             self._job.cancel()
@@ -454,7 +469,7 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def startJob(self, kind: str) -> None:
         """Check packages, copy the inputs (main thread), then run the job in a thread."""
-        if self._job is not None or not self.logic.ensurePackages(ENGINE_REQUIREMENTS, _("synthesis")):
+        if self._job is not None or not self.logic.ensurePackages(_("synthesis")):
             return
         start = self.logic.startSynthesis if kind == "synthesis" else self.logic.startValidation
         try:
@@ -558,40 +573,78 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
     # ---------------------------------------------------------------- packages
 
     @staticmethod
-    def missingPackages(requirements: dict) -> list:
-        """pip requirements whose module cannot be found (torch reported as "torch")."""
-        missing = [spec for module, spec in requirements.items() if importlib.util.find_spec(module) is None]
-        if importlib.util.find_spec("torch") is None:
-            missing.insert(0, "torch")
-        return missing
+    def missingPackages() -> list:
+        """``core.python_packages.UnmetRequirement`` for torch and each line of ``Resources/requirements.txt``
+        that is missing or older than its floor."""
+        from MRISynthesisLib.core.python_packages import read_requirements, unmet_requirements
 
-    def ensurePackages(self, requirements: dict, purpose: str) -> bool:
-        """Offer to install what is missing (PyTorch through the PyTorch extension); True when all is there."""
-        missing = self.missingPackages(requirements)
-        if not missing:
+        return unmet_requirements([TORCH_REQUIREMENT] + read_requirements(REQUIREMENTS_FILE))
+
+    @staticmethod
+    def packageManager():
+        """Slicer's package helper with ``pip_ensure`` (``slicer.pydeps``, Slicer 5.11+; also looked for as
+        ``slicer.packaging``), or None on older Slicer versions."""
+        for name in ("slicer.pydeps", "slicer.packaging"):
+            try:
+                module = importlib.import_module(name)
+            except ImportError:
+                continue
+            if hasattr(module, "pip_ensure") and hasattr(module, "load_requirements"):
+                return module
+        return None
+
+    def ensurePackages(self, purpose: str) -> bool:
+        """Offer to install what is missing, with one confirmation; True when everything is there.
+
+        PyTorch comes from the PyTorch extension (the build that fits the GPU driver); from PyPI only
+        after a second, explicit confirmation. The rest is installed with ``pip_ensure`` where Slicer
+        has it (progress, restart prompt), else with ``pip_install``. Nothing is installed while
+        Slicer runs tests: the caller then skips, saying what is missing.
+        """
+        unmet = self.missingPackages()
+        if not unmet:
             return True
-        if not slicer.app.testingEnabled() and not slicer.util.confirmOkCancelDisplay(
-                _("MRISynthesis needs Python packages for {purpose} that are not installed yet:\n\n{packages}\n\n"
-                  "Install them now? This downloads several hundred MB and can take a few minutes.").format(
-                    purpose=purpose, packages="\n".join(missing)),
+        listing = "\n".join(item.describe() for item in unmet)
+        if slicer.app.testingEnabled():
+            logging.warning(f"MRISynthesis: not installing Python packages while testing; missing:\n{listing}")
+            return False
+        if not slicer.util.confirmOkCancelDisplay(
+                _("MRISynthesis needs Python packages for {purpose} that are not installed yet (or are too old):"
+                  "\n\n{packages}\n\nInstall them now? This downloads several hundred MB and can take a few "
+                  "minutes.").format(purpose=purpose, packages=listing),
                 windowTitle=_("MRISynthesis: install packages")):
             return False
         with slicer.util.tryWithErrorDisplay(_("Installing Python packages failed."), waitCursor=True):
-            if "torch" in missing and not self.installTorch():
+            if any(item.name == "torch" for item in unmet) and not self.installTorch():
                 return False
-            pipPackages = [spec for spec in missing if spec != "torch"]
-            if pipPackages:
-                slicer.util.pip_install(" ".join(pipPackages))
-        return not self.missingPackages(requirements)
+            if any(item.name != "torch" for item in unmet):
+                self.installRequirements([item.requirement for item in unmet if item.name != "torch"])
+        return not self.missingPackages()
+
+    def installRequirements(self, requirements: list) -> None:
+        """Install ``requirements`` (already confirmed) the way this Slicer version offers."""
+        manager = self.packageManager()
+        if manager is None:
+            slicer.util.pip_install(" ".join(requirements))
+            return
+        options = {"requester": "MRISynthesis"}
+        if "prompt_install" in inspect.signature(manager.pip_ensure).parameters:
+            options["prompt_install"] = False  # the user has just confirmed
+        manager.pip_ensure(manager.load_requirements(REQUIREMENTS_FILE), **options)
 
     @staticmethod
     def installTorch() -> bool:
         """Install PyTorch with the PyTorch extension's utilities (they pick the build that fits the GPU
-        driver); without that extension, fall back to the default build from PyPI."""
+        driver); without that extension, from PyPI only if the user explicitly agrees."""
         try:
             import PyTorchUtils
         except ImportError:
-            logging.warning("MRISynthesis: the PyTorch extension is not installed; installing torch from PyPI")
+            if not slicer.util.confirmOkCancelDisplay(
+                    _("The PyTorch extension is not installed. It installs the PyTorch build that matches this "
+                      "computer's GPU driver and is the recommended way.\n\nInstall the default PyTorch build "
+                      "from PyPI instead? On a computer with an NVIDIA GPU this may not use the GPU."),
+                    windowTitle=_("MRISynthesis: install PyTorch from PyPI?")):
+                return False
             slicer.util.pip_install(TORCH_REQUIREMENT)
             return importlib.util.find_spec("torch") is not None
         torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
@@ -635,19 +688,50 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
 
     # ---------------------------------------------------------------- running
 
-    def startSynthesis(self, selectedInputs, model: Optional[str], device: str = "auto", tumourMaps: bool = True):
+    @staticmethod
+    def pythonExecutable() -> str:
+        """The interpreter for the worker process: Slicer's ``PythonSlicer`` launcher (it sets up Slicer's
+        Python environment), found on the PATH or beside the application; this interpreter outside Slicer."""
+        found = shutil.which("PythonSlicer")
+        if not found:
+            candidate = os.path.join(os.path.dirname(sys.executable), "PythonSlicer" + (".exe" if os.name == "nt" else ""))
+            found = candidate if os.path.isfile(candidate) else None
+        return found or sys.executable
+
+    @staticmethod
+    def workerCpuThreads() -> int:
+        """CPU threads for the worker: every available core but one, which stays with Slicer's GUI and rendering."""
+        from MRISynthesisLib.core.devices import leave_one_core
+
+        return leave_one_core()
+
+    def startJob(self, kind: str, selectedInputs, model: Optional[str], device: str = "auto",
+                 tumourMaps: bool = True, inProcess: bool = False):
+        """Start a synthesis or validation job; returns it running.
+
+        By default it runs in a worker process (``worker.supervisor.ProcessJob``); ``inProcess`` runs it in
+        a thread of Slicer's own process instead (``core.jobs.Job``; scripts and debugging).
+        """
+        if inProcess:
+            from MRISynthesisLib.core import jobs
+
+            makeTask = jobs.synthesis_task if kind == "synthesis" else jobs.validation_task
+            return jobs.Job(makeTask(selectedInputs.images, model, device=device, tumour_maps=tumourMaps),
+                            name=kind).start()
+        from MRISynthesisLib.worker.supervisor import ProcessJob
+
+        return ProcessJob(selectedInputs.images, model, kind=kind, device=device, tumour_maps=tumourMaps,
+                          python=self.pythonExecutable(), cpu_threads=self.workerCpuThreads()).start()
+
+    def startSynthesis(self, selectedInputs, model: Optional[str], device: str = "auto", tumourMaps: bool = True,
+                       inProcess: bool = False):
         """Start a background job that synthesises the missing sequences; returns the running job."""
-        from MRISynthesisLib.core import jobs
+        return self.startJob("synthesis", selectedInputs, model, device, tumourMaps, inProcess)
 
-        task = jobs.synthesis_task(selectedInputs.images, model, device=device, tumour_maps=tumourMaps)
-        return jobs.Job(task, name="synthesis").start()
-
-    def startValidation(self, selectedInputs, model: Optional[str], device: str = "auto", tumourMaps: bool = True):
+    def startValidation(self, selectedInputs, model: Optional[str], device: str = "auto", tumourMaps: bool = True,
+                        inProcess: bool = False):
         """Start a leave-one-out validation job on a complete case."""
-        from MRISynthesisLib.core import jobs
-
-        task = jobs.validation_task(selectedInputs.images, model, device=device, tumour_maps=tumourMaps)
-        return jobs.Job(task, name="validation").start()
+        return self.startJob("validation", selectedInputs, model, device, tumourMaps, inProcess)
 
     def addSynthesisResult(self, result, selectedInputs, keepStage1: bool = False):
         from MRISynthesisLib.scene.display import show_result
@@ -666,12 +750,17 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
         return nodes
 
     def process(self, selected: dict, model: Optional[str] = None, device: str = "auto",
-                keepStage1: bool = False, tumourMaps: bool = True):
-        """Synthesise the missing sequences and add the result nodes, blocking (scripts and tests)."""
+                keepStage1: bool = False, tumourMaps: bool = True, inProcess: bool = False):
+        """Synthesise the missing sequences and add the result nodes, blocking (scripts and tests); in a worker
+        process unless ``inProcess``. A failed worker raises ``scene.flow.SynthesisFailed`` (one-line reason)."""
         from MRISynthesisLib.scene.flow import synthesize_in_scene
 
+        if inProcess:
+            return synthesize_in_scene(slicer.mrmlScene, selected, model, device=device, keep_stage1=keepStage1,
+                                       tumour_maps=tumourMaps, log=logging.info)
         return synthesize_in_scene(slicer.mrmlScene, selected, model, device=device, keep_stage1=keepStage1,
-                                   tumour_maps=tumourMaps, log=logging.info)
+                                   tumour_maps=tumourMaps, log=logging.info, backend="process",
+                                   python=self.pythonExecutable(), cpu_threads=self.workerCpuThreads())
 
     def loadPhantom(self, seed: int = 0, small: bool = False) -> dict:
         """Generate a phantom case and load its four volumes and label map."""
@@ -688,7 +777,7 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
 
 
 class MRISynthesisTest(ScriptedLoadableModuleTest):
-    """Self-test: phantom case, remove T1c, synthesise it with the demo model, check the result."""
+    """Self-test: phantom case, remove T1c, synthesise it with the demo model in a worker process, check the result."""
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
@@ -705,10 +794,14 @@ class MRISynthesisTest(ScriptedLoadableModuleTest):
 
         logic = MRISynthesisLogic()
         self.delayDisplay("Checking Python packages")
-        self.assertTrue(logic.ensurePackages({**ENGINE_REQUIREMENTS, **PHANTOM_REQUIREMENTS}, "the self-test"))
-        bundles = bundles.list_bundles()
-        self.assertTrue(bundles, "no model bundle is installed")
-        demo = next((info.name for info in bundles if info.name == bundles.DEFAULT_BUNDLE_NAME), bundles[0].name)
+        if not logic.ensurePackages("the self-test"):  # never installs while testing
+            missing = ", ".join(item.describe() for item in logic.missingPackages())
+            self.delayDisplay(f"Skipped: Python packages are missing ({missing}); install them from the module "
+                              "panel (Synthesize asks) and run the test again")
+            return
+        catalogue = bundles.list_bundles()
+        self.assertTrue(catalogue, "no model bundle is installed")
+        demo = next((info.name for info in catalogue if info.name == bundles.DEFAULT_BUNDLE_NAME), catalogue[0].name)
 
         self.delayDisplay("Generating the phantom case")
         case = logic.loadPhantom(seed=0, small=True)
@@ -720,8 +813,8 @@ class MRISynthesisTest(ScriptedLoadableModuleTest):
         self.assertEqual({s: selected[s] for s in inputs}, inputs)
         self.assertIsNone(selected[Sequence.T1C])
 
-        self.delayDisplay(f"Synthesising T1c with model {demo}")
-        nodes = logic.process(selected, demo, device="auto")
+        self.delayDisplay(f"Synthesising T1c with model {demo} in a worker process")
+        nodes = logic.process(selected, demo, device="auto")  # the worker-process path, as the panel runs it
 
         target = nodes.targets[Sequence.T1C]
         caseId = case["label"].GetName()[: -len("-seg")]

@@ -8,6 +8,7 @@ either way, so the arithmetic is real).
 """
 from __future__ import annotations
 
+import os
 import threading
 from typing import Optional
 
@@ -402,3 +403,27 @@ def test_cgroup_cpu_quota(tmp_path, text, expected):
     path.write_text(text)
     assert cgroup_cpu_limit(path) == expected
     assert cgroup_cpu_limit(tmp_path / "missing") is None
+
+
+@pytest.mark.skipif(devices.mps_available(), reason="needs a machine without Apple's GPU")
+def test_mps_without_apple_gpu_is_a_one_line_error():
+    with pytest.raises(DeviceError, match="MPS"):
+        resolve_device("mps")
+
+
+def test_auto_prefers_cuda_then_apple_gpu_then_cpu(monkeypatch):
+    """The order of ``auto``. MPS cannot run on this machine, so its availability is what is set here;
+    the device object and the fallback switch are torch's own."""
+    if torch.cuda.is_available():
+        assert resolve_device("auto").type == "cuda"
+        return
+    monkeypatch.delenv("PYTORCH_ENABLE_MPS_FALLBACK", raising=False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("auto").type == "mps"
+    assert os.environ["PYTORCH_ENABLE_MPS_FALLBACK"] == "1", "unsupported MPS operations must fall back to the CPU"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_device("auto").type == "cpu"
+
+
+def test_slicer_keeps_one_core():
+    assert devices.leave_one_core() == max(1, devices.available_cpu_cores() - 1)

@@ -119,7 +119,8 @@ def test_module_cmake_lists_every_module_file_and_nothing_else():
 
 #: What Slicer runs: the ground modules, the networks, the engine, the scene bridge and the phantom
 #: (sample data). The command line, training and research tools are not installed into Slicer.
-SHIPPED = ("__init__.py", "sequences.py", "metrics/", "models/", "core/", "scene/", "phantom/", "data/models/demo/")
+SHIPPED = ("__init__.py", "sequences.py", "metrics/", "models/", "core/", "worker/", "scene/", "phantom/",
+           "data/models/demo/")
 NOT_SHIPPED = ("cli/", "training/", "evaluation/")
 
 
@@ -403,11 +404,26 @@ def test_requirements_are_met_here_so_the_floors_are_real() -> None:
             f"requirements.txt {requirement}: installed {installed}"
 
 
+def optional_imports(tree: ast.AST) -> set[int]:
+    """ids of import statements inside ``try`` blocks that catch ImportError: the code works without them."""
+    optional: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any(
+                "ImportError" in ast.dump(handler.type or ast.Name("")) for handler in node.handlers):
+            optional.update(id(inner) for statement in node.body for inner in ast.walk(statement))
+    return optional
+
+
 def third_party_imports(paths: list[Path]) -> dict[str, str]:
-    """Top-level names of absolute imports outside the standard library -> first file importing them."""
+    """Top-level names of absolute imports outside the standard library -> first file importing them
+    (imports guarded by ``except ImportError`` are optional and left out)."""
     found: dict[str, str] = {}
     for path in paths:
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        optional = optional_imports(tree)
+        for node in ast.walk(tree):
+            if id(node) in optional:
+                continue
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -572,9 +588,12 @@ def test_what_the_module_imports_at_start_pulls_in_no_third_party_package():
 
 
 def test_jobs_and_the_scene_bridge_import_without_qt_or_the_engine():
+    """Slicer's own process runs the worker's supervisor and the scene bridge: torch and MONAI stay out of it
+    (they load in the worker process only)."""
     output = run_python(
         "import sys, MRISynthesisLib.core.jobs, MRISynthesisLib.scene.flow, MRISynthesisLib.scene.validation_table, "
-        "MRISynthesisLib.scene.assignment, MRISynthesisLib.scene.panel; "
+        "MRISynthesisLib.scene.assignment, MRISynthesisLib.scene.panel, MRISynthesisLib.worker.supervisor, "
+        "MRISynthesisLib.core.python_packages; "
         "print(sorted(m for m in ('qt','PythonQt','PyQt5','PySide2','PySide6','torch','monai','nibabel') "
         "if m in sys.modules))")
     assert output.strip() == "[]"

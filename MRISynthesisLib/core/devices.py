@@ -1,4 +1,4 @@
-"""Choosing where the networks run: ``auto``, ``cpu`` or ``cuda``, and how many CPU threads.
+"""Choosing where the networks run: ``auto``, ``cpu``, ``cuda`` or ``mps``, and how many CPU threads.
 
 Also the one place that knows what an out-of-memory error looks like, so the runners in
 :mod:`MRISynthesisLib.core.inference` can back off instead of crashing.
@@ -15,7 +15,25 @@ class DeviceError(ValueError):
     """A device request that cannot be met (for example ``cuda`` on a machine without a GPU)."""
 
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+#: What a run on Apple's GPU says in its log: operations MPS lacks run on the CPU instead of failing.
+MPS_FALLBACK_NOTE = ("running on Apple's GPU (MPS); operations it does not support run on the CPU "
+                     "(PYTORCH_ENABLE_MPS_FALLBACK=1)")
+
+
+def mps_available() -> bool:
+    """True when torch can use Apple's Metal GPU (MPS) here."""
+    import torch
+
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def leave_one_core() -> int:
+    """CPU threads for a computation that shares the machine with an application (Slicer's rendering and
+    GUI keep one core): every available core but one, at least one."""
+    return max(1, available_cpu_cores() - 1)
 
 #: cgroup v2 file holding the CPU quota of a container ("max 100000" or "200000 100000").
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
@@ -74,14 +92,24 @@ def configure_cpu_threads(threads: Optional[int] = None) -> int:
 
 
 def resolve_device(request: str = "auto"):
-    """``"auto"`` -> CUDA when present else CPU; ``"cuda"`` without a GPU is a one-line error."""
+    """``"auto"`` -> CUDA when present, else Apple's MPS, else CPU; an unavailable GPU is a one-line error.
+
+    On MPS, operations the backend lacks fall back to the CPU: ``PYTORCH_ENABLE_MPS_FALLBACK`` is
+    set here unless the user set it (torch reads it when an unsupported operation first runs;
+    the worker process sets it before torch starts).
+    """
     import torch
 
     request = (request or "auto").lower()
     if request == "gpu":
         request = "cuda"
     if request == "auto":
-        request = "cuda" if torch.cuda.is_available() else "cpu"
+        request = "cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu"
+    if request == "mps":
+        if not mps_available():
+            raise DeviceError("device mps requested but Apple's GPU (MPS) is not available (use --device cpu or auto)")
+        os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+        return torch.device("mps")
     if request.startswith("cuda"):
         if not torch.cuda.is_available():
             raise DeviceError("device cuda requested but no CUDA GPU is available (use --device cpu or auto)")

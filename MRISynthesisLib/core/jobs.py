@@ -113,12 +113,23 @@ class JobContext:
         self.events.put(JobEvent("progress", message, fraction))
 
 
-class Job:
-    """``function(context)`` run in a daemon thread; poll it, wait for it or cancel it."""
+class JobFailure(Exception):
+    """A failure whose details are not this process's traceback (a worker process's log, for example)."""
 
-    def __init__(self, function: Callable[[JobContext], Any], name: str = "job"):
+    def __init__(self, reason: str, details: str = ""):
+        super().__init__(reason)
+        self.details = details
+
+
+class JobBase:
+    """The life cycle every job shares, whatever runs it: states, cancel, claiming the result, events.
+
+    A subclass implements :meth:`_execute`, which runs in the job's daemon thread, reports through
+    ``self.context`` and returns the result (or raises; :class:`JobFailure` carries its own details).
+    """
+
+    def __init__(self, name: str = "job"):
         self.name = name
-        self._function = function
         self._cancel = threading.Event()
         self._events: queue.Queue = queue.Queue()
         self.context = JobContext(self._events, self._cancel)
@@ -144,7 +155,7 @@ class Job:
     def cancel_requested(self) -> bool:
         return self._cancel.is_set()
 
-    def start(self) -> "Job":
+    def start(self) -> "JobBase":
         """Start the thread (once)."""
         with self._lock:
             if self._state is not JobState.WAITING:
@@ -161,7 +172,7 @@ class Job:
             return self._delivered
 
     def cancel(self) -> None:
-        """Ask the function to stop; the job ends as CANCELLED and keeps no result.
+        """Ask the job to stop; it ends as CANCELLED and keeps no result.
 
         A job that already SUCCEEDED but whose result was not claimed yet becomes CANCELLED
         at once and drops its result: the user's Cancel wins over a result nobody has used.
@@ -209,16 +220,20 @@ class Job:
             events.append(event)
         return events
 
+    def _execute(self) -> Any:
+        raise NotImplementedError
+
     def _run(self) -> None:
         result, error, state = None, None, JobState.SUCCEEDED
         try:
-            result = self._function(self.context)
+            result = self._execute()
         except BaseException as exception:  # noqa: BLE001 - every failure must end the job cleanly
             if self._cancel.is_set():
                 state = JobState.CANCELLED
             else:
                 state = JobState.FAILED
-                error = JobError(one_line_reason(exception), traceback.format_exc())
+                details = getattr(exception, "details", "") if isinstance(exception, JobFailure) else ""
+                error = JobError(one_line_reason(exception), details or traceback.format_exc())
                 self.context.log(f"failed: {error.reason}")
         with self._lock:  # the same lock as cancel(): a cancel is seen here or sees SUCCEEDED
             if self._cancel.is_set():
@@ -226,6 +241,22 @@ class Job:
             self.result, self.error, self._state = result, error, state
         if state is JobState.CANCELLED:
             self.context.log("cancelled")
+
+
+class Job(JobBase):
+    """``function(context)`` run in a daemon thread of this process; poll it, wait for it or cancel it.
+
+    In Slicer the module runs synthesis in a worker *process* instead
+    (:class:`MRISynthesisLib.worker.supervisor.ProcessJob`, the same interface); this in-process
+    job stays for scripts, tests and the command line.
+    """
+
+    def __init__(self, function: Callable[[JobContext], Any], name: str = "job"):
+        super().__init__(name)
+        self._function = function
+
+    def _execute(self) -> Any:
+        return self._function(self.context)
 
 
 # --------------------------------------------------------------------------- synthesis tasks
@@ -236,6 +267,22 @@ def _engine_synthesize() -> Callable:
     from .pipeline import synthesize
 
     return synthesize
+
+
+def release_gpu_memory() -> None:
+    """Give the GPU memory (CUDA, MPS) torch cached during a job back to the driver (other programs, Slicer's
+    rendering, want it); nothing when torch was never imported or has no GPU. A worker process
+    returns everything by ending; this is for the in-process job."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    mps = getattr(torch, "mps", None)
+    if mps is not None and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        mps.empty_cache()
 
 
 def _load_bundle(bundle: Any, context: JobContext) -> Any:
@@ -260,8 +307,11 @@ def synthesis_task(images: Mapping[Sequence, Any], bundle: Any, *, targets=None,
     def run(context: JobContext) -> Any:
         function = synthesize or _engine_synthesize()
         context.check_cancel()
-        result = function(inputs, bundle, targets=targets, device=device, progress=context.progress,
-                          cancel=context.cancel_event, tumour_maps=tumour_maps, ground_truth=ground_truth)
+        try:
+            result = function(inputs, bundle, targets=targets, device=device, progress=context.progress,
+                              cancel=context.cancel_event, tumour_maps=tumour_maps, ground_truth=ground_truth)
+        finally:
+            release_gpu_memory()
         context.check_cancel()
         return result
 
@@ -294,9 +344,12 @@ def validation_task(images: Mapping[Sequence, Any], bundle: Any, *, device: str 
             def progress(fraction: float, message: str, share=share, name: str = target.short_name) -> None:
                 share(fraction, f"{name}: {message}")
 
-            results.append(function(others, model, targets=[target], device=device, progress=progress,
-                                    cancel=context.cancel_event, tumour_maps=tumour_maps,
-                                    ground_truth={target: inputs[target]}))
+            try:
+                results.append(function(others, model, targets=[target], device=device, progress=progress,
+                                        cancel=context.cancel_event, tumour_maps=tumour_maps,
+                                        ground_truth={target: inputs[target]}))
+            finally:
+                release_gpu_memory()
         context.check_cancel()
         return results
 

@@ -269,7 +269,7 @@ def synthesize(
     :class:`~MRISynthesisLib.core.progress.Cancelled` within about a second and returns nothing. ``keep_model_grid`` keeps the
     model-grid volumes in ``result.model_grid`` (memory; for evaluation).
     """
-    from .devices import resolve_device
+    from .devices import MPS_FALLBACK_NOTE, resolve_device
     from .bundles import load_bundle
 
     started = time.perf_counter()
@@ -283,6 +283,8 @@ def synthesize(
     truths = _check_ground_truth(ground_truth, plan)
     settings = _intensity_settings(intensity, plan)
     torch_device = resolve_device(device)
+    if torch_device.type == "mps":
+        messages.append(MPS_FALLBACK_NOTE)
     check_cancel(cancel)
     report(0.0, "loading model")
     bundle = load_bundle(bundle)

@@ -1,12 +1,14 @@
 """Whole cases in the scene: a case's images loaded as named volumes (a phantom case too), and the module's
 flow run blocking, without Qt or a thread (:func:`synthesize_in_scene`, for scripts and the self-test).
 
-The Slicer widget runs the same steps in this order, with the synthesis in a worker thread:
+The Slicer widget runs the same steps in this order, with the synthesis in a worker process:
 
 1. :func:`~MRISynthesisLib.scene.assignment.fill_empty_slots` fills the four input slots from node names;
 2. :func:`~MRISynthesisLib.scene.inputs.copy_selected_inputs` copies the selected volumes into images
    on one grid (main thread);
-3. :mod:`MRISynthesisLib.core.jobs` runs the synthesis on those images (worker thread, no MRML);
+3. :class:`MRISynthesisLib.worker.supervisor.ProcessJob` runs the synthesis on those images in a worker
+   process (``backend="process"``; a :class:`~MRISynthesisLib.core.jobs.Job` thread of this process
+   with ``backend="thread"``), no MRML either way;
 4. :func:`~MRISynthesisLib.scene.results.add_result_nodes` turns the result into new nodes and
    :func:`~MRISynthesisLib.scene.display.show_result` displays them.
 """
@@ -23,7 +25,18 @@ from .inputs import copy_selected_inputs
 from .nodes import check_scene
 from .results import ResultNodes, add_result_nodes
 
-__all__ = ["add_case_nodes", "add_phantom_case", "synthesize_in_scene"]
+__all__ = ["add_case_nodes", "add_phantom_case", "synthesize_in_scene", "BACKENDS", "SynthesisFailed"]
+
+#: Where :func:`synthesize_in_scene` runs the networks: in this process, or in a worker process.
+BACKENDS = ("thread", "process")
+
+
+class SynthesisFailed(RuntimeError):
+    """A worker-process synthesis that failed: the one-line reason; ``details`` holds its log."""
+
+    def __init__(self, reason: str, details: str = ""):
+        super().__init__(reason)
+        self.details = details
 
 
 def add_case_nodes(scene: Any, images: Mapping[Any, sitk.Image], case_id: str,
@@ -54,23 +67,34 @@ def add_phantom_case(scene: Any, seed: int = 0, small: bool = False) -> dict:
 def synthesize_in_scene(scene: Any, selected: Mapping[Sequence, Any], bundle: Any, *, device: str = "auto",
                         keep_stage1: bool = False, tumour_maps: bool = True, targets=None,
                         synthesize: Callable | None = None, show: bool = True,
-                        log: Callable[[str], None] | None = None) -> ResultNodes:
-    """The module's whole flow without Qt and without a thread: nodes -> images -> synthesis -> nodes.
+                        log: Callable[[str], None] | None = None, backend: str = "thread",
+                        python: str | None = None, cpu_threads: int | None = None) -> ResultNodes:
+    """The module's whole flow, blocking and without Qt: nodes -> images -> synthesis -> nodes.
 
-    Used by the self-test and by scripts; the widget runs the same steps with the synthesis
-    in a :class:`~MRISynthesisLib.core.jobs.Job`. A ``scene`` that is no MRML scene is refused
-    (TypeError) before anything is copied or synthesised.
+    Used by the self-test and by scripts. ``backend="thread"`` runs the synthesis here (``synthesize``
+    may replace the engine's); ``backend="process"`` runs it in a worker process as the module's panel
+    does (``bundle`` then is a catalogue name or path; ``python`` the worker's interpreter) and raises
+    :class:`SynthesisFailed` when the worker fails. A ``scene`` that is no MRML scene is refused
+    (TypeError) before anything is copied or synthesised; nothing is added unless the synthesis succeeded.
     """
     from ..core.jobs import JobContext, synthesis_task
 
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "process" and synthesize is not None:
+        raise ValueError("a replacement synthesize function runs only with backend='thread'")
     check_scene(scene)
     say = log or (lambda text: None)
     selected_inputs = copy_selected_inputs(selected, scene)
     for line in selected_inputs.messages:
         say(line)
-    task = synthesis_task(selected_inputs.images, bundle, targets=targets, device=device, tumour_maps=tumour_maps,
-                          synthesize=synthesize)
-    result = task(JobContext())
+    if backend == "process":
+        result = _synthesize_in_worker(selected_inputs.images, bundle, targets, device, tumour_maps, python,
+                                       cpu_threads, say)
+    else:
+        task = synthesis_task(selected_inputs.images, bundle, targets=targets, device=device,
+                              tumour_maps=tumour_maps, synthesize=synthesize)
+        result = task(JobContext())
     for line in list(result.messages):
         say(line)
     nodes = add_result_nodes(scene, result, selected_inputs, keep_stage1=keep_stage1)
@@ -79,3 +103,30 @@ def synthesize_in_scene(scene: Any, selected: Mapping[Sequence, Any], bundle: An
     if show:
         show_result(scene, nodes)
     return nodes
+
+
+def _synthesize_in_worker(images: Mapping, bundle: Any, targets, device: str, tumour_maps: bool,
+                          python: str | None, cpu_threads: int | None, say: Callable[[str], None]) -> Any:
+    """Run a :class:`~MRISynthesisLib.worker.supervisor.ProcessJob` to its end, relaying its log lines."""
+    from ..worker.supervisor import ProcessJob
+
+    job = ProcessJob(images, bundle, device=device, tumour_maps=tumour_maps, targets=targets, python=python,
+                     cpu_threads=cpu_threads).start()
+    try:
+        while not job.wait(0.1):
+            for event in job.poll():
+                if event.kind == "log":
+                    say(event.message)
+    except BaseException:
+        job.cancel()  # Ctrl-C in a script: the worker must not go on alone
+        job.wait()
+        raise
+    for event in job.poll():
+        if event.kind == "log":
+            say(event.message)
+    result = job.take_result()
+    if result is None:
+        error = job.error
+        raise SynthesisFailed(error.reason if error else f"the synthesis ended as {job.state.value}",
+                              error.details if error else "")
+    return result

@@ -1,0 +1,168 @@
+"""The worker process itself: read a request, run the synthesis, print events, save the results.
+
+``python -m MRISynthesisLib.worker REQUEST.json`` (or ``mrisynth worker REQUEST.json``) runs
+:func:`main`. Standard output carries only protocol lines (:mod:`.protocol`): the original
+stdout is kept for them and file descriptor 1 is pointed at standard error, so whatever a
+library prints (Python or C) cannot break a line. Exit status: 0 results saved, 1 the job
+failed (a ``failed`` event says why), 2 the request or the command line is wrong, 3
+cancelled (SIGTERM/SIGINT), 4 the supervising process went away (``--lifeline``).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Any, Optional
+
+from ..core.jobs import JobContext, JobEvent, one_line_reason, synthesis_task, validation_task
+from ..core.progress import Cancelled
+from .protocol import RequestError, WorkerRequest, event_line, read_request
+from .transfer import save_results
+
+__all__ = ["main", "run_request", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_CANCELLED", "EXIT_ORPHANED",
+           "LIFELINE_FLAG"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED, EXIT_ORPHANED = 0, 1, 2, 3, 4
+#: With this flag the worker ends when its standard input closes: the process that started it is gone.
+LIFELINE_FLAG = "--lifeline"
+#: Seconds a cancelled or orphaned worker gets to stop by itself before it ends hard.
+_GRACE_S = 2.0
+
+USAGE = f"usage: python -m MRISynthesisLib.worker REQUEST.json [{LIFELINE_FLAG}]"
+
+
+class EventChannel:
+    """Where the worker's events go: one flushed JSON line each, from any thread.
+
+    Has the ``put`` of a queue, so a :class:`~MRISynthesisLib.core.jobs.JobContext` reports
+    straight into it. A write that fails means the reader is gone: the worker ends.
+    """
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def send(self, kind: str, **fields: Any) -> None:
+        line = event_line(kind, **fields)
+        with self._lock:
+            try:
+                self._stream.write(line + "\n")
+                self._stream.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                os._exit(EXIT_ORPHANED)  # nobody reads: the supervising process died
+
+    def put(self, event: JobEvent) -> None:
+        if event.kind == "progress":
+            self.send("progress", fraction=event.fraction, message=event.message)
+        else:
+            self.send("log", message=event.message)
+
+
+def _protocol_channel() -> EventChannel:
+    """Keep the real stdout for events; fd 1 and ``sys.stdout`` now lead to stderr."""
+    sys.stdout.flush()
+    events_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return EventChannel(os.fdopen(events_fd, "w", encoding="utf-8", newline="\n"))
+
+
+def _install_signal_handlers(cancel: threading.Event) -> None:
+    """SIGTERM and SIGINT ask the job to stop (it checks within about a second)."""
+    def stop(signum, frame) -> None:
+        cancel.set()
+
+    for name in ("SIGTERM", "SIGINT"):
+        number = getattr(signal, name, None)
+        if number is not None:
+            signal.signal(number, stop)
+
+
+def _watch_lifeline(cancel: threading.Event) -> None:
+    """End the worker when its standard input closes (the supervisor died without cancelling it).
+
+    The supervisor never writes to the pipe, so the read returns only when its end is closed. The
+    descriptor is read directly: a thread blocked in ``sys.stdin``'s buffered reader would hold
+    its lock and make the interpreter abort at exit.
+    """
+    descriptor = sys.stdin.fileno()
+
+    def watch() -> None:
+        try:
+            while os.read(descriptor, 1):
+                pass
+        except (OSError, ValueError):
+            pass
+        cancel.set()
+        threading.Timer(_GRACE_S, lambda: os._exit(EXIT_ORPHANED)).start()
+
+    threading.Thread(target=watch, name="MRISynthesis worker lifeline", daemon=True).start()
+
+
+def _use_cpu_threads(request: WorkerRequest) -> None:
+    """Thread cap and MPS fallback through the environment: torch reads both when it starts."""
+    if request.cpu_threads:
+        os.environ["OMP_NUM_THREADS"] = str(request.cpu_threads)
+    os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+
+
+def run_request(request: WorkerRequest, request_folder: Path, context: JobContext) -> Path:
+    """Read the inputs, run the job, save the results; returns the results folder."""
+    from ..core.io import read_inputs
+
+    context.log(f"worker {os.getpid()} reading {len(request.inputs)} input volume(s)")
+    images = read_inputs(request.inputs)
+    context.check_cancel()
+    if request.kind == "validation":
+        task = validation_task(images, request.model, device=request.device, tumour_maps=request.tumour_maps)
+        results = task(context)
+    else:
+        task = synthesis_task(images, request.model, targets=request.targets, device=request.device,
+                              tumour_maps=request.tumour_maps)
+        results = [task(context)]
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        context.log(f"worker used {torch.get_num_threads()} CPU thread(s)")
+    context.check_cancel()
+    folder = request_folder / request.results_folder
+    save_results(results, folder)
+    return folder
+
+
+def main(argv: Optional[list] = None) -> int:
+    """Run one request file; see the module docstring for the exit statuses."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    lifeline = LIFELINE_FLAG in arguments
+    arguments = [a for a in arguments if a != LIFELINE_FLAG]
+    if len(arguments) != 1 or arguments[0].startswith("-"):
+        print(USAGE, file=sys.stderr)
+        return EXIT_USAGE
+    channel = _protocol_channel()
+    cancel = threading.Event()
+    _install_signal_handlers(cancel)
+    if lifeline:
+        _watch_lifeline(cancel)
+    path = Path(arguments[0]).absolute()
+    try:
+        request = read_request(path)
+    except RequestError as error:
+        print(f"error: {error}", file=sys.stderr)
+        channel.send("failed", reason=str(error), details="")
+        return EXIT_USAGE
+    _use_cpu_threads(request)
+    context = JobContext(events=channel, cancel_event=cancel)  # type: ignore[arg-type]
+    try:
+        folder = run_request(request, path.parent, context)
+    except Cancelled:
+        return EXIT_CANCELLED
+    except BaseException as error:  # noqa: BLE001 - every failure is reported as one line and its traceback
+        if cancel.is_set():
+            return EXIT_CANCELLED
+        print(f"error: {one_line_reason(error)}", file=sys.stderr)
+        channel.send("failed", reason=one_line_reason(error), details=traceback.format_exc())
+        return EXIT_FAILED
+    channel.send("result", folder=str(folder))
+    return EXIT_OK

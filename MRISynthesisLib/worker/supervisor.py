@@ -1,0 +1,288 @@
+"""A job whose synthesis runs in a worker process, supervised from a background thread.
+
+:class:`ProcessJob` has the interface of :class:`~MRISynthesisLib.core.jobs.Job` (``start``,
+``poll``, ``cancel``, ``take_result``, ``wait``, ``state``, ``error``), so the Slicer widget
+drives either the same way. Its thread:
+
+1. writes the input images (NRRD) and ``request.json`` into a private temporary folder (0700);
+2. starts ``python -m MRISynthesisLib.worker request.json --lifeline`` in a process group of its
+   own (``python``: Slicer's ``PythonSlicer`` inside Slicer, else this interpreter);
+3. turns the worker's event lines into the job's progress and log events, keeps the last lines
+   of its standard error, and watches for Cancel and for silence;
+4. reads the results back into memory, and removes the folder whatever happened.
+
+Cancel ends the whole process group (SIGTERM, SIGKILL after half a second). A worker that
+dies (signal, crash, out-of-memory kill) or goes silent for ``silence_limit_s`` gives a
+FAILED job with a one-line reason, and its last log lines in the job's log and details.
+"""
+from __future__ import annotations
+
+import atexit
+import collections
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from ..core.jobs import JobBase, JobEvent, JobFailure
+from ..core.progress import Cancelled
+from ..sequences import Sequence
+from .protocol import JOB_KINDS, WorkerRequest, parse_event_line, write_request
+from .run import LIFELINE_FLAG
+from .transfer import load_results, write_input_images
+
+__all__ = ["ProcessJob", "DEFAULT_SILENCE_LIMIT_S", "TAIL_LINES", "worker_command", "ended_reason"]
+
+#: Seconds without any line from the worker after which it counts as hung (model loading on a
+#: slow network drive and one refiner window on a slow CPU stay well below).
+DEFAULT_SILENCE_LIMIT_S = 600.0
+#: Lines of the worker's standard error kept for the log of a failed job.
+TAIL_LINES = 20
+#: Seconds between SIGTERM and SIGKILL when a worker is stopped.
+_TERMINATE_GRACE_S = 0.5
+#: How often the supervising thread looks at Cancel and the clock.
+_TICK_S = 0.05
+
+# Started (and not yet reaped) workers: ended when this interpreter exits, so that closing Slicer
+# mid-job leaves no worker computing for nobody (the worker's lifeline covers a crash of Slicer).
+_LIVE_JOBS: "weakref.WeakSet[ProcessJob]" = weakref.WeakSet()
+
+#: Runs the worker module with the library's folder first on ``sys.path``: Slicer's launcher
+#: sets PYTHONPATH itself, so the folder is passed as an argument instead.
+_BOOTSTRAP = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+              "runpy.run_module('MRISynthesisLib.worker', run_name='__main__', alter_sys=True)")
+
+
+def library_root() -> Path:
+    """The folder that holds the ``MRISynthesisLib`` package (source checkout or Slicer install)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def worker_command(request_path: Path, python: Optional[str] = None, lifeline: bool = True) -> list:
+    """The command line that runs the worker on ``request_path`` with ``python``; with ``lifeline`` the worker
+    ends when its standard input closes (its starter is gone), so the starter must give it a pipe."""
+    return ([python or sys.executable, "-c", _BOOTSTRAP, str(library_root()), str(request_path)]
+            + ([LIFELINE_FLAG] if lifeline else []))
+
+
+def ended_reason(returncode: int) -> str:
+    """Why a worker that ended without results ended, in one line."""
+    if returncode < 0:
+        number = -returncode
+        try:
+            name = f", {signal.Signals(number).name}"
+        except ValueError:
+            name = ""
+        cause = "; out of memory, or killed by another program" if number == getattr(signal, "SIGKILL", 9) else ""
+        return f"the synthesis process ended unexpectedly (signal {number}{name}{cause}); the log has its last lines"
+    code = f"0x{returncode:08X}" if returncode > 0xFFFF else str(returncode)  # Windows crash codes read in hex
+    return f"the synthesis process ended unexpectedly (exit code {code}); the log has its last lines"
+
+
+class ProcessJob(JobBase):
+    """Synthesis (or leave-one-out validation) of ``images`` in a worker process.
+
+    ``images``: ``{Sequence: SimpleITK.Image}`` on one grid (``SelectedInputs.images``); they are
+    only read. ``model``: a catalogue name or path. ``python``: the interpreter for the worker.
+    ``cpu_threads``: torch's CPU thread cap in the worker (Slicer keeps one core for itself).
+    """
+
+    def __init__(self, images: Mapping[Sequence, Any], model: Optional[str], *, kind: str = "synthesis",
+                 device: str = "auto", tumour_maps: bool = True, targets: Optional[list] = None,
+                 python: Optional[str] = None, cpu_threads: Optional[int] = None,
+                 silence_limit_s: float = DEFAULT_SILENCE_LIMIT_S, name: Optional[str] = None):
+        if kind not in JOB_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(JOB_KINDS)}, got {kind!r}")
+        if not images:
+            raise ValueError("no input images")
+        if model is not None and not isinstance(model, (str, os.PathLike)):
+            raise TypeError(f"model must be a catalogue name or a path for a worker process, got "
+                            f"{type(model).__name__}")
+        if not silence_limit_s > 0:
+            raise ValueError(f"silence_limit_s must be positive, got {silence_limit_s!r}")
+        super().__init__(name or kind)
+        self._images = dict(images)
+        self._request = WorkerRequest(kind=kind, inputs={}, model=None if model is None else str(model),
+                                      device=device, tumour_maps=tumour_maps, targets=targets,
+                                      cpu_threads=cpu_threads)
+        self._python = python
+        self.silence_limit_s = float(silence_limit_s)
+        #: The private folder of this job while it runs (None before and after).
+        self.folder: Optional[Path] = None
+        #: The worker process while it runs (for tests and diagnostics).
+        self.process: Optional[subprocess.Popen] = None
+        self._tail: collections.deque = collections.deque(maxlen=TAIL_LINES)
+
+    # ------------------------------------------------------------------ the supervising thread
+
+    def _execute(self) -> Any:
+        folder = Path(tempfile.mkdtemp(prefix="mrisynth-job-"))
+        os.chmod(folder, 0o700)  # the inputs are patient images: this user only
+        self.folder = folder
+        _LIVE_JOBS.add(self)
+        try:
+            self.context.log("writing the inputs for the synthesis process")
+            self._request.inputs = write_input_images(self._images, folder)
+            request_path = write_request(self._request, folder / "request.json")
+            self.context.check_cancel()
+            self.process = self._launch(request_path)
+            results_folder = self._supervise(self.process)
+            results = load_results(results_folder)
+            return results if self._request.kind == "validation" else results[0]
+        finally:
+            self._end_process()
+            _remove_folder(folder)
+            self.folder = None
+            _LIVE_JOBS.discard(self)
+
+    def _launch(self, request_path: Path) -> subprocess.Popen:
+        environment = dict(os.environ)
+        environment.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+        environment["PYTHONIOENCODING"] = "utf-8"
+        if self._request.cpu_threads:
+            environment["OMP_NUM_THREADS"] = str(self._request.cpu_threads)
+        options: dict = {}
+        if os.name == "nt":
+            options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)
+        else:
+            options["start_new_session"] = True  # its own process group: Cancel ends the whole tree
+        command = worker_command(request_path, self._python)
+        self.context.log(f"starting the synthesis process ({Path(command[0]).name})")
+        try:
+            return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    cwd=str(request_path.parent), env=environment, **options)
+        except OSError as error:
+            raise JobFailure(f"cannot start the synthesis process with {command[0]}: "
+                             f"{error.strerror or error}") from None
+
+    def _supervise(self, process: subprocess.Popen) -> Path:
+        """Relay events until the worker ends; the results folder, or raise why there is none."""
+        lines: queue.Queue = queue.Queue()
+        reader = threading.Thread(target=_read_lines, args=(process.stdout, lines.put, True), daemon=True,
+                                  name="MRISynthesis worker stdout")
+        errors = threading.Thread(target=_read_lines, args=(process.stderr, self._tail.append, False), daemon=True,
+                                  name="MRISynthesis worker stderr")
+        reader.start()
+        errors.start()
+        last_sign, failure, results = time.monotonic(), None, None
+        while True:
+            if self._cancel.is_set():
+                raise Cancelled()
+            try:
+                line = lines.get(timeout=_TICK_S)
+            except queue.Empty:
+                if time.monotonic() - last_sign > self.silence_limit_s:
+                    self._end_process()
+                    raise self._failure(f"the synthesis process gave no sign of life for {self.silence_limit_s:g} s "
+                                        "and was stopped; the log has its last lines")
+                continue
+            if line is None:  # standard output closed: the worker has ended (or is ending)
+                break
+            last_sign = time.monotonic()
+            event = parse_event_line(line)
+            if event is None:
+                self._tail.append(line)
+            elif event["event"] == "progress":
+                self._events.put(JobEvent("progress", event["message"], event["fraction"]))
+            elif event["event"] == "log":
+                self._events.put(JobEvent("log", event["message"]))
+            elif event["event"] == "failed":
+                failure = event
+            else:
+                results = Path(event["folder"])
+        returncode = self._wait_for_exit(process)
+        errors.join(1.0)
+        if failure is not None:
+            raise JobFailure(failure["reason"], failure.get("details") or self._tail_text())
+        if returncode != 0 or results is None:
+            raise self._failure(ended_reason(returncode) if returncode != 0 else
+                                "the synthesis process ended without results; the log has its last lines")
+        if results.resolve().parent != self.folder.resolve():
+            raise JobFailure(f"the synthesis process named a results folder outside its job folder: {results}")
+        return results
+
+    def _wait_for_exit(self, process: subprocess.Popen) -> int:
+        while True:
+            if self._cancel.is_set():
+                raise Cancelled()
+            try:
+                return process.wait(timeout=_TICK_S)
+            except subprocess.TimeoutExpired:
+                continue
+
+    def _failure(self, reason: str) -> JobFailure:
+        """A failure whose details are the worker's last lines, which also go to the job's log."""
+        for line in self._tail:
+            self.context.log(f"synthesis process: {line}")
+        return JobFailure(reason, self._tail_text())
+
+    def _tail_text(self) -> str:
+        return "\n".join(self._tail) or "(the synthesis process wrote nothing to its log)"
+
+    def _end_process(self) -> None:
+        """End the worker's whole process group (SIGTERM, then SIGKILL) and reap it; idempotent."""
+        process = self.process
+        if process is None:
+            return
+        if process.poll() is None:
+            _signal_group(process, getattr(signal, "SIGTERM", None))
+            try:
+                process.wait(timeout=_TERMINATE_GRACE_S)
+            except subprocess.TimeoutExpired:
+                _signal_group(process, getattr(signal, "SIGKILL", None))
+                process.wait()
+        _signal_group(process, getattr(signal, "SIGKILL", None))  # anything the worker started
+        for stream in (process.stdin, process.stdout, process.stderr):
+            try:
+                stream.close()
+            except (OSError, AttributeError):
+                pass
+
+
+def _read_lines(stream: Any, put, end_mark: bool) -> None:
+    """Every line of a binary pipe, decoded, to ``put``; then ``put(None)`` if ``end_mark``."""
+    try:
+        for raw in iter(stream.readline, b""):
+            put(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+    except (OSError, ValueError):
+        pass
+    if end_mark:
+        put(None)
+
+
+def _signal_group(process: subprocess.Popen, number: Optional[int]) -> None:
+    """Send ``number`` to the worker's process group (POSIX) or end its tree (Windows)."""
+    if os.name == "nt":
+        if process.poll() is None:
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True)
+        return
+    try:
+        os.killpg(process.pid, number)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _remove_folder(folder: Path) -> None:
+    """Remove the job folder; a file still held (Windows, a worker ending) gets a few retries."""
+    for _ in range(20):
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            return
+        time.sleep(0.05)
+
+
+@atexit.register
+def _end_live_jobs() -> None:
+    for job in list(_LIVE_JOBS):
+        job._cancel.set()
+        job._end_process()
+        if job.folder is not None:
+            _remove_folder(job.folder)
