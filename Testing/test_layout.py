@@ -14,6 +14,7 @@ LAYERS = (
     ("sequences", "metrics"),  # the ground: used by everyone, imports nothing of the project
     ("models",),
     ("core",),
+    ("clinical",),  # clinical studies: preconditions, preparation, DICOM in and out; runs core
     ("worker",),  # synthesis in a separate process: runs core, used by the Slicer bridge
     ("phantom",),
     ("scene",),

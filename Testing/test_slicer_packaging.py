@@ -119,8 +119,8 @@ def test_module_cmake_lists_every_module_file_and_nothing_else():
 
 #: What Slicer runs: the ground modules, the networks, the engine, the scene bridge and the phantom
 #: (sample data). The command line, training and research tools are not installed into Slicer.
-SHIPPED = ("__init__.py", "sequences.py", "metrics/", "models/", "core/", "worker/", "scene/", "phantom/",
-           "data/models/demo/")
+SHIPPED = ("__init__.py", "sequences.py", "metrics/", "models/", "core/", "clinical/", "worker/", "scene/",
+           "phantom/", "data/models/demo/")
 NOT_SHIPPED = ("cli/", "training/", "evaluation/")
 
 
@@ -371,7 +371,7 @@ REQUIREMENTS_FILE = MODULE_DIR / "Resources" / "requirements.txt"
 #: Import names Slicer provides (its own modules and the packages it bundles), and those of the PyTorch
 #: extension (PyTorchUtils, and torch, which it installs): none belongs in requirements.txt.
 PROVIDED_BY_SLICER = {"slicer", "qt", "ctk", "vtk", "SampleData", "numpy", "SimpleITK", "PIL", "requests",
-                      "PyTorchUtils", "torch"}
+                      "PyTorchUtils", "torch", "pydicom"}  # pydicom: Slicer's DICOM module is built on it
 #: Imported by what Slicer runs but not needed there, with the reason.
 NOT_NEEDED_IN_SLICER = {"tqdm": "progress bar of the command line on a terminal (core/progress.py)"}
 
