@@ -245,3 +245,40 @@ def test_worker_command_runs_this_interpreter_unless_told(tmp_path):
     assert worker_command(tmp_path / "r.json")[0] == sys.executable
     assert worker_command(tmp_path / "r.json", python="/opt/Slicer/bin/PythonSlicer")[0] == \
         "/opt/Slicer/bin/PythonSlicer"
+
+
+def test_a_standby_worker_takes_the_next_job_and_a_new_one_waits_after_it(phantom_inputs, in_process_result):
+    from MRISynthesisLib.worker import supervisor
+
+    supervisor.prestart_worker(None, 1)
+    try:
+        waiting = supervisor._standby.process
+        job = ProcessJob(phantom_inputs, "demo", device="cpu", cpu_threads=1, use_standby=True).start()
+        lines, folders = run_until(job, f"handing the job to the waiting synthesis process ({waiting.pid})")
+        assert job.wait(180) and job.state is JobState.SUCCEEDED, job.error
+        assert job.process is waiting and waiting.returncode == EXIT_OK, "the standby ran the job, then ended"
+        assert_cleaned_up(job, folders)
+        synthetic = job.take_result().targets[Sequence.T1C].synthetic
+        expected = in_process_result.targets[Sequence.T1C].synthetic
+        assert synthetic.GetOrigin() == expected.GetOrigin() and synthetic.GetSize() == expected.GetSize()
+        following = supervisor._standby
+        assert following is not None and following.alive() and following.process is not waiting
+        job = ProcessJob(phantom_inputs, "demo", device="cpu", cpu_threads=1, use_standby=True).start()
+        _, folders = run_until(job, "reading 3 input volume(s)")
+        started = time.monotonic()
+        job.cancel()
+        assert job.wait(CANCEL_LIMIT_S + 1.0) and time.monotonic() - started < CANCEL_LIMIT_S
+        assert job.state is JobState.CANCELLED
+        assert_cleaned_up(job, folders)
+    finally:
+        last = supervisor._standby
+        supervisor.discard_standby()
+    assert supervisor._standby is None and (last is None or not group_alive(last.process.pid))
+
+
+def test_a_standby_worker_ends_when_its_starter_goes_away(tmp_path):
+    worker = subprocess.Popen(worker_command(None), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL)
+    worker.stdin.close()
+    assert worker.wait(timeout=60) == 4
+    assert worker.stdout.read() == b"", "a standby worker says nothing until it has a job"

@@ -23,15 +23,20 @@ from .protocol import RequestError, WorkerRequest, event_line, read_request
 from .transfer import save_results
 
 __all__ = ["main", "run_request", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_CANCELLED", "EXIT_ORPHANED",
-           "LIFELINE_FLAG"]
+           "LIFELINE_FLAG", "STANDBY_FLAG"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED, EXIT_ORPHANED = 0, 1, 2, 3, 4
 #: With this flag the worker ends when its standard input closes: the process that started it is gone.
 LIFELINE_FLAG = "--lifeline"
+#: With this flag (instead of a request file) the worker loads Python's heavy packages first and then
+#: waits for the request file's path as one line on its standard input: started ahead of a job, it
+#: hides the start-up, and it still runs one job and ends.
+STANDBY_FLAG = "--standby"
 #: Seconds a cancelled or orphaned worker gets to stop by itself before it ends hard.
 _GRACE_S = 2.0
 
-USAGE = f"usage: python -m MRISynthesisLib.worker REQUEST.json [{LIFELINE_FLAG}]"
+USAGE = (f"usage: python -m MRISynthesisLib.worker REQUEST.json [{LIFELINE_FLAG}]\n"
+         f"       python -m MRISynthesisLib.worker {STANDBY_FLAG} [{LIFELINE_FLAG}]  (request path on stdin)")
 
 
 class EventChannel:
@@ -132,17 +137,45 @@ def run_request(request: WorkerRequest, request_folder: Path, context: JobContex
     return folder
 
 
+def _load_engine() -> None:
+    """Import what every job needs (torch, MONAI, the pipeline) while no job waits for it."""
+    import importlib
+
+    for name in ("torch", "monai", "MRISynthesisLib.core.pipeline", "MRISynthesisLib.core.stages",
+                 "MRISynthesisLib.core.bundles"):
+        importlib.import_module(name)
+
+
+def _read_request_line() -> Optional[str]:
+    """The request path a standby worker is given: one line on stdin, read byte by byte (no buffering, so
+    the lifeline watch reads the rest of the same descriptor). None when stdin closes first."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(sys.stdin.fileno(), 1)
+        if not chunk:
+            return None
+        data += chunk
+    return data.decode("utf-8").strip()
+
+
 def main(argv: Optional[list] = None) -> int:
     """Run one request file; see the module docstring for the exit statuses."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     lifeline = LIFELINE_FLAG in arguments
-    arguments = [a for a in arguments if a != LIFELINE_FLAG]
-    if len(arguments) != 1 or arguments[0].startswith("-"):
+    standby = STANDBY_FLAG in arguments
+    arguments = [a for a in arguments if a not in (LIFELINE_FLAG, STANDBY_FLAG)]
+    if len(arguments) != (0 if standby else 1) or any(a.startswith("-") for a in arguments):
         print(USAGE, file=sys.stderr)
         return EXIT_USAGE
     channel = _protocol_channel()
     cancel = threading.Event()
     _install_signal_handlers(cancel)
+    if standby:
+        _load_engine()
+        line = _read_request_line()
+        if not line:
+            return EXIT_ORPHANED  # nobody will send a request: the starter went away
+        arguments = [line]
     if lifeline:
         _watch_lifeline(cancel)
     path = Path(arguments[0]).absolute()

@@ -36,10 +36,11 @@ from ..core.jobs import JobBase, JobEvent, JobFailure
 from ..core.progress import Cancelled
 from ..sequences import Sequence
 from .protocol import JOB_KINDS, WorkerRequest, parse_event_line, write_request
-from .run import LIFELINE_FLAG
+from .run import LIFELINE_FLAG, STANDBY_FLAG
 from .transfer import load_results, write_input_images
 
-__all__ = ["ProcessJob", "DEFAULT_SILENCE_LIMIT_S", "TAIL_LINES", "worker_command", "ended_reason"]
+__all__ = ["ProcessJob", "DEFAULT_SILENCE_LIMIT_S", "TAIL_LINES", "worker_command", "ended_reason",
+           "prestart_worker", "discard_standby"]
 
 #: Seconds without any line from the worker after which it counts as hung (model loading on a
 #: slow network drive and one refiner window on a slow CPU stay well below).
@@ -66,11 +67,93 @@ def library_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def worker_command(request_path: Path, python: Optional[str] = None, lifeline: bool = True) -> list:
-    """The command line that runs the worker on ``request_path`` with ``python``; with ``lifeline`` the worker
-    ends when its standard input closes (its starter is gone), so the starter must give it a pipe."""
-    return ([python or sys.executable, "-c", _BOOTSTRAP, str(library_root()), str(request_path)]
-            + ([LIFELINE_FLAG] if lifeline else []))
+def worker_command(request_path: Optional[Path], python: Optional[str] = None, lifeline: bool = True) -> list:
+    """The command line that runs the worker on ``request_path`` with ``python`` (None: a standby worker that
+    reads the path from stdin); with ``lifeline`` the worker ends when its standard input closes (its starter
+    is gone), so the starter must give it a pipe."""
+    request = [STANDBY_FLAG] if request_path is None else [str(request_path)]
+    return [python or sys.executable, "-c", _BOOTSTRAP, str(library_root())] + request + (
+        [LIFELINE_FLAG] if lifeline else [])
+
+
+def _worker_environment(cpu_threads: Optional[int]) -> dict:
+    environment = dict(os.environ)
+    environment.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+    environment["PYTHONIOENCODING"] = "utf-8"
+    if cpu_threads:
+        environment["OMP_NUM_THREADS"] = str(cpu_threads)
+    return environment
+
+
+def _spawn(command: list, cwd: str, cpu_threads: Optional[int]) -> subprocess.Popen:
+    """Start a worker in a process group of its own (Cancel ends the whole tree) with three pipes."""
+    options: dict = {}
+    if os.name == "nt":
+        options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)
+    else:
+        options["start_new_session"] = True
+    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=cwd, env=_worker_environment(cpu_threads), **options)
+
+
+class _Standby:
+    """A worker started ahead of the next job: Python, torch and the engine load while nobody waits.
+
+    It still runs exactly one job and ends (memory and GPU memory go back to the system); the next
+    standby is started when it is taken. Idle, it holds the memory of an imported torch (a few hundred MB).
+    """
+
+    def __init__(self, python: Optional[str], cpu_threads: Optional[int]):
+        self.key = (python or sys.executable, cpu_threads)
+        self.process = _spawn(worker_command(None, python), tempfile.gettempdir(), cpu_threads)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def close(self) -> None:
+        if self.alive():
+            _signal_group(self.process, getattr(signal, "SIGKILL", None))
+            self.process.wait()
+
+
+_standby_lock = threading.Lock()
+_standby: "Optional[_Standby]" = None
+
+
+def prestart_worker(python: Optional[str] = None, cpu_threads: Optional[int] = None) -> None:
+    """Start a standby worker for the next :class:`ProcessJob` with ``use_standby`` (none if one is ready)."""
+    global _standby
+    with _standby_lock:
+        key = (python or sys.executable, cpu_threads)
+        if _standby is not None and _standby.alive() and _standby.key == key:
+            return
+        if _standby is not None:
+            _standby.close()
+        try:
+            _standby = _Standby(python, cpu_threads)
+        except OSError:
+            _standby = None  # the job will start its own worker and say why it cannot
+
+
+def _take_standby(python: Optional[str], cpu_threads: Optional[int]) -> Optional[subprocess.Popen]:
+    global _standby
+    with _standby_lock:
+        standby, _standby = _standby, None
+    if standby is None:
+        return None
+    if standby.alive() and standby.key == (python or sys.executable, cpu_threads):
+        return standby.process
+    standby.close()
+    return None
+
+
+def discard_standby() -> None:
+    """End the standby worker, if any (module closed, settings changed)."""
+    global _standby
+    with _standby_lock:
+        standby, _standby = _standby, None
+    if standby is not None:
+        standby.close()
 
 
 def ended_reason(returncode: int) -> str:
@@ -98,7 +181,8 @@ class ProcessJob(JobBase):
     def __init__(self, images: Mapping[Sequence, Any], model: Optional[str], *, kind: str = "synthesis",
                  device: str = "auto", tumour_maps: bool = True, targets: Optional[list] = None,
                  python: Optional[str] = None, cpu_threads: Optional[int] = None,
-                 silence_limit_s: float = DEFAULT_SILENCE_LIMIT_S, name: Optional[str] = None):
+                 silence_limit_s: float = DEFAULT_SILENCE_LIMIT_S, use_standby: bool = False,
+                 name: Optional[str] = None):
         if kind not in JOB_KINDS:
             raise ValueError(f"kind must be one of {', '.join(JOB_KINDS)}, got {kind!r}")
         if not images:
@@ -114,6 +198,8 @@ class ProcessJob(JobBase):
                                       device=device, tumour_maps=tumour_maps, targets=targets,
                                       cpu_threads=cpu_threads)
         self._python = python
+        #: Take the worker :func:`prestart_worker` started, if it fits, and start the next one.
+        self.use_standby = use_standby
         self.silence_limit_s = float(silence_limit_s)
         #: The private folder of this job while it runs (None before and after).
         self.folder: Optional[Path] = None
@@ -144,21 +230,22 @@ class ProcessJob(JobBase):
             _LIVE_JOBS.discard(self)
 
     def _launch(self, request_path: Path) -> subprocess.Popen:
-        environment = dict(os.environ)
-        environment.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
-        environment["PYTHONIOENCODING"] = "utf-8"
-        if self._request.cpu_threads:
-            environment["OMP_NUM_THREADS"] = str(self._request.cpu_threads)
-        options: dict = {}
-        if os.name == "nt":
-            options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)
-        else:
-            options["start_new_session"] = True  # its own process group: Cancel ends the whole tree
-        command = worker_command(request_path, self._python)
+        python, threads = self._python, self._request.cpu_threads
+        if self.use_standby:
+            process = _take_standby(python, threads)
+            prestart_worker(python, threads)  # warm for the job after this one
+            if process is not None:
+                self.context.log(f"handing the job to the waiting synthesis process ({process.pid})")
+                try:
+                    process.stdin.write(f"{request_path}\n".encode("utf-8"))
+                    process.stdin.flush()
+                    return process
+                except OSError:  # it died while waiting: start one as usual
+                    _signal_group(process, getattr(signal, "SIGKILL", None))
+        command = worker_command(request_path, python)
         self.context.log(f"starting the synthesis process ({Path(command[0]).name})")
         try:
-            return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    cwd=str(request_path.parent), env=environment, **options)
+            return _spawn(command, str(request_path.parent), threads)
         except OSError as error:
             raise JobFailure(f"cannot start the synthesis process with {command[0]}: "
                              f"{error.strerror or error}") from None
@@ -281,6 +368,7 @@ def _remove_folder(folder: Path) -> None:
 
 @atexit.register
 def _end_live_jobs() -> None:
+    discard_standby()
     for job in list(_LIVE_JOBS):
         job._cancel.set()
         job._end_process()
