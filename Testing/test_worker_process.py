@@ -282,3 +282,27 @@ def test_a_standby_worker_ends_when_its_starter_goes_away(tmp_path):
     worker.stdin.close()
     assert worker.wait(timeout=60) == 4
     assert worker.stdout.read() == b"", "a standby worker says nothing until it has a job"
+
+
+def test_results_are_read_only_from_regular_files_the_worker_names(tmp_path, in_process_result):
+    save_results([in_process_result], tmp_path)
+    manifest = json.loads((tmp_path / "results.json").read_text())
+    name = manifest["results"][0]["targets"]["t1c"]["files"]["synthetic"]
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.nrrd"
+    (tmp_path / name).replace(outside)
+    (tmp_path / name).symlink_to(outside)  # a link to a file elsewhere is never followed
+    with pytest.raises(RuntimeError, match="not a regular file"):
+        load_results(tmp_path)
+    (tmp_path / name).unlink()
+    (tmp_path / name).write_bytes(b"NRRD0004\ntype: float\ndimension: 3\nsizes: 2 2 2\nencoding: raw\n"
+                                  b"data file: /etc/hostname\n\n")
+    with pytest.raises(RuntimeError, match="names a separate data file"):
+        load_results(tmp_path)
+    manifest["results"][0]["targets"]["t1c"]["files"]["synthetic"] = "../elsewhere.nrrd"
+    (tmp_path / "results.json").write_text(json.dumps(manifest))
+    with pytest.raises(RuntimeError, match="bad image file entry"):
+        load_results(tmp_path)
+    (tmp_path / "results.json").unlink()
+    os.mkfifo(tmp_path / "results.json")  # would block a reader forever
+    with pytest.raises(RuntimeError, match="not a regular file"):
+        load_results(tmp_path)

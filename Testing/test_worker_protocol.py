@@ -52,8 +52,8 @@ def test_names_and_aliases_are_read_as_sequences(tmp_path):
     ("tumour_maps", "yes", "field 'tumour_maps' must be true or false"),
     ("targets", "t1c", "field 'targets' must be a non-empty list"),
     ("targets", ["pd"], "field 'targets' holds an unknown sequence"),
-    ("cpu_threads", 0, "field 'cpu_threads' must be a positive whole number"),
-    ("cpu_threads", True, "field 'cpu_threads' must be a positive whole number"),
+    ("cpu_threads", 0, "field 'cpu_threads' must be a whole number from 1 to"),
+    ("cpu_threads", True, "field 'cpu_threads' must be a whole number from 1 to"),
     ("results_folder", "../elsewhere", "field 'results_folder' must be a plain folder name"),
 ])
 def test_a_bad_field_is_one_line_naming_file_and_field(tmp_path, field, value, message):
@@ -89,3 +89,22 @@ def test_event_lines_round_trip_and_stray_lines_are_not_events():
         assert parse_event_line(stray) is None, stray
     with pytest.raises(ValueError, match="unknown event kind"):
         event_line("explode")
+
+
+@pytest.mark.parametrize("field, value", [("version", True), ("version", 1.0), ("cpu_threads", 10**30),
+                                          ("results_folder", "request.json"), ("results_folder", "input-t1n.nrrd"),
+                                          ("results_folder", "a\nb")])
+def test_values_that_look_right_but_are_not_are_refused(tmp_path, field, value):
+    data = good_request()
+    data[field] = value
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(RequestError, match=f"field '{field}'"):
+        read_request(path)
+
+
+def test_a_deeply_nested_request_is_one_line_not_a_crash(tmp_path):
+    path = tmp_path / "request.json"
+    path.write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(RequestError, match="not a JSON request"):
+        read_request(path)

@@ -158,6 +158,8 @@ class JobBase:
     def start(self) -> "JobBase":
         """Start the thread (once)."""
         with self._lock:
+            if self._state is JobState.CANCELLED and self._thread is None:
+                return self  # cancelled before it started: nothing to run
             if self._state is not JobState.WAITING:
                 raise RuntimeError(f"job {self.name!r} was already started")
             self._state = JobState.RUNNING

@@ -28,6 +28,8 @@ PROTOCOL_VERSION = 1
 JOB_KINDS = ("synthesis", "validation")
 #: Event kinds a worker prints.
 EVENT_KINDS = ("progress", "log", "failed", "result")
+#: More CPU threads than any machine this runs on has.
+MAX_CPU_THREADS = 1024
 #: Key that marks a line as one of ours.
 _MARK = "mrisynth"
 
@@ -83,16 +85,17 @@ def read_request(path: Path) -> WorkerRequest:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
-        raise RequestError(f"{path}: cannot read the request ({error.strerror or error})") from None
-    except ValueError as error:
-        raise RequestError(f"{path}: not a JSON request ({error})") from None
+        raise RequestError(f"{str(path)!r}: cannot read the request ({error.strerror or error})") from None
+    except (ValueError, RecursionError) as error:
+        raise RequestError(f"{path}: not a JSON request ({type(error).__name__})") from None
     if not isinstance(data, Mapping):
         raise RequestError(f"{path}: a request is a JSON object, got {type(data).__name__}")
 
     def bad(field: str, what: str) -> RequestError:
         return RequestError(f"{path}: field {field!r} {what}")
 
-    if data.get("version") != PROTOCOL_VERSION:
+    version = data.get("version")
+    if type(version) is not int or version != PROTOCOL_VERSION:
         raise bad("version", f"is {data.get('version')!r}; this worker reads version {PROTOCOL_VERSION}")
     kind = data.get("kind")
     if kind not in JOB_KINDS:
@@ -116,14 +119,20 @@ def read_request(path: Path) -> WorkerRequest:
         except (UnknownSequenceError, TypeError, ValueError) as error:
             raise bad("targets", f"holds an unknown sequence ({error})") from None
     threads = data.get("cpu_threads")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise bad("cpu_threads", f"must be a positive whole number or null, got {threads!r}")
+    if threads is not None and (type(threads) is not int or not 1 <= threads <= MAX_CPU_THREADS):
+        raise bad("cpu_threads", f"must be a whole number from 1 to {MAX_CPU_THREADS} or null, got {threads!r}")
     results_folder = data.get("results_folder", "results")
-    if not isinstance(results_folder, str) or Path(results_folder).name != results_folder or \
-            results_folder in ("", ".", ".."):
-        raise bad("results_folder", "must be a plain folder name inside the request's folder")
+    if not _plain_name(results_folder) or results_folder == path.name or \
+            any(results_folder == p.name for p in inputs.values()):
+        raise bad("results_folder", "must be a plain folder name inside the request's folder, not a file of it")
     return WorkerRequest(kind=kind, inputs=inputs, model=model, device=device, tumour_maps=tumour_maps,
                          targets=targets, cpu_threads=threads, results_folder=results_folder)
+
+
+def _plain_name(name: Any) -> bool:
+    """A file or folder name inside one folder: no separator, no ``.``/``..``, no control character."""
+    return (isinstance(name, str) and Path(name).name == name and name not in ("", ".", "..")
+            and not any(ord(c) < 32 for c in name))
 
 
 def _read_inputs(value: Any, folder: Path, bad) -> dict:
@@ -138,7 +147,7 @@ def _read_inputs(value: Any, folder: Path, bad) -> dict:
             raise bad("inputs", f"names an unknown sequence ({error})") from None
         if sequence in inputs:
             raise bad("inputs", f"gives {sequence.display_name} twice")
-        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        if not _plain_name(name):
             raise bad(f"inputs.{sequence.value}", "must be a file name inside the request's folder")
         inputs[sequence] = folder / name
     return {s: inputs[s] for s in SEQUENCES if s in inputs}

@@ -20,6 +20,7 @@ from typing import Any, Optional
 from ..core.jobs import JobContext, JobEvent, one_line_reason, synthesis_task, validation_task
 from ..core.progress import Cancelled
 from .protocol import RequestError, WorkerRequest, event_line, read_request
+from .stdio import reserve_stdout_for_events
 from .transfer import save_results
 
 __all__ = ["main", "run_request", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_CANCELLED", "EXIT_ORPHANED",
@@ -66,12 +67,9 @@ class EventChannel:
             self.send("log", message=event.message)
 
 
-def _protocol_channel() -> EventChannel:
-    """Keep the real stdout for events; fd 1 and ``sys.stdout`` now lead to stderr."""
-    sys.stdout.flush()
-    events_fd = os.dup(1)
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
+def _protocol_channel(events_fd: Optional[int]) -> EventChannel:
+    if events_fd is None:
+        events_fd = reserve_stdout_for_events()
     return EventChannel(os.fdopen(events_fd, "w", encoding="utf-8", newline="\n"))
 
 
@@ -158,8 +156,9 @@ def _read_request_line() -> Optional[str]:
     return data.decode("utf-8").strip()
 
 
-def main(argv: Optional[list] = None) -> int:
-    """Run one request file; see the module docstring for the exit statuses."""
+def main(argv: Optional[list] = None, events_fd: Optional[int] = None) -> int:
+    """Run one request file; see the module docstring for the exit statuses. ``events_fd``: the protocol
+    stream, when the caller reserved it already (:func:`reserve_stdout_for_events`)."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     lifeline = LIFELINE_FLAG in arguments
     standby = STANDBY_FLAG in arguments
@@ -167,7 +166,7 @@ def main(argv: Optional[list] = None) -> int:
     if len(arguments) != (0 if standby else 1) or any(a.startswith("-") for a in arguments):
         print(USAGE, file=sys.stderr)
         return EXIT_USAGE
-    channel = _protocol_channel()
+    channel = _protocol_channel(events_fd)
     cancel = threading.Event()
     _install_signal_handlers(cancel)
     if standby:

@@ -51,6 +51,11 @@ TAIL_LINES = 20
 _TERMINATE_GRACE_S = 0.5
 #: How often the supervising thread looks at Cancel and the clock.
 _TICK_S = 0.05
+#: After the worker ended, how long its last lines may take to arrive (something it started may hold the pipe).
+_DRAIN_S = 1.0
+#: Longest line kept from the worker (a runaway line must not fill Slicer's memory), and a log tail line.
+_MAX_LINE = 65536
+_MAX_TAIL_LINE = 2000
 
 # Started (and not yet reaped) workers: ended when this interpreter exits, so that closing Slicer
 # mid-job leaves no worker computing for nobody (the worker's lifeline covers a crash of Slicer).
@@ -255,18 +260,23 @@ class ProcessJob(JobBase):
         lines: queue.Queue = queue.Queue()
         reader = threading.Thread(target=_read_lines, args=(process.stdout, lines.put, True), daemon=True,
                                   name="MRISynthesis worker stdout")
-        errors = threading.Thread(target=_read_lines, args=(process.stderr, self._tail.append, False), daemon=True,
+        errors = threading.Thread(target=_read_lines, args=(process.stderr, self._tail.append, False, _MAX_TAIL_LINE), daemon=True,
                                   name="MRISynthesis worker stderr")
         reader.start()
         errors.start()
-        last_sign, failure, results = time.monotonic(), None, None
+        last_sign, failure, results, exited_at = time.monotonic(), None, None, None
         while True:
             if self._cancel.is_set():
                 raise Cancelled()
             try:
                 line = lines.get(timeout=_TICK_S)
             except queue.Empty:
-                if time.monotonic() - last_sign > self.silence_limit_s:
+                now = time.monotonic()
+                if process.poll() is not None:  # ended, but something it started may still hold its output
+                    exited_at = exited_at or now
+                    if now - exited_at > _DRAIN_S:
+                        break
+                elif now - last_sign > self.silence_limit_s:
                     self._end_process()
                     raise self._failure(f"the synthesis process gave no sign of life for {self.silence_limit_s:g} s "
                                         "and was stopped; the log has its last lines")
@@ -276,34 +286,47 @@ class ProcessJob(JobBase):
             last_sign = time.monotonic()
             event = parse_event_line(line)
             if event is None:
-                self._tail.append(line)
+                self._tail.append(line[:_MAX_TAIL_LINE])
             elif event["event"] == "progress":
                 self._events.put(JobEvent("progress", event["message"], event["fraction"]))
             elif event["event"] == "log":
                 self._events.put(JobEvent("log", event["message"]))
             elif event["event"] == "failed":
                 failure = event
+                if not failure["reason"].strip():
+                    failure["reason"] = "the synthesis process failed without saying why; the log has its last lines"
             else:
                 results = Path(event["folder"])
-        returncode = self._wait_for_exit(process)
+        returncode = self._wait_for_exit(process, last_sign)
         errors.join(1.0)
         if failure is not None:
-            raise JobFailure(failure["reason"], failure.get("details") or self._tail_text())
+            details = failure.get("details")
+            raise JobFailure(" ".join(failure["reason"].split()),
+                             details if isinstance(details, str) and details else self._tail_text())
         if returncode != 0 or results is None:
             raise self._failure(ended_reason(returncode) if returncode != 0 else
                                 "the synthesis process ended without results; the log has its last lines")
-        if results.resolve().parent != self.folder.resolve():
-            raise JobFailure(f"the synthesis process named a results folder outside its job folder: {results}")
+        try:
+            inside = results.resolve().parent == self.folder.resolve() and not results.is_symlink()
+        except (OSError, ValueError):
+            inside = False
+        if not inside:
+            raise JobFailure(f"the synthesis process named a results folder outside its job folder: {results!r}")
         return results
 
-    def _wait_for_exit(self, process: subprocess.Popen) -> int:
+    def _wait_for_exit(self, process: subprocess.Popen, last_sign: float) -> int:
+        """The worker's exit status once its output has closed; one that closed its output but goes on
+        running is stopped after the silence limit like a silent one."""
         while True:
             if self._cancel.is_set():
                 raise Cancelled()
             try:
                 return process.wait(timeout=_TICK_S)
             except subprocess.TimeoutExpired:
-                continue
+                if time.monotonic() - last_sign > self.silence_limit_s:
+                    self._end_process()
+                    raise self._failure("the synthesis process closed its output but did not end, and was stopped; "
+                                        "the log has its last lines")
 
     def _failure(self, reason: str) -> JobFailure:
         """A failure whose details are the worker's last lines, which also go to the job's log."""
@@ -319,26 +342,36 @@ class ProcessJob(JobBase):
         process = self.process
         if process is None:
             return
+        if process.returncode is not None:
+            return  # reaped already: its group id may belong to someone else by now
         if process.poll() is None:
             _signal_group(process, getattr(signal, "SIGTERM", None))
             try:
                 process.wait(timeout=_TERMINATE_GRACE_S)
             except subprocess.TimeoutExpired:
-                _signal_group(process, getattr(signal, "SIGKILL", None))
-                process.wait()
-        _signal_group(process, getattr(signal, "SIGKILL", None))  # anything the worker started
-        for stream in (process.stdin, process.stdout, process.stderr):
-            try:
-                stream.close()
-            except (OSError, AttributeError):
                 pass
+        # whatever is left of the group (the worker, anything it started); see _signal_group for why this is safe
+        _signal_group(process, getattr(signal, "SIGKILL", None))
+        process.wait()
+        try:
+            process.stdin.close()  # stdout and stderr stay with their reader threads (closing would block)
+        except (OSError, AttributeError):
+            pass
 
 
-def _read_lines(stream: Any, put, end_mark: bool) -> None:
-    """Every line of a binary pipe, decoded, to ``put``; then ``put(None)`` if ``end_mark``."""
+def _read_lines(stream: Any, put, end_mark: bool, cut: int = _MAX_LINE) -> None:
+    """Every line of a binary pipe, decoded and cut to ``cut`` characters, to ``put``; then ``put(None)`` if
+    ``end_mark``. The rest of an overlong line is read and dropped."""
     try:
-        for raw in iter(stream.readline, b""):
-            put(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+        skipping = False
+        while True:
+            raw = stream.readline(_MAX_LINE)
+            if not raw:
+                break
+            complete = raw.endswith(b"\n")
+            if not skipping:
+                put(raw.decode("utf-8", errors="replace").rstrip("\r\n")[:cut])
+            skipping = not complete
     except (OSError, ValueError):
         pass
     if end_mark:
@@ -346,7 +379,12 @@ def _read_lines(stream: Any, put, end_mark: bool) -> None:
 
 
 def _signal_group(process: subprocess.Popen, number: Optional[int]) -> None:
-    """Send ``number`` to the worker's process group (POSIX) or end its tree (Windows)."""
+    """Send ``number`` to the worker's process group (POSIX) or end its tree (Windows).
+
+    Only while the worker is not yet reaped: until then its process id (which is its group id) cannot
+    be given to another process, so the signal reaches no one else."""
+    if process.returncode is not None:
+        return
     if os.name == "nt":
         if process.poll() is None:
             subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True)
@@ -371,6 +409,8 @@ def _end_live_jobs() -> None:
     discard_standby()
     for job in list(_LIVE_JOBS):
         job._cancel.set()
+        if job.process is not None and job.process.returncode is None:
+            _signal_group(job.process, getattr(signal, "SIGKILL", None))
         job._end_process()
         if job.folder is not None:
             _remove_folder(job.folder)

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import stat
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -26,6 +29,10 @@ IMAGE_ROLES = ("synthetic", "stage1", "refinement_map", "tumour_map", "tumour_ma
 #: The manifest the worker writes last: its presence means every image before it is complete.
 MANIFEST_NAME = "results.json"
 _IMAGE_SUFFIX = ".nrrd"
+#: Names the worker gives result images; nothing else is read back (no path can point elsewhere).
+_RESULT_NAME = re.compile(r"^result\d+-[a-z0-9]+-[a-z0-9_]+\.nrrd$")
+#: Largest manifest read back (a real one is a few kB).
+_MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
 
 class TransferError(RuntimeError):
@@ -91,10 +98,29 @@ def save_results(results: list, folder: Path) -> Path:
     return manifest
 
 
+def _regular_file(path: Path, limit: int = 0) -> bytes:
+    """The bytes of ``path`` if it is a regular file of this folder (no link, FIFO or device; at most ``limit``)."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        raise TransferError(f"{path}: result file missing") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise TransferError(f"{path}: not a regular file (a link, FIFO or device is never read back)")
+    if limit and info.st_size > limit:
+        raise TransferError(f"{path}: {info.st_size} bytes, more than a results file holds")
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(descriptor, "rb") as handle:
+        return handle.read(limit + 1 if limit else -1)
+
+
 def _read(folder: Path, name: Any) -> sitk.Image:
-    if not isinstance(name, str) or Path(name).name != name:
+    """A result image the worker wrote: named as it names them, a regular file, its voxels inside it."""
+    if not isinstance(name, str) or not _RESULT_NAME.match(name):
         raise TransferError(f"{folder / MANIFEST_NAME}: bad image file entry {name!r}")
     path = folder / name
+    header = _regular_file(path)[:4096].split(b"\n\n", 1)[0]
+    if re.search(rb"(?im)^data ?file\s*:", header):
+        raise TransferError(f"{path}: names a separate data file; result images hold their own voxels")
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError:
@@ -106,13 +132,13 @@ def load_results(folder: Path) -> list:
     folder = Path(folder)
     manifest = folder / MANIFEST_NAME
     try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
+        data = json.loads(_regular_file(manifest, _MAX_MANIFEST_BYTES).decode("utf-8"))
         entries = data["results"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
         raise TransferError(f"{manifest}: no readable results manifest ({error})") from None
     try:
         return [_result_from_entry(folder, entry) for entry in entries]
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as error:
         raise TransferError(f"{manifest}: malformed results manifest ({type(error).__name__}: {error})") from None
 
 
