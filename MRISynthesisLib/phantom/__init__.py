@@ -5,7 +5,10 @@ is trained and checked on these cases. This package offers the case API; its mod
 ground up: ``grid`` (voxel grids), ``fields`` (smooth random fields), ``physics`` (tissue and
 protocol parameters, signal equations), ``template`` (the ICBM152 anatomy), ``deformation``
 (case geometry), ``tumour``, ``compartments``, ``acquisition`` (signals, bias, noise) and
-``cases`` (generate and write cases).
+``cases`` (generate and write cases); for clinical-like studies (each series on its own grid, with
+skull, moved, optionally as DICOM) ``head`` (the head around the brain), ``clinical_protocol``
+(series plans, motion), ``clinical`` (generate a study), ``clinical_files`` and ``dicom_study``
+(write it).
 """
 from __future__ import annotations
 
@@ -18,6 +21,10 @@ from .cases import (
     generate_cases,
     write_case,
 )
+from .clinical import ClinicalSeries, ClinicalStudy, generate_clinical_study
+from .clinical_files import TRANSFORM_CONVENTION, clinical_study_files, write_clinical_study
+from .clinical_protocol import SeriesPlan
+from .dicom_study import write_dicom_study
 from .grid import PhantomGrid, phantom_grid
 from .tumour import LABELS
 
@@ -32,4 +39,12 @@ __all__ = [
     "generate_cases",
     "case_files",
     "case_id_for_seed",
+    "ClinicalSeries",
+    "ClinicalStudy",
+    "SeriesPlan",
+    "TRANSFORM_CONVENTION",
+    "generate_clinical_study",
+    "write_clinical_study",
+    "clinical_study_files",
+    "write_dicom_study",
 ]
