@@ -128,9 +128,11 @@ def test_cancel_before_start_means_it_never_runs():
     job = jobs.Job(lambda context: ran.append(1))
     job.cancel()
     assert job.state is jobs.JobState.CANCELLED and job.done
+    assert job.start() is job, "starting a cancelled job is allowed and runs nothing"
+    assert job.wait(1) and ran == [] and job.state is jobs.JobState.CANCELLED
+    started = jobs.Job(lambda context: None).start()
     with pytest.raises(RuntimeError, match="already started"):
-        job.start()
-    assert ran == []
+        started.start()
 
 
 def test_an_exception_becomes_an_error_with_a_one_line_reason_and_details(tmp_path):

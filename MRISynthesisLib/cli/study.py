@@ -97,56 +97,33 @@ def _dicom_case_id(found) -> str:
     return text[:64] or "study"
 
 
-def model_inputs(args: argparse.Namespace, run: StudyRun, say, bundle=None) -> tuple:
+def model_inputs(args: argparse.Namespace, run: StudyRun, say, bundle) -> tuple:
     """``(images for the model, PreparedStudy or None, preconditions report or None)``.
 
     Refuses (one line) a study that is not what the model expects when no preparation was asked for.
     """
-    from ..clinical.preconditions import PreconditionError, check_preconditions
+    from ..clinical.brain_masks import mask_from_file
+    from ..clinical.study_run import StudyOptions, model_ready_inputs
+    from ..sequences import SEQUENCES
 
     names = {sequence: str(label) for sequence, label in run.files.items()}
-    if args.prepare:
-        from ..clinical.brain_masks import mask_from_file
-        from ..clinical.prepare import model_spacing_of, prepare_study
-        from ..sequences import SEQUENCES
-
-        backend = args.brain_extraction or ("mask" if args.brain_mask else None)
-        if backend is None:
-            raise UsageError("--prepare needs a brain extraction: --brain-mask FILE, or --brain-extraction hd-bet "
-                             "(HD-BET package)")
-        if backend == "mask" and args.brain_mask is None:
-            raise UsageError("--brain-extraction mask needs --brain-mask FILE")
-        reference = next(s for s in SEQUENCES if s in run.images)
-        mask = mask_from_file(args.brain_mask, run.images[reference]) if backend == "mask" else None
-        prepared = prepare_study(run.images, brain_mask=mask, brain_extraction=backend,
-                                 bias_correction=not args.no_bias_correction, names=names,
-                                 device=getattr(args, "device", "cpu"),
-                                 **({"spacing_mm": model_spacing_of(bundle)} if bundle is not None else {}))
-        for line in prepared.messages:
-            say(line)
-        return prepared.images, prepared, None
-    if args.brain_extraction or args.no_bias_correction or args.output_grid != "reference":
+    if not args.prepare and (args.brain_extraction or args.no_bias_correction or args.output_grid != "reference"):
         raise UsageError("--brain-extraction, --no-bias-correction and --output-grid need --prepare")
-    images = run.images
-    if args.brain_mask is not None:
-        images = _masked(run, args.brain_mask)
-    report = check_preconditions(images, names)
-    if not report.ok:
-        raise PreconditionError(report.one_line())
-    return images, None, report
-
-
-def _masked(run: StudyRun, mask_path: Path) -> dict:
-    """Every input with everything outside the brain mask set to 0 (the mask resampled onto each grid)."""
-    import SimpleITK as sitk
-
-    from ..clinical.brain_masks import mask_from_file
-
-    masked = {}
-    for sequence, image in run.images.items():
-        mask = mask_from_file(mask_path, image)
-        masked[sequence] = sitk.Mask(image, mask, 0)
-    return masked
+    backend = args.brain_extraction or ("mask" if args.brain_mask else None)
+    if args.prepare and backend is None:
+        raise UsageError("--prepare needs a brain extraction: --brain-mask FILE, or --brain-extraction hd-bet "
+                         "(HD-BET package)")
+    if backend == "mask" and args.brain_mask is None:
+        raise UsageError("--brain-extraction mask needs --brain-mask FILE")
+    reference = next(s for s in SEQUENCES if s in run.images)
+    mask = mask_from_file(args.brain_mask, run.images[reference]) if args.brain_mask is not None else None
+    options = StudyOptions(prepare=args.prepare, brain_mask=mask, brain_extraction=backend or "mask",
+                           bias_correction=not args.no_bias_correction)
+    images, prepared, report = model_ready_inputs(run.images, bundle, options, names,
+                                                  device=getattr(args, "device", "cpu"))
+    for line in prepared.messages if prepared is not None else []:
+        say(line)
+    return images, prepared, report
 
 
 def extra_output_names(args: argparse.Namespace, case_id: str, targets, sequences) -> List[str]:

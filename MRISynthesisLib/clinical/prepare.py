@@ -72,16 +72,22 @@ class PreparedStudy:
     def result_on_grid(self, result: SynthesisResult, sequence: Optional[Sequence] = None) -> SynthesisResult:
         """``result`` (made in the model space) with every image on the reference's (or ``sequence``'s) grid."""
         sequence = sequence or self.reference
+        brain = self.to_input_grid(self.brain_mask, sequence, nearest=True)
         targets = {}
         for target, made in result.targets.items():
             images = {role: None if getattr(made, role) is None else
                       self.to_input_grid(getattr(made, role), sequence, nearest=role in _MASK_ROLES)
                       for role in _IMAGE_ROLES}
+            for role, image in images.items():  # 0 outside the brain, as on the model space (no interpolation halo)
+                if image is not None and role not in _MASK_ROLES:
+                    images[role] = sitk.Mask(image, brain, 0)
             if images["tumour_mask"] is not None:
                 images["tumour_mask"] = sitk.Cast(images["tumour_mask"], sitk.sitkUInt8)
             targets[target] = dataclasses.replace(made, **images)
         return dataclasses.replace(result, targets=targets, model_grid=None,
-                                   messages=list(result.messages) + list(self.messages))
+                                   messages=list(self.messages) + list(result.messages),
+                                   brain_mask=brain,
+                                   preparation=self.report())
 
     def report(self) -> dict:
         """How the study was prepared, for the report file."""

@@ -56,10 +56,13 @@ class JobEvent:
 
 @dataclasses.dataclass(frozen=True)
 class JobError:
-    """Why a job failed: one line for a message box, the traceback for the log."""
+    """Why a job failed: one line for a message box, the traceback for the log, and for failures a front end
+    acts on a ``code`` (``"not-ready"``: the inputs need preparing; ``problems`` lists why)."""
 
     reason: str
     details: str
+    code: str = ""
+    problems: tuple = ()
 
 
 def one_line_reason(error: BaseException) -> str:
@@ -116,9 +119,11 @@ class JobContext:
 class JobFailure(Exception):
     """A failure whose details are not this process's traceback (a worker process's log, for example)."""
 
-    def __init__(self, reason: str, details: str = ""):
+    def __init__(self, reason: str, details: str = "", code: str = "", problems: tuple = ()):
         super().__init__(reason)
         self.details = details
+        self.code = code
+        self.problems = tuple(problems)
 
 
 class JobBase:
@@ -235,7 +240,10 @@ class JobBase:
             else:
                 state = JobState.FAILED
                 details = getattr(exception, "details", "") if isinstance(exception, JobFailure) else ""
-                error = JobError(one_line_reason(exception), details or traceback.format_exc())
+                report = getattr(exception, "report", None)  # inputs not ready, found in this process
+                code = getattr(exception, "code", "") or ("not-ready" if report is not None else "")
+                problems = getattr(exception, "problems", ()) or (tuple(report.problems) if report is not None else ())
+                error = JobError(one_line_reason(exception), details or traceback.format_exc(), code, tuple(problems))
                 self.context.log(f"failed: {error.reason}")
         with self._lock:  # the same lock as cancel(): a cancel is seen here or sees SUCCEEDED
             if self._cancel.is_set():

@@ -81,6 +81,9 @@ class SynthesisResult:
     messages: list
     reference: Optional[Sequence] = None
     model_grid: Optional[ModelGridVolumes] = None
+    #: With a prepared clinical study: the brain mask used, on the reference grid, and how it was prepared.
+    brain_mask: Optional[sitk.Image] = None
+    preparation: Optional[dict] = None
 
 
 def _as_sequence_dict(images: Mapping) -> dict:

@@ -34,9 +34,11 @@ BACKENDS = ("thread", "process")
 class SynthesisFailed(RuntimeError):
     """A worker-process synthesis that failed: the one-line reason; ``details`` holds its log."""
 
-    def __init__(self, reason: str, details: str = ""):
+    def __init__(self, reason: str, details: str = "", code: str = "", problems: tuple = ()):
         super().__init__(reason)
         self.details = details
+        self.code = code
+        self.problems = tuple(problems)
 
 
 def add_case_nodes(scene: Any, images: Mapping[Any, sitk.Image], case_id: str,
@@ -68,17 +70,21 @@ def synthesize_in_scene(scene: Any, selected: Mapping[Sequence, Any], bundle: An
                         keep_stage1: bool = False, tumour_maps: bool = True, targets=None,
                         synthesize: Callable | None = None, show: bool = True,
                         log: Callable[[str], None] | None = None, backend: str = "thread",
-                        python: str | None = None, cpu_threads: int | None = None) -> ResultNodes:
+                        python: str | None = None, cpu_threads: int | None = None, prepare: bool = False,
+                        brain_mask: Any = None, brain_extraction: str = "mask",
+                        bias_correction: bool = True) -> ResultNodes:
     """The module's whole flow, blocking and without Qt: nodes -> images -> synthesis -> nodes.
 
     Used by the self-test and by scripts. ``backend="thread"`` runs the synthesis here (``synthesize``
     may replace the engine's); ``backend="process"`` runs it in a worker process as the module's panel
     does (``bundle`` then is a catalogue name or path; ``python`` the worker's interpreter) and raises
-    :class:`SynthesisFailed` when the worker fails. A ``scene`` that is no MRML scene is refused
+    :class:`SynthesisFailed` when the worker fails. Either way the inputs are checked first and refused
+    when they are not what the model expects (:class:`~MRISynthesisLib.clinical.preconditions.
+    PreconditionError`; ``SynthesisFailed`` with ``code == "not-ready"`` from a worker), unless ``prepare``
+    (a clinical study: ``brain_mask`` a label-map or segmentation node, or ``brain_extraction="hd-bet"``),
+    or a ``brain_mask`` alone skull-strips them. A ``scene`` that is no MRML scene is refused
     (TypeError) before anything is copied or synthesised; nothing is added unless the synthesis succeeded.
     """
-    from ..core.jobs import JobContext, synthesis_task
-
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "process" and synthesize is not None:
@@ -88,13 +94,17 @@ def synthesize_in_scene(scene: Any, selected: Mapping[Sequence, Any], bundle: An
     selected_inputs = copy_selected_inputs(selected, scene)
     for line in selected_inputs.messages:
         say(line)
+    mask = None
+    if brain_mask is not None:
+        from .brain_mask_nodes import brain_mask_from_node
+
+        mask = brain_mask_from_node(brain_mask)
+    study = dict(prepare=prepare, brain_mask=mask, brain_extraction=brain_extraction, bias_correction=bias_correction)
     if backend == "process":
         result = _synthesize_in_worker(selected_inputs.images, bundle, targets, device, tumour_maps, python,
-                                       cpu_threads, say)
+                                       cpu_threads, say, study)
     else:
-        task = synthesis_task(selected_inputs.images, bundle, targets=targets, device=device,
-                              tumour_maps=tumour_maps, synthesize=synthesize)
-        result = task(JobContext())
+        result = _synthesize_here(selected_inputs.images, bundle, targets, device, tumour_maps, synthesize, study)
     for line in list(result.messages):
         say(line)
     nodes = add_result_nodes(scene, result, selected_inputs, keep_stage1=keep_stage1)
@@ -105,13 +115,30 @@ def synthesize_in_scene(scene: Any, selected: Mapping[Sequence, Any], bundle: An
     return nodes
 
 
+def _synthesize_here(images: Mapping, bundle: Any, targets, device: str, tumour_maps: bool,
+                     synthesize: Callable | None, study: dict) -> Any:
+    """Check or prepare the inputs, then synthesise in this thread; a prepared study's result on its grid."""
+    from ..clinical.study_run import StudyOptions, model_ready_inputs
+    from ..core.bundles import load_bundle
+    from ..core.jobs import JobContext, synthesis_task
+
+    model = bundle
+    if study["prepare"] and (bundle is None or isinstance(bundle, (str, bytes)) or hasattr(bundle, "__fspath__")):
+        model = load_bundle(bundle)  # the model space is the model's own grid
+    ready, prepared, _ = model_ready_inputs(images, model, StudyOptions(**study), device=str(device))
+    result = synthesis_task(ready, model, targets=targets, device=device, tumour_maps=tumour_maps,
+                            synthesize=synthesize)(JobContext())
+    return prepared.result_on_grid(result) if prepared is not None else result
+
+
 def _synthesize_in_worker(images: Mapping, bundle: Any, targets, device: str, tumour_maps: bool,
-                          python: str | None, cpu_threads: int | None, say: Callable[[str], None]) -> Any:
+                          python: str | None, cpu_threads: int | None, say: Callable[[str], None],
+                          study: dict) -> Any:
     """Run a :class:`~MRISynthesisLib.worker.supervisor.ProcessJob` to its end, relaying its log lines."""
     from ..worker.supervisor import ProcessJob
 
     job = ProcessJob(images, bundle, device=device, tumour_maps=tumour_maps, targets=targets, python=python,
-                     cpu_threads=cpu_threads).start()
+                     cpu_threads=cpu_threads, **study).start()
     try:
         while not job.wait(0.1):
             for event in job.poll():
@@ -128,5 +155,6 @@ def _synthesize_in_worker(images: Mapping, bundle: Any, targets, device: str, tu
     if result is None:
         error = job.error
         raise SynthesisFailed(error.reason if error else f"the synthesis ended as {job.state.value}",
-                              error.details if error else "")
+                              error.details if error else "", error.code if error else "",
+                              error.problems if error else ())
     return result

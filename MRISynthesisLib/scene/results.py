@@ -89,10 +89,12 @@ class ResultNodes:
     targets: dict  # Sequence -> TargetNodes
     table: Any = None
     messages: list = dataclasses.field(default_factory=list)  # one line each, for the user's log
+    #: The brain mask a prepared study used (a label map on the reference grid), to check it.
+    brain_mask: Any = None
 
     def all_nodes(self) -> list:
         nodes = [n for target in self.targets.values() for n in target.all_nodes()]
-        return nodes + ([self.table] if self.table is not None else [])
+        return nodes + [n for n in (self.table, self.brain_mask) if n is not None]
 
 
 @dataclasses.dataclass
@@ -292,4 +294,10 @@ def add_result_nodes(scene: Any, result: Any, selected_inputs: SelectedInputs, k
             refinement_map=nodes.get(ROLE_REFINEMENT), tumour_map=nodes.get(ROLE_TUMOUR),
             error_map=nodes.get(ROLE_ERROR))
         set_result_display(scene, made[sequence], target)
-    return ResultNodes(folder_item=folder, targets=made, messages=presence.messages())
+    mask_node = None
+    if getattr(result, "brain_mask", None) is not None:
+        mask_node = volume_node_from_image(scene, result.brain_mask, one_line(f"{base} brain mask (prepared)"),
+                                           class_name="vtkMRMLLabelMapVolumeNode")
+        mask_node.SetAttribute(f"{ATTRIBUTE_PREFIX}.Role", "brain mask")
+        place_in_folder(scene, mask_node, folder)
+    return ResultNodes(folder_item=folder, targets=made, messages=presence.messages(), brain_mask=mask_node)

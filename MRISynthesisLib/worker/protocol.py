@@ -56,6 +56,11 @@ class WorkerRequest:
     targets: Optional[list] = None
     cpu_threads: Optional[int] = None
     results_folder: str = "results"
+    #: Prepare the study first (clinical studies): brain mask file in the folder (or None), backend, N4.
+    prepare: bool = False
+    brain_mask: Optional[str] = None
+    brain_extraction: str = "mask"
+    bias_correction: bool = True
 
     def to_json(self) -> dict:
         """The request as written to the file (sequences by their BraTS suffix)."""
@@ -69,6 +74,10 @@ class WorkerRequest:
             "targets": None if self.targets is None else [parse_sequence(t).value for t in self.targets],
             "cpu_threads": self.cpu_threads,
             "results_folder": self.results_folder,
+            "prepare": bool(self.prepare),
+            "brain_mask": None if self.brain_mask is None else Path(self.brain_mask).name,
+            "brain_extraction": self.brain_extraction,
+            "bias_correction": bool(self.bias_correction),
         }
 
 
@@ -125,8 +134,21 @@ def read_request(path: Path) -> WorkerRequest:
     if not _plain_name(results_folder) or results_folder == path.name or \
             any(results_folder == p.name for p in inputs.values()):
         raise bad("results_folder", "must be a plain folder name inside the request's folder, not a file of it")
+    flags = {}
+    for field in ("prepare", "bias_correction"):
+        flags[field] = data.get(field, field == "bias_correction")
+        if not isinstance(flags[field], bool):
+            raise bad(field, f"must be true or false, got {flags[field]!r}")
+    extraction = data.get("brain_extraction", "mask")
+    if extraction not in ("mask", "hd-bet"):
+        raise bad("brain_extraction", f"is {extraction!r}; expected mask or hd-bet")
+    mask = data.get("brain_mask")
+    if mask is not None and not _plain_name(mask):
+        raise bad("brain_mask", "must be a file name inside the request's folder or null")
     return WorkerRequest(kind=kind, inputs=inputs, model=model, device=device, tumour_maps=tumour_maps,
-                         targets=targets, cpu_threads=threads, results_folder=results_folder)
+                         targets=targets, cpu_threads=threads, results_folder=results_folder,
+                         prepare=flags["prepare"], brain_mask=None if mask is None else str(path.parent / mask),
+                         brain_extraction=extraction, bias_correction=flags["bias_correction"])
 
 
 def _plain_name(name: Any) -> bool:

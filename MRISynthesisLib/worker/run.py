@@ -112,20 +112,52 @@ def _use_cpu_threads(request: WorkerRequest) -> None:
     os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
 
 
+#: Advice of a worker whose inputs are not ready (the Slicer module words its own from the problems).
+NOT_READY_ADVICE = "prepare the inputs (Prepare inputs in Slicer, --prepare on the command line)"
+
+
+def _ready_inputs(request: WorkerRequest, images: dict, context: JobContext):
+    """The inputs checked, or prepared; ``(images, bundle, PreparedStudy or None)``."""
+    import SimpleITK as sitk
+
+    from ..clinical.study_run import StudyOptions, model_ready_inputs
+    from ..core.bundles import load_bundle
+
+    context.log(f"loading model {request.model or '(default)'}")
+    bundle = load_bundle(request.model)
+    mask = None if request.brain_mask is None else sitk.ReadImage(str(request.brain_mask))
+    options = StudyOptions(prepare=request.prepare, brain_mask=mask, brain_extraction=request.brain_extraction,
+                           bias_correction=request.bias_correction)
+    if request.prepare:
+        context.log("preparing the study: bias correction, co-registration, brain extraction, resampling")
+    else:
+        context.log("checking that the inputs are what the model expects")
+    ready, prepared, _ = model_ready_inputs(images, bundle, options, advice=NOT_READY_ADVICE,
+                                            progress=context.progress, cancel=context.cancel_event,
+                                            device=request.device)
+    for line in prepared.messages if prepared is not None else []:
+        context.log(line)
+    return ready, bundle, prepared
+
+
 def run_request(request: WorkerRequest, request_folder: Path, context: JobContext) -> Path:
-    """Read the inputs, run the job, save the results; returns the results folder."""
+    """Read the inputs, check or prepare them, run the job, save the results; returns the results folder."""
     from ..core.io import read_inputs
 
     context.log(f"worker {os.getpid()} reading {len(request.inputs)} input volume(s)")
     images = read_inputs(request.inputs)
     context.check_cancel()
+    images, bundle, prepared = _ready_inputs(request, images, context)
+    context.check_cancel()
     if request.kind == "validation":
-        task = validation_task(images, request.model, device=request.device, tumour_maps=request.tumour_maps)
+        task = validation_task(images, bundle, device=request.device, tumour_maps=request.tumour_maps)
         results = task(context)
     else:
-        task = synthesis_task(images, request.model, targets=request.targets, device=request.device,
+        task = synthesis_task(images, bundle, targets=request.targets, device=request.device,
                               tumour_maps=request.tumour_maps)
         results = [task(context)]
+    if prepared is not None:
+        results = [prepared.result_on_grid(result) for result in results]
     torch = sys.modules.get("torch")
     if torch is not None:
         context.log(f"worker used {torch.get_num_threads()} CPU thread(s)")
@@ -194,7 +226,11 @@ def main(argv: Optional[list] = None, events_fd: Optional[int] = None) -> int:
         if cancel.is_set():
             return EXIT_CANCELLED
         print(f"error: {one_line_reason(error)}", file=sys.stderr)
-        channel.send("failed", reason=one_line_reason(error), details=traceback.format_exc())
+        extra = {}
+        report = getattr(error, "report", None)
+        if report is not None:  # inputs not ready: the front end offers to prepare them
+            extra = {"code": "not-ready", "problems": list(report.problems)}
+        channel.send("failed", reason=one_line_reason(error), details=traceback.format_exc(), **extra)
         return EXIT_FAILED
     channel.send("result", folder=str(folder))
     return EXIT_OK

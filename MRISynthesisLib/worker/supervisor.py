@@ -32,6 +32,8 @@ import weakref
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+import SimpleITK as sitk
+
 from ..core.jobs import JobBase, JobEvent, JobFailure
 from ..core.progress import Cancelled
 from ..sequences import Sequence
@@ -187,7 +189,8 @@ class ProcessJob(JobBase):
                  device: str = "auto", tumour_maps: bool = True, targets: Optional[list] = None,
                  python: Optional[str] = None, cpu_threads: Optional[int] = None,
                  silence_limit_s: float = DEFAULT_SILENCE_LIMIT_S, use_standby: bool = False,
-                 name: Optional[str] = None):
+                 prepare: bool = False, brain_mask: Any = None, brain_extraction: str = "mask",
+                 bias_correction: bool = True, name: Optional[str] = None):
         if kind not in JOB_KINDS:
             raise ValueError(f"kind must be one of {', '.join(JOB_KINDS)}, got {kind!r}")
         if not images:
@@ -201,7 +204,10 @@ class ProcessJob(JobBase):
         self._images = dict(images)
         self._request = WorkerRequest(kind=kind, inputs={}, model=None if model is None else str(model),
                                       device=device, tumour_maps=tumour_maps, targets=targets,
-                                      cpu_threads=cpu_threads)
+                                      cpu_threads=cpu_threads, prepare=prepare, brain_extraction=brain_extraction,
+                                      bias_correction=bias_correction)
+        #: A brain mask image (in the reference's physical space) for preparing the study, or None.
+        self._brain_mask = brain_mask
         self._python = python
         #: Take the worker :func:`prestart_worker` started, if it fits, and start the next one.
         self.use_standby = use_standby
@@ -222,6 +228,9 @@ class ProcessJob(JobBase):
         try:
             self.context.log("writing the inputs for the synthesis process")
             self._request.inputs = write_input_images(self._images, folder)
+            if self._brain_mask is not None:
+                self._request.brain_mask = "brain-mask.nrrd"
+                sitk.WriteImage(self._brain_mask, str(folder / "brain-mask.nrrd"), False)
             request_path = write_request(self._request, folder / "request.json")
             self.context.check_cancel()
             self.process = self._launch(request_path)
@@ -300,9 +309,11 @@ class ProcessJob(JobBase):
         returncode = self._wait_for_exit(process, last_sign)
         errors.join(1.0)
         if failure is not None:
-            details = failure.get("details")
+            details, problems = failure.get("details"), failure.get("problems")
+            problems = tuple(p for p in problems if isinstance(p, str)) if isinstance(problems, list) else ()
+            code = failure.get("code") if failure.get("code") == "not-ready" else ""
             raise JobFailure(" ".join(failure["reason"].split()),
-                             details if isinstance(details, str) and details else self._tail_text())
+                             details if isinstance(details, str) and details else self._tail_text(), code, problems)
         if returncode != 0 or results is None:
             raise self._failure(ended_reason(returncode) if returncode != 0 else
                                 "the synthesis process ended without results; the log has its last lines")

@@ -84,7 +84,12 @@ def save_results(results: list, folder: Path) -> Path:
                 "intensity": _number(float(target.intensity)),
                 "tumour_region_source": target.tumour_region_source,
             }
+        extras = {}
+        if getattr(result, "brain_mask", None) is not None:
+            extras["brain_mask"] = _write(result.brain_mask, folder / f"result{index}-mask-brain_mask{_IMAGE_SUFFIX}")
         entries.append({
+            "extras": extras,
+            "preparation": getattr(result, "preparation", None),
             "targets": targets,
             "inputs": [Sequence(s).value for s in result.inputs],
             "model_name": str(result.model_name),
@@ -156,7 +161,11 @@ def _result_from_entry(folder: Path, entry: Mapping) -> SynthesisResult:
             intensity=float(_from_number(info.get("intensity", "nan"))),
             tumour_region_source=str(info.get("tumour_region_source", "")))
     reference = entry.get("reference")
+    extras = entry.get("extras") or {}
+    preparation = entry.get("preparation")
     return SynthesisResult(
+        brain_mask=_read(folder, extras["brain_mask"]) if "brain_mask" in extras else None,
+        preparation=preparation if isinstance(preparation, dict) else None,
         targets={s: targets[s] for s in SEQUENCES if s in targets},
         inputs=[parse_sequence(s) for s in entry["inputs"]], model_name=entry["model_name"],
         device=entry["device"], timings=dict(entry.get("timings", {})), messages=list(entry.get("messages", [])),
