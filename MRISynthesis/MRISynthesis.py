@@ -18,7 +18,7 @@ import os
 import shutil
 import sys
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import qt
 import vtk
@@ -32,7 +32,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.util import VTKObservationMixin
-from slicer import vtkMRMLScalarVolumeNode
+from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 
 try:
     from slicer.i18n import tr as _
@@ -146,6 +146,8 @@ class MRISynthesisParameterNode:
     device: Device = Device.AUTO
     keepStage1: bool = False
     tumourMaps: bool = True
+    prepareInputs: bool = False
+    brainMask: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode]
 
 
 #
@@ -212,9 +214,16 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._job.cancel()
         self._timer.stop()
         self.removeObservers()
+        supervisor = sys.modules.get("MRISynthesisLib.worker.supervisor")
+        if supervisor is not None:
+            supervisor.discard_standby()
 
     def enter(self) -> None:
         self.initializeParameterNode()
+        if self.logic.missingPackages() == []:  # a worker waits for the first job (Python and torch loaded)
+            from MRISynthesisLib.worker.supervisor import prestart_worker
+
+            prestart_worker(self.logic.pythonExecutable(), self.logic.workerCpuThreads())
 
     def exit(self) -> None:
         if self._parameterNode:
@@ -459,7 +468,8 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ---------------------------------------------------------------- running
 
     def options(self) -> dict:
-        return dict(device=self._parameterNode.device.value, tumourMaps=self._parameterNode.tumourMaps)
+        return dict(device=self._parameterNode.device.value, tumourMaps=self._parameterNode.tumourMaps,
+                    prepare=self._parameterNode.prepareInputs, brainMask=self._parameterNode.brainMask)
 
     def onSynthesize(self) -> None:
         self.startJob("synthesis")
@@ -468,7 +478,7 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.startJob("validation")
 
     def startJob(self, kind: str) -> None:
-        """Check packages, copy the inputs (main thread), then run the job in a thread."""
+        """Check packages, copy the inputs (main thread), then run the job in a worker process."""
         if self._job is not None or not self.logic.ensurePackages(_("synthesis")):
             return
         start = self.logic.startSynthesis if kind == "synthesis" else self.logic.startValidation
@@ -526,6 +536,8 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if result is not None:
             with slicer.util.tryWithErrorDisplay(_("Could not add the results to the scene."), waitCursor=True):
                 self.showResult(result)
+        elif job.state.value == "failed" and job.error.code == "not-ready":
+            self.offerPreparation(job.error.problems)
         elif job.state.value == "failed":
             self.ui.statusLabel.text = _("Failed: {reason}").format(reason=job.error.reason)
             self.appendLog(job.error.details)
@@ -535,6 +547,28 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Cancelled: nothing was added to the scene.")
             self.ui.progressBar.setValue(0)
         self._selectedInputs = None
+
+    def offerPreparation(self, problems) -> None:
+        """The inputs are not what the model expects: say why, nothing was synthesised; offer *Prepare inputs*."""
+        self.ui.statusLabel.text = _("Not synthesised: the inputs need preparing.")
+        for problem in problems:
+            self.appendLog(_("Not ready: {problem}").format(problem=problem))
+        box = qt.QMessageBox(slicer.util.mainWindow())
+        box.setIcon(qt.QMessageBox.Warning)
+        box.setWindowTitle(_("MRISynthesis: inputs not prepared"))
+        box.setText(_("The model expects prepared brains (aligned, skull-stripped, about 1 mm). Nothing was "
+                      "synthesised from these inputs:") + "\n\n- " + "\n- ".join(problems))
+        box.setInformativeText(_("Prepare inputs aligns every series to the first one, keeps only the brain (select "
+                                 "a brain mask: a label map or segmentation) and resamples for the model."))
+        prepareButton = box.addButton(_("Prepare inputs"), qt.QMessageBox.AcceptRole)
+        box.addButton(qt.QMessageBox.Cancel)
+        box.exec_()
+        if box.clickedButton() == prepareButton and self._parameterNode:
+            self._parameterNode.prepareInputs = True
+            if self._parameterNode.brainMask is None:
+                self.appendLog(_("Select the brain mask under the options, then click Synthesize again."))
+            else:
+                qt.QTimer.singleShot(0, lambda: self.startJob(self._jobKind or "synthesis"))
 
     def showResult(self, result) -> None:
         if self._jobKind == "validation":
@@ -706,7 +740,7 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
         return leave_one_core()
 
     def startJob(self, kind: str, selectedInputs, model: Optional[str], device: str = "auto",
-                 tumourMaps: bool = True, inProcess: bool = False):
+                 tumourMaps: bool = True, inProcess: bool = False, prepare: bool = False, brainMask=None):
         """Start a synthesis or validation job; returns it running.
 
         By default it runs in a worker process (``worker.supervisor.ProcessJob``); ``inProcess`` runs it in
@@ -715,23 +749,32 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
         if inProcess:
             from MRISynthesisLib.core import jobs
 
+            if prepare:
+                raise ValueError(_("Prepare inputs runs in the worker process only."))
             makeTask = jobs.synthesis_task if kind == "synthesis" else jobs.validation_task
             return jobs.Job(makeTask(selectedInputs.images, model, device=device, tumour_maps=tumourMaps),
                             name=kind).start()
         from MRISynthesisLib.worker.supervisor import ProcessJob
 
+        mask = None
+        if prepare and brainMask is not None:
+            from MRISynthesisLib.scene.brain_mask_nodes import brain_mask_from_node
+
+            mask = brain_mask_from_node(brainMask)
         return ProcessJob(selectedInputs.images, model, kind=kind, device=device, tumour_maps=tumourMaps,
-                          python=self.pythonExecutable(), cpu_threads=self.workerCpuThreads()).start()
+                          python=self.pythonExecutable(), cpu_threads=self.workerCpuThreads(), use_standby=True,
+                          prepare=prepare, brain_mask=mask,
+                          brain_extraction="mask" if mask is not None else "hd-bet").start()
 
     def startSynthesis(self, selectedInputs, model: Optional[str], device: str = "auto", tumourMaps: bool = True,
-                       inProcess: bool = False):
+                       inProcess: bool = False, prepare: bool = False, brainMask=None):
         """Start a background job that synthesises the missing sequences; returns the running job."""
-        return self.startJob("synthesis", selectedInputs, model, device, tumourMaps, inProcess)
+        return self.startJob("synthesis", selectedInputs, model, device, tumourMaps, inProcess, prepare, brainMask)
 
     def startValidation(self, selectedInputs, model: Optional[str], device: str = "auto", tumourMaps: bool = True,
-                        inProcess: bool = False):
+                        inProcess: bool = False, prepare: bool = False, brainMask=None):
         """Start a leave-one-out validation job on a complete case."""
-        return self.startJob("validation", selectedInputs, model, device, tumourMaps, inProcess)
+        return self.startJob("validation", selectedInputs, model, device, tumourMaps, inProcess, prepare, brainMask)
 
     def addSynthesisResult(self, result, selectedInputs, keepStage1: bool = False):
         from MRISynthesisLib.scene.display import show_result

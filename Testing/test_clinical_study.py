@@ -50,8 +50,8 @@ def test_preconditions_flag_the_clinical_study_and_pass_its_brats_version(study)
         assert clinical.inputs[sequence].skull_stripped is False, problems
     assert all(check.coregistered is False for check in clinical.alignment.values()), problems
     assert "1 x 1 x 5.5 mm voxels" in problems
-    assert clinical.one_line().endswith("run with --prepare (bias correction, co-registration, brain extraction, "
-                                        "1 mm resampling) or give a brain mask with --brain-mask FILE")
+    assert clinical.one_line().endswith("run with --prepare (co-registration, brain extraction, resampling to the "
+                                        "model's grid) or give a brain mask with --brain-mask FILE")
     assert check_preconditions(study.brats.images).ok
 
 

@@ -38,6 +38,8 @@ EXPECTED_WIDGETS = {
     "deviceComboBox": "QComboBox",
     "keepStage1CheckBox": "QCheckBox",
     "tumourMapsCheckBox": "QCheckBox",
+    "prepareCheckBox": "QCheckBox",
+    "brainMaskSelector": "qMRMLNodeComboBox",
     "synthesizeButton": "QPushButton",
     "validateButton": "QPushButton",
     "cancelButton": "QPushButton",
@@ -57,6 +59,8 @@ EXPECTED_BINDINGS = {
     "device": ("deviceComboBox", "QComboBox"),
     "keepStage1": ("keepStage1CheckBox", "QCheckBox"),
     "tumourMaps": ("tumourMapsCheckBox", "QCheckBox"),
+    "prepareInputs": ("prepareCheckBox", "QCheckBox"),
+    "brainMask": ("brainMaskSelector", "qMRMLNodeComboBox"),
 }
 
 QT_CLASSES = {"QWidget", "QLabel", "QComboBox", "QCheckBox", "QPushButton", "QProgressBar", "QPlainTextEdit"}
@@ -525,7 +529,11 @@ def test_parameter_bindings_match_the_parameter_node(ui_tree):
     assert bound == EXPECTED_BINDINGS
     for field, (_, cls) in bound.items():
         annotation = fields[field]
-        expected = {"qMRMLNodeComboBox": "vtkMRMLScalarVolumeNode", "QCheckBox": "bool", "QComboBox": "Device"}[cls]
+        if cls == "qMRMLNodeComboBox":  # a node class, or a Union of node classes
+            assert re.fullmatch(r"vtkMRML\w+Node|Union\[vtkMRML\w+Node(, vtkMRML\w+Node)+\]", annotation), \
+                f"{field}: {annotation} cannot be shown in a {cls}"
+            continue
+        expected = {"QCheckBox": "bool", "QComboBox": "Device"}[cls]
         assert annotation == expected, f"{field}: {annotation} cannot be shown in a {cls}"
 
 

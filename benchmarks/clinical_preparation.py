@@ -69,6 +69,7 @@ def main(argv=None) -> int:
     parser.add_argument("--synthesis-cases", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=1000)
     parser.add_argument("--small", action="store_true")
+    parser.add_argument("--bias-correction", action="store_true", help="prepare with N4 (off by default, as in the CLI)")
     parser.add_argument("--model", default="demo")
     parser.add_argument("--output-dir", type=Path, default=Path("out/clinical"))
     args = parser.parse_args(argv)
@@ -88,7 +89,7 @@ def main(argv=None) -> int:
             acquired = {s: image for s, image in study.images.items() if s is not TARGET}
             mask = sitk.Resample(study.brain_mask, acquired[Sequence.T1N], study.transforms[Sequence.T1N].GetInverse(),
                                  sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)  # the true brain, on the T1 grid
-            prepared = prepare_study(acquired, brain_mask=mask, spacing_mm=spacing)
+            prepared = prepare_study(acquired, brain_mask=mask, spacing_mm=spacing, bias_correction=args.bias_correction)
             row["timings_s"] = {k: round(v, 2) for k, v in prepared.timings.items()}
             row["registration_error"] = registration_errors(study, prepared)
             # both runs are scored on the same grid against the same truth: the model space, where the prepared

@@ -31,7 +31,7 @@ BACKENDS = ("mask", "hd-bet")
 #: A brain mask holds at least this much (a child's brain, a resected one) ...
 MIN_BRAIN_ML = 300.0
 #: ... and at most this much (a brain with a large tumour; a head is larger).
-MAX_MASK_ML = 2500.0
+MAX_MASK_ML = 2800.0
 #: HD-BET's command-line program (``pip install hd-bet``).
 HD_BET_COMMAND = "hd-bet"
 _ALTERNATIVE = "or give a brain mask with --brain-mask FILE (in Slicer: a label map or segmentation)"

@@ -32,8 +32,9 @@ __all__ = ["MAX_BRAIN_ML", "MIN_JUDGED_ML", "MIN_ZERO_BACKGROUND", "MAX_SPACING_
            "AlignmentCheck", "PreconditionReport", "PreconditionError", "check_preconditions",
            "check_input", "check_alignment", "PREPARE_ADVICE"]
 
-#: A brain with a tumour is at most this large (adult brains 1000-1700 ml); a whole head is larger.
-MAX_BRAIN_ML = 2200.0
+#: A brain with a tumour is at most this large (adult brains 1000-1700 ml, the phantom's up to 2300 ml); a whole
+#: head with scalp and skull is 3000 ml or more.
+MAX_BRAIN_ML = 2800.0
 #: Below this much foreground a volume is no whole brain or head: no skull-stripping verdict.
 MIN_JUDGED_ML = 400.0
 #: Share of all voxels that are exactly zero in a skull-stripped volume, at least (a brain fills at most
@@ -55,7 +56,7 @@ ALIGNMENT_FLOOR = 0.02
 MIN_ALIGNMENT_SAMPLES = 2000
 
 #: What the command line says to do when a precondition fails.
-PREPARE_ADVICE = ("run with --prepare (bias correction, co-registration, brain extraction, 1 mm resampling) or "
+PREPARE_ADVICE = ("run with --prepare (co-registration, brain extraction, resampling to the model's grid) or "
                   "give a brain mask with --brain-mask FILE")
 
 

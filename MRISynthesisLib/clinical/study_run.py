@@ -29,7 +29,7 @@ class StudyOptions:
     prepare: bool = False
     brain_mask: Optional[sitk.Image] = None
     brain_extraction: str = "mask"
-    bias_correction: bool = True
+    bias_correction: bool = False
 
 
 class NotReadyError(PreconditionError):

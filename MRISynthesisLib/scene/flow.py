@@ -72,7 +72,7 @@ def synthesize_in_scene(scene: Any, selected: Mapping[Sequence, Any], bundle: An
                         log: Callable[[str], None] | None = None, backend: str = "thread",
                         python: str | None = None, cpu_threads: int | None = None, prepare: bool = False,
                         brain_mask: Any = None, brain_extraction: str = "mask",
-                        bias_correction: bool = True) -> ResultNodes:
+                        bias_correction: bool = False) -> ResultNodes:
     """The module's whole flow, blocking and without Qt: nodes -> images -> synthesis -> nodes.
 
     Used by the self-test and by scripts. ``backend="thread"`` runs the synthesis here (``synthesize``

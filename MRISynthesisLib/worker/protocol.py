@@ -60,7 +60,7 @@ class WorkerRequest:
     prepare: bool = False
     brain_mask: Optional[str] = None
     brain_extraction: str = "mask"
-    bias_correction: bool = True
+    bias_correction: bool = False
 
     def to_json(self) -> dict:
         """The request as written to the file (sequences by their BraTS suffix)."""
@@ -136,7 +136,7 @@ def read_request(path: Path) -> WorkerRequest:
         raise bad("results_folder", "must be a plain folder name inside the request's folder, not a file of it")
     flags = {}
     for field in ("prepare", "bias_correction"):
-        flags[field] = data.get(field, field == "bias_correction")
+        flags[field] = data.get(field, False)
         if not isinstance(flags[field], bool):
             raise bad(field, f"must be true or false, got {flags[field]!r}")
     extraction = data.get("brain_extraction", "mask")

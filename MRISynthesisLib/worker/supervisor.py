@@ -190,7 +190,7 @@ class ProcessJob(JobBase):
                  python: Optional[str] = None, cpu_threads: Optional[int] = None,
                  silence_limit_s: float = DEFAULT_SILENCE_LIMIT_S, use_standby: bool = False,
                  prepare: bool = False, brain_mask: Any = None, brain_extraction: str = "mask",
-                 bias_correction: bool = True, name: Optional[str] = None):
+                 bias_correction: bool = False, name: Optional[str] = None):
         if kind not in JOB_KINDS:
             raise ValueError(f"kind must be one of {', '.join(JOB_KINDS)}, got {kind!r}")
         if not images:
