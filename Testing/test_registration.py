@@ -181,9 +181,9 @@ def test_what_cannot_be_registered_is_refused_in_one_line(case):
     no_voxels = sitk.Image(t1.GetSize(), sitk.sitkUInt8)
     no_voxels.CopyInformation(t1)
     cases = [
-        (dict(fixed=t1, moving=empty), "moving image: is empty"),
-        (dict(fixed=empty, moving=t1), "fixed image: is empty"),
-        (dict(fixed=t1, moving=sitk.Image([64, 64], sitk.sitkFloat32) + 1.0), "not a 3-D volume"),
+        (dict(fixed=t1, moving=empty), "moving image: the image is empty"),
+        (dict(fixed=empty, moving=t1), "fixed image: the image is empty"),
+        (dict(fixed=t1, moving=sitk.Image([64, 64], sitk.sitkFloat32) + 1.0), "expected a scalar 3-D volume"),
         (dict(fixed=t1, moving=sitk.Image([64, 64, 2], sitk.sitkFloat32) + 1.0), "too thin"),
         (dict(fixed=t1, moving=t1, fixed_mask=no_voxels), "fixed mask: the mask has no voxels"),
         (dict(fixed=t1, moving=t1, moving_mask=no_voxels), "moving mask: the mask has no voxels"),

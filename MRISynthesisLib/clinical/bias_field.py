@@ -11,7 +11,6 @@ intensity level of the original and only the drift goes.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Optional, Sequence as Seq
@@ -20,6 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..core.input_checks import InputError
+from .volume_checks import float_volume
 
 __all__ = ["BiasFieldError", "BiasCorrection", "correct_bias_field", "head_mask"]
 
@@ -44,19 +44,7 @@ def head_mask(image: sitk.Image) -> sitk.Image:
 
 def _check_image(image: object) -> sitk.Image:
     """``image`` as a float32 3-D volume, or :class:`BiasFieldError`."""
-    if not isinstance(image, sitk.Image):
-        raise BiasFieldError(f"bias-field correction: expected a SimpleITK image, got {type(image).__name__}")
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise BiasFieldError(f"bias-field correction: expected a scalar 3-D volume, got size {image.GetSize()} "
-                             f"with {image.GetNumberOfComponentsPerPixel()} components")
-    volume = sitk.Cast(image, sitk.sitkFloat32)
-    stats = sitk.StatisticsImageFilter()
-    stats.Execute(volume)
-    if not math.isfinite(stats.GetSum()):
-        raise BiasFieldError("bias-field correction: the image contains NaN or infinite values")
-    if stats.GetMaximum() <= 0.0 or stats.GetMaximum() <= stats.GetMinimum():
-        raise BiasFieldError(f"bias-field correction: the image is empty (maximum {stats.GetMaximum():g})")
-    return volume
+    return float_volume(image, "bias-field correction", BiasFieldError)
 
 
 def _check_mask(mask: sitk.Image, image: sitk.Image) -> sitk.Image:

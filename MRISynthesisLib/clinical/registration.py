@@ -23,6 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..core.input_checks import InputError
+from .volume_checks import float_volume
 
 __all__ = [
     "RegistrationError",
@@ -124,24 +125,7 @@ class RigidRegistration:
 
 def _as_volume(image: object, name: str) -> sitk.Image:
     """``image`` as a float32 3-D SimpleITK volume, or :class:`RegistrationError`."""
-    if not isinstance(image, sitk.Image):
-        raise RegistrationError(f"{name}: expected a SimpleITK image, got {type(image).__name__}")
-    if image.GetDimension() != 3 or min(image.GetSize()) < 1:
-        raise RegistrationError(f"{name}: not a 3-D volume (size {image.GetSize()})")
-    if min(image.GetSize()) < MIN_VOXELS_PER_AXIS:
-        raise RegistrationError(f"{name}: too thin to register (size {image.GetSize()}, at least "
-                                f"{MIN_VOXELS_PER_AXIS} voxels per axis needed)")
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise RegistrationError(f"{name}: has {image.GetNumberOfComponentsPerPixel()} components per voxel, "
-                                f"expected a scalar MR image")
-    volume = sitk.Cast(image, sitk.sitkFloat32)
-    stats = sitk.StatisticsImageFilter()
-    stats.Execute(volume)
-    if not math.isfinite(stats.GetSum()):
-        raise RegistrationError(f"{name}: contains NaN or infinite values")
-    if stats.GetMaximum() <= stats.GetMinimum():
-        raise RegistrationError(f"{name}: is empty (every voxel is {stats.GetMinimum():g})")
-    return volume
+    return float_volume(image, name, RegistrationError, MIN_VOXELS_PER_AXIS)
 
 
 def _as_mask(mask: Optional[sitk.Image], name: str) -> Optional[sitk.Image]:

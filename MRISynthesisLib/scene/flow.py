@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 
 import SimpleITK as sitk
 
+from ..core.jobs import JobFailure
 from ..sequences import SEQUENCES, Sequence
 from .display import set_volume_display, show_result
 from .geometry import volume_node_from_image
@@ -31,14 +32,9 @@ __all__ = ["add_case_nodes", "add_phantom_case", "synthesize_in_scene", "BACKEND
 BACKENDS = ("thread", "process")
 
 
-class SynthesisFailed(RuntimeError):
-    """A worker-process synthesis that failed: the one-line reason; ``details`` holds its log."""
-
-    def __init__(self, reason: str, details: str = "", code: str = "", problems: tuple = ()):
-        super().__init__(reason)
-        self.details = details
-        self.code = code
-        self.problems = tuple(problems)
+class SynthesisFailed(JobFailure):
+    """A worker-process synthesis that failed: the one-line reason; ``details`` holds its log, ``code`` and
+    ``problems`` say when the inputs need preparing (``"not-ready"``)."""
 
 
 def add_case_nodes(scene: Any, images: Mapping[Any, sitk.Image], case_id: str,

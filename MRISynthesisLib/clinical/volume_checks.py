@@ -1,0 +1,29 @@
+"""The one check every preparation step makes of an image it is given: a finite, non-constant scalar 3D volume."""
+from __future__ import annotations
+
+import math
+from typing import Type
+
+import SimpleITK as sitk
+
+__all__ = ["float_volume"]
+
+
+def float_volume(image: object, name: str, error: Type[Exception], min_voxels_per_axis: int = 1) -> sitk.Image:
+    """``image`` as a float32 3D volume; otherwise ``error`` with one line starting with ``name``."""
+    if not isinstance(image, sitk.Image):
+        raise error(f"{name}: expected a SimpleITK image, got {type(image).__name__}")
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise error(f"{name}: expected a scalar 3-D volume, got size {image.GetSize()} with "
+                    f"{image.GetNumberOfComponentsPerPixel()} components")
+    if min(image.GetSize()) < min_voxels_per_axis:
+        raise error(f"{name}: too thin (size {image.GetSize()}, at least {min_voxels_per_axis} voxels per axis "
+                    "needed)")
+    volume = sitk.Cast(image, sitk.sitkFloat32)
+    stats = sitk.StatisticsImageFilter()
+    stats.Execute(volume)
+    if not math.isfinite(stats.GetSum()):
+        raise error(f"{name}: contains NaN or infinite values")
+    if stats.GetMaximum() <= stats.GetMinimum() or stats.GetMaximum() <= 0.0:
+        raise error(f"{name}: the image is empty (every voxel is {stats.GetMinimum():g} or less)")
+    return volume
