@@ -223,7 +223,7 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.logic.missingPackages() == []:  # a worker waits for the first job (Python and torch loaded)
             from MRISynthesisLib.worker.supervisor import prestart_worker
 
-            prestart_worker(self.logic.pythonExecutable(), self.logic.workerCpuThreads())
+            prestart_worker(self.logic.pythonExecutable(), self.logic.workerCpuThreads(), self.currentModel())
 
     def exit(self) -> None:
         if self._parameterNode:
@@ -469,7 +469,8 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def options(self) -> dict:
         return dict(device=self._parameterNode.device.value, tumourMaps=self._parameterNode.tumourMaps,
-                    prepare=self._parameterNode.prepareInputs, brainMask=self._parameterNode.brainMask)
+                    prepare=self._parameterNode.prepareInputs, brainMask=self._parameterNode.brainMask,
+                    keepStage1=self._parameterNode.keepStage1)
 
     def onSynthesize(self) -> None:
         self.startJob("synthesis")
@@ -740,7 +741,8 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
         return leave_one_core()
 
     def startJob(self, kind: str, selectedInputs, model: Optional[str], device: str = "auto",
-                 tumourMaps: bool = True, inProcess: bool = False, prepare: bool = False, brainMask=None):
+                 tumourMaps: bool = True, inProcess: bool = False, prepare: bool = False, brainMask=None,
+                 keepStage1: bool = True):
         """Start a synthesis or validation job; returns it running.
 
         By default it runs in a worker process (``worker.supervisor.ProcessJob``); ``inProcess`` runs it in
@@ -763,18 +765,20 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
             mask = brain_mask_from_node(brainMask)
         return ProcessJob(selectedInputs.images, model, kind=kind, device=device, tumour_maps=tumourMaps,
                           python=self.pythonExecutable(), cpu_threads=self.workerCpuThreads(), use_standby=True,
-                          prepare=prepare, brain_mask=mask,
+                          prepare=prepare, brain_mask=mask, keep_stage1=keepStage1,
                           brain_extraction="mask" if mask is not None else "hd-bet").start()
 
     def startSynthesis(self, selectedInputs, model: Optional[str], device: str = "auto", tumourMaps: bool = True,
-                       inProcess: bool = False, prepare: bool = False, brainMask=None):
+                       inProcess: bool = False, prepare: bool = False, brainMask=None, keepStage1: bool = True):
         """Start a background job that synthesises the missing sequences; returns the running job."""
-        return self.startJob("synthesis", selectedInputs, model, device, tumourMaps, inProcess, prepare, brainMask)
+        return self.startJob("synthesis", selectedInputs, model, device, tumourMaps, inProcess, prepare, brainMask,
+                             keepStage1)
 
     def startValidation(self, selectedInputs, model: Optional[str], device: str = "auto", tumourMaps: bool = True,
-                        inProcess: bool = False, prepare: bool = False, brainMask=None):
+                        inProcess: bool = False, prepare: bool = False, brainMask=None, keepStage1: bool = True):
         """Start a leave-one-out validation job on a complete case."""
-        return self.startJob("validation", selectedInputs, model, device, tumourMaps, inProcess, prepare, brainMask)
+        return self.startJob("validation", selectedInputs, model, device, tumourMaps, inProcess, prepare, brainMask,
+                             keepStage1)
 
     def addSynthesisResult(self, result, selectedInputs, keepStage1: bool = False):
         from MRISynthesisLib.scene.display import show_result

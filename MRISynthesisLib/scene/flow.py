@@ -98,7 +98,7 @@ def synthesize_in_scene(scene: Any, selected: Mapping[Sequence, Any], bundle: An
     study = dict(prepare=prepare, brain_mask=mask, brain_extraction=brain_extraction, bias_correction=bias_correction)
     if backend == "process":
         result = _synthesize_in_worker(selected_inputs.images, bundle, targets, device, tumour_maps, python,
-                                       cpu_threads, say, study)
+                                       cpu_threads, say, dict(study, keep_stage1=keep_stage1))
     else:
         result = _synthesize_here(selected_inputs.images, bundle, targets, device, tumour_maps, synthesize, study)
     for line in list(result.messages):

@@ -61,6 +61,8 @@ class WorkerRequest:
     brain_mask: Optional[str] = None
     brain_extraction: str = "mask"
     bias_correction: bool = False
+    #: Send the stage-1 volumes back too (the module asks only when it shows them: less to write and read).
+    keep_stage1: bool = True
 
     def to_json(self) -> dict:
         """The request as written to the file (sequences by their BraTS suffix)."""
@@ -78,6 +80,7 @@ class WorkerRequest:
             "brain_mask": None if self.brain_mask is None else Path(self.brain_mask).name,
             "brain_extraction": self.brain_extraction,
             "bias_correction": bool(self.bias_correction),
+            "keep_stage1": bool(self.keep_stage1),
         }
 
 
@@ -135,8 +138,8 @@ def read_request(path: Path) -> WorkerRequest:
             any(results_folder == p.name for p in inputs.values()):
         raise bad("results_folder", "must be a plain folder name inside the request's folder, not a file of it")
     flags = {}
-    for field in ("prepare", "bias_correction"):
-        flags[field] = data.get(field, False)
+    for field in ("prepare", "bias_correction", "keep_stage1"):
+        flags[field] = data.get(field, field == "keep_stage1")
         if not isinstance(flags[field], bool):
             raise bad(field, f"must be true or false, got {flags[field]!r}")
     extraction = data.get("brain_extraction", "mask")
@@ -148,7 +151,8 @@ def read_request(path: Path) -> WorkerRequest:
     return WorkerRequest(kind=kind, inputs=inputs, model=model, device=device, tumour_maps=tumour_maps,
                          targets=targets, cpu_threads=threads, results_folder=results_folder,
                          prepare=flags["prepare"], brain_mask=None if mask is None else str(path.parent / mask),
-                         brain_extraction=extraction, bias_correction=flags["bias_correction"])
+                         brain_extraction=extraction, bias_correction=flags["bias_correction"],
+                         keep_stage1=flags["keep_stage1"])
 
 
 def _plain_name(name: Any) -> bool:

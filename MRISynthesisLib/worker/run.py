@@ -29,6 +29,10 @@ __all__ = ["main", "run_request", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED, EXIT_ORPHANED = 0, 1, 2, 3, 4
 #: With this flag the worker ends when its standard input closes: the process that started it is gone.
 LIFELINE_FLAG = "--lifeline"
+#: With a standby worker: load this model (catalogue name or path) and run it once while waiting.
+PRELOAD_FLAG = "--preload"
+#: The model a standby worker loaded and ran once, by the name it was asked for.
+_PRELOADED: dict = {}
 #: With this flag (instead of a request file) the worker loads Python's heavy packages first and then
 #: waits for the request file's path as one line on its standard input: started ahead of a job, it
 #: hides the start-up, and it still runs one job and ends.
@@ -123,8 +127,12 @@ def _ready_inputs(request: WorkerRequest, images: dict, context: JobContext):
     from ..clinical.study_run import StudyOptions, model_ready_inputs
     from ..core.bundles import load_bundle
 
-    context.log(f"loading model {request.model or '(default)'}")
-    bundle = load_bundle(request.model)
+    bundle = _PRELOADED.get(request.model)
+    if bundle is None:
+        context.log(f"loading model {request.model or '(default)'}")
+        bundle = load_bundle(request.model)
+    else:
+        context.log(f"loading model {request.model or '(default)'}: loaded while waiting")
     mask = None if request.brain_mask is None else sitk.ReadImage(str(request.brain_mask))
     options = StudyOptions(prepare=request.prepare, brain_mask=mask, brain_extraction=request.brain_extraction,
                            bias_correction=request.bias_correction)
@@ -158,6 +166,10 @@ def run_request(request: WorkerRequest, request_folder: Path, context: JobContex
         results = [task(context)]
     if prepared is not None:
         results = [prepared.result_on_grid(result) for result in results]
+    if not request.keep_stage1:
+        for result in results:
+            for target in result.targets.values():
+                target.stage1 = None
     torch = sys.modules.get("torch")
     if torch is not None:
         context.log(f"worker used {torch.get_num_threads()} CPU thread(s)")
@@ -174,6 +186,24 @@ def _load_engine() -> None:
     for name in ("torch", "monai", "MRISynthesisLib.core.pipeline", "MRISynthesisLib.core.stages",
                  "MRISynthesisLib.core.bundles"):
         importlib.import_module(name)
+
+
+def _preload(model: str) -> None:
+    """Load ``model`` and run its stage 1 once on an empty slice (the first run of a network in a process pays
+    for setting up its kernels), so that a job with this model starts at once. Failures are left to the job."""
+    try:
+        import torch
+
+        from ..core.bundles import load_bundle
+        from ..core.model_grid_inputs import model_grid_for
+
+        bundle = load_bundle(model)
+        (height, width), _ = model_grid_for(bundle.stage1)
+        with torch.inference_mode():
+            bundle.stage1(torch.full((1, 4, height, width), -1.0), [[0]], torch.tensor([1]), torch.tensor([0.5]))
+        _PRELOADED[model] = bundle
+    except Exception:  # noqa: BLE001 - the job itself loads the model again and reports what is wrong
+        pass
 
 
 def _read_request_line() -> Optional[str]:
@@ -194,6 +224,11 @@ def main(argv: Optional[list] = None, events_fd: Optional[int] = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     lifeline = LIFELINE_FLAG in arguments
     standby = STANDBY_FLAG in arguments
+    preload = None
+    if PRELOAD_FLAG in arguments:
+        at = arguments.index(PRELOAD_FLAG)
+        preload = arguments[at + 1] if at + 1 < len(arguments) else ""
+        del arguments[at:at + 2]
     arguments = [a for a in arguments if a not in (LIFELINE_FLAG, STANDBY_FLAG)]
     if len(arguments) != (0 if standby else 1) or any(a.startswith("-") for a in arguments):
         print(USAGE, file=sys.stderr)
@@ -203,6 +238,8 @@ def main(argv: Optional[list] = None, events_fd: Optional[int] = None) -> int:
     _install_signal_handlers(cancel)
     if standby:
         _load_engine()
+        if preload:
+            _preload(preload)
         line = _read_request_line()
         if not line:
             return EXIT_ORPHANED  # nobody will send a request: the starter went away

@@ -38,7 +38,7 @@ from ..core.jobs import JobBase, JobEvent, JobFailure
 from ..core.progress import Cancelled
 from ..sequences import Sequence
 from .protocol import JOB_KINDS, WorkerRequest, parse_event_line, write_request
-from .run import LIFELINE_FLAG, STANDBY_FLAG
+from .run import LIFELINE_FLAG, PRELOAD_FLAG, STANDBY_FLAG
 from .transfer import load_results, write_input_images
 
 __all__ = ["ProcessJob", "DEFAULT_SILENCE_LIMIT_S", "TAIL_LINES", "worker_command", "ended_reason",
@@ -53,6 +53,8 @@ TAIL_LINES = 20
 _TERMINATE_GRACE_S = 0.5
 #: How often the supervising thread looks at Cancel and the clock.
 _TICK_S = 0.05
+#: After its results, how long a worker may take to end by itself.
+_EXIT_AFTER_RESULT_S = 10.0
 #: After the worker ended, how long its last lines may take to arrive (something it started may hold the pipe).
 _DRAIN_S = 1.0
 #: Longest line kept from the worker (a runaway line must not fill Slicer's memory), and a log tail line.
@@ -74,11 +76,13 @@ def library_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def worker_command(request_path: Optional[Path], python: Optional[str] = None, lifeline: bool = True) -> list:
+def worker_command(request_path: Optional[Path], python: Optional[str] = None, lifeline: bool = True,
+                   preload: Optional[str] = None) -> list:
     """The command line that runs the worker on ``request_path`` with ``python`` (None: a standby worker that
     reads the path from stdin); with ``lifeline`` the worker ends when its standard input closes (its starter
     is gone), so the starter must give it a pipe."""
-    request = [STANDBY_FLAG] if request_path is None else [str(request_path)]
+    request = [STANDBY_FLAG] + ([PRELOAD_FLAG, str(preload)] if preload else []) if request_path is None else [
+        str(request_path)]
     return [python or sys.executable, "-c", _BOOTSTRAP, str(library_root())] + request + (
         [LIFELINE_FLAG] if lifeline else [])
 
@@ -110,9 +114,9 @@ class _Standby:
     standby is started when it is taken. Idle, it holds the memory of an imported torch (a few hundred MB).
     """
 
-    def __init__(self, python: Optional[str], cpu_threads: Optional[int]):
-        self.key = (python or sys.executable, cpu_threads)
-        self.process = _spawn(worker_command(None, python), tempfile.gettempdir(), cpu_threads)
+    def __init__(self, python: Optional[str], cpu_threads: Optional[int], model: Optional[str]):
+        self.key = (python or sys.executable, cpu_threads, model)
+        self.process = _spawn(worker_command(None, python, preload=model), tempfile.gettempdir(), cpu_threads)
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -127,28 +131,32 @@ _standby_lock = threading.Lock()
 _standby: "Optional[_Standby]" = None
 
 
-def prestart_worker(python: Optional[str] = None, cpu_threads: Optional[int] = None) -> None:
-    """Start a standby worker for the next :class:`ProcessJob` with ``use_standby`` (none if one is ready)."""
+def prestart_worker(python: Optional[str] = None, cpu_threads: Optional[int] = None,
+                    model: Optional[str] = None) -> None:
+    """Start a standby worker for the next :class:`ProcessJob` with ``use_standby`` (none if one is ready);
+    with ``model`` it also loads that model and runs it once while it waits."""
     global _standby
     with _standby_lock:
-        key = (python or sys.executable, cpu_threads)
+        key = (python or sys.executable, cpu_threads, model)
         if _standby is not None and _standby.alive() and _standby.key == key:
             return
         if _standby is not None:
             _standby.close()
         try:
-            _standby = _Standby(python, cpu_threads)
+            _standby = _Standby(python, cpu_threads, model)
         except OSError:
             _standby = None  # the job will start its own worker and say why it cannot
 
 
 def _take_standby(python: Optional[str], cpu_threads: Optional[int]) -> Optional[subprocess.Popen]:
+    """The waiting worker if it runs the same Python with the same threads (any preloaded model: a job for
+    another model loads its own), else None; the caller starts the next one."""
     global _standby
     with _standby_lock:
         standby, _standby = _standby, None
     if standby is None:
         return None
-    if standby.alive() and standby.key == (python or sys.executable, cpu_threads):
+    if standby.alive() and standby.key[:2] == (python or sys.executable, cpu_threads):
         return standby.process
     standby.close()
     return None
@@ -190,7 +198,7 @@ class ProcessJob(JobBase):
                  python: Optional[str] = None, cpu_threads: Optional[int] = None,
                  silence_limit_s: float = DEFAULT_SILENCE_LIMIT_S, use_standby: bool = False,
                  prepare: bool = False, brain_mask: Any = None, brain_extraction: str = "mask",
-                 bias_correction: bool = False, name: Optional[str] = None):
+                 bias_correction: bool = False, keep_stage1: bool = True, name: Optional[str] = None):
         if kind not in JOB_KINDS:
             raise ValueError(f"kind must be one of {', '.join(JOB_KINDS)}, got {kind!r}")
         if not images:
@@ -205,7 +213,7 @@ class ProcessJob(JobBase):
         self._request = WorkerRequest(kind=kind, inputs={}, model=None if model is None else str(model),
                                       device=device, tumour_maps=tumour_maps, targets=targets,
                                       cpu_threads=cpu_threads, prepare=prepare, brain_extraction=brain_extraction,
-                                      bias_correction=bias_correction)
+                                      bias_correction=bias_correction, keep_stage1=keep_stage1)
         #: A brain mask image (in the reference's physical space) for preparing the study, or None.
         self._brain_mask = brain_mask
         self._python = python
@@ -235,7 +243,11 @@ class ProcessJob(JobBase):
             self.context.check_cancel()
             self.process = self._launch(request_path)
             results_folder = self._supervise(self.process)
-            results = load_results(results_folder)
+            results = load_results(results_folder)  # while the worker ends (torch's teardown takes a moment)
+            try:
+                self.process.wait(timeout=_EXIT_AFTER_RESULT_S)
+            except subprocess.TimeoutExpired:
+                pass  # its results are complete: the finally below ends it
             return results if self._request.kind == "validation" else results[0]
         finally:
             self._end_process()
@@ -247,7 +259,7 @@ class ProcessJob(JobBase):
         python, threads = self._python, self._request.cpu_threads
         if self.use_standby:
             process = _take_standby(python, threads)
-            prestart_worker(python, threads)  # warm for the job after this one
+            prestart_worker(python, threads, self._request.model)  # warm for the job after this one
             if process is not None:
                 self.context.log(f"handing the job to the waiting synthesis process ({process.pid})")
                 try:
@@ -306,6 +318,9 @@ class ProcessJob(JobBase):
                     failure["reason"] = "the synthesis process failed without saying why; the log has its last lines"
             else:
                 results = Path(event["folder"])
+                break  # complete (the manifest is written last): read it back while the worker ends
+        if results is not None:
+            return self._inside_job_folder(results)
         returncode = self._wait_for_exit(process, last_sign)
         errors.join(1.0)
         if failure is not None:
@@ -314,9 +329,11 @@ class ProcessJob(JobBase):
             code = failure.get("code") if failure.get("code") == "not-ready" else ""
             raise JobFailure(" ".join(failure["reason"].split()),
                              details if isinstance(details, str) and details else self._tail_text(), code, problems)
-        if returncode != 0 or results is None:
-            raise self._failure(ended_reason(returncode) if returncode != 0 else
-                                "the synthesis process ended without results; the log has its last lines")
+        raise self._failure(ended_reason(returncode) if returncode != 0 else
+                            "the synthesis process ended without results; the log has its last lines")
+
+    def _inside_job_folder(self, results: Path) -> Path:
+        """The results folder the worker named, refused unless it is a plain folder of this job's folder."""
         try:
             inside = results.resolve().parent == self.folder.resolve() and not results.is_symlink()
         except (OSError, ValueError):

@@ -24,7 +24,7 @@ from ..sequences import SEQUENCES, Sequence, parse_sequence
 
 __all__ = ["IMAGE_ROLES", "MANIFEST_NAME", "TransferError", "write_input_images", "save_results", "load_results"]
 
-#: Image fields of a TargetResult that travel (all optional but ``synthetic`` and ``stage1``).
+#: Image fields of a TargetResult that travel (all optional but ``synthetic``).
 IMAGE_ROLES = ("synthetic", "stage1", "refinement_map", "tumour_map", "tumour_mask", "error_map")
 #: The manifest the worker writes last: its presence means every image before it is complete.
 MANIFEST_NAME = "results.json"
@@ -152,7 +152,8 @@ def _result_from_entry(folder: Path, entry: Mapping) -> SynthesisResult:
     targets = {}
     for key, info in entry["targets"].items():
         sequence = parse_sequence(key)
-        images = {role: _read(folder, name) for role, name in info["files"].items() if role in IMAGE_ROLES}
+        images = dict.fromkeys(IMAGE_ROLES[1:])  # stage 1 travels only when asked for
+        images.update({role: _read(folder, name) for role, name in info["files"].items() if role in IMAGE_ROLES})
         targets[sequence] = TargetResult(
             sequence=sequence, **images,
             metrics={k: _from_number(v) for k, v in info.get("metrics", {}).items()},
