@@ -233,6 +233,7 @@ class ProcessJob(JobBase):
         os.chmod(folder, 0o700)  # the inputs are patient images: this user only
         self.folder = folder
         _LIVE_JOBS.add(self)
+        finished = False
         try:
             self.context.log("writing the inputs for the synthesis process")
             self._request.inputs = write_input_images(self._images, folder)
@@ -244,22 +245,24 @@ class ProcessJob(JobBase):
             self.process = self._launch(request_path)
             results_folder = self._supervise(self.process)
             results = load_results(results_folder)  # while the worker ends (torch's teardown takes a moment)
-            try:
-                self.process.wait(timeout=_EXIT_AFTER_RESULT_S)
-            except subprocess.TimeoutExpired:
-                pass  # its results are complete: the finally below ends it
+            finished = True
             return results if self._request.kind == "validation" else results[0]
         finally:
-            self._end_process()
+            if finished:  # the job is done; the worker may end in its own time, a thread reaps it
+                threading.Thread(target=_reap, args=(self.process,), daemon=True,
+                                 name="MRISynthesis worker reaper").start()
+            else:
+                self._end_process()
             _remove_folder(folder)
             self.folder = None
             _LIVE_JOBS.discard(self)
+            if self.use_standby:  # warm for the next job; started now, not during this one (it would take cores)
+                prestart_worker(self._python, self._request.cpu_threads, self._request.model)
 
     def _launch(self, request_path: Path) -> subprocess.Popen:
         python, threads = self._python, self._request.cpu_threads
         if self.use_standby:
             process = _take_standby(python, threads)
-            prestart_worker(python, threads, self._request.model)  # warm for the job after this one
             if process is not None:
                 self.context.log(f"handing the job to the waiting synthesis process ({process.pid})")
                 try:
@@ -404,6 +407,19 @@ def _read_lines(stream: Any, put, end_mark: bool, cut: int = _MAX_LINE) -> None:
         pass
     if end_mark:
         put(None)
+
+
+def _reap(process: subprocess.Popen) -> None:
+    """Wait for a worker that delivered its results to end by itself; end its group if it does not."""
+    try:
+        process.wait(timeout=_EXIT_AFTER_RESULT_S)
+    except subprocess.TimeoutExpired:
+        _signal_group(process, getattr(signal, "SIGKILL", None))
+        process.wait()
+    try:
+        process.stdin.close()
+    except (OSError, AttributeError):
+        pass
 
 
 def _signal_group(process: subprocess.Popen, number: Optional[int]) -> None:
