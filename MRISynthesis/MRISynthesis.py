@@ -691,13 +691,25 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
     def autoAssign(self, current: dict) -> dict:
         from MRISynthesisLib.scene.assignment import fill_empty_slots
 
-        return fill_empty_slots(current, slicer.mrmlScene)
+        return fill_empty_slots(current, slicer.mrmlScene, self.dicomRecogniser())
 
     def assignmentNotes(self, current: dict) -> list:
         """Why some empty slots were not filled: ``scene.assignment.AssignmentNote`` (sequence, candidate names)."""
         from MRISynthesisLib.scene.assignment import assignment_notes
 
-        return assignment_notes(current, slicer.mrmlScene)
+        return assignment_notes(current, slicer.mrmlScene, self.dicomRecogniser())
+
+    def dicomRecogniser(self):
+        """Tells a volume loaded from the DICOM browser by its DICOM tags (``scene.dicom_nodes``); None without
+        an open DICOM database. Kept, with its answers, for the life of the logic."""
+        database = getattr(slicer, "dicomDatabase", None)
+        if database is None or not database.isOpen:
+            return None
+        if getattr(self, "_dicomRecogniser", None) is None:
+            from MRISynthesisLib.scene.dicom_nodes import dicom_recogniser
+
+            self._dicomRecogniser = dicom_recogniser(database.fileForInstance)
+        return self._dicomRecogniser
 
     def selectionState(self, selected: dict, hasModel: bool = True, busy: bool = False):
         """``scene.panel.SelectionState``: present/missing sequences and a ``PanelReason`` per button."""

@@ -11,7 +11,7 @@ from scene_support import mrml_scene, node_array, node_matrix, snapshot  # noqa:
 
 import slicer  # noqa: E402  (slicer-core, after scene_support's skip)
 
-from MRISynthesisLib.phantom import generate_clinical_study
+from MRISynthesisLib.phantom import generate_clinical_study, write_clinical_study
 from MRISynthesisLib.scene.brain_mask_nodes import brain_mask_from_node
 from MRISynthesisLib.scene.flow import SynthesisFailed, add_case_nodes, synthesize_in_scene
 from MRISynthesisLib.scene.geometry import image_from_volume_node, volume_node_from_image
@@ -85,3 +85,38 @@ def test_a_segmentation_node_gives_the_same_mask_as_its_label_map(study_in_scene
     np.testing.assert_array_equal(sitk.GetArrayFromImage(resampled) > 0, sitk.GetArrayFromImage(from_label_map) > 0)
     with pytest.raises(ValueError, match="a brain mask is a label map or a segmentation"):
         brain_mask_from_node(scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode"))
+
+
+def test_volumes_from_the_dicom_browser_are_recognised_by_their_tags(mrml_scene, tmp_path):
+    """Volumes named as Slicer's DICOM loader names them, with neutral descriptions: the tags decide (the
+    post-contrast T1 by its contrast agent); the localiser is never proposed."""
+    import pydicom
+
+    from MRISynthesisLib.clinical.dicom_study import read_series, scan_study
+    from MRISynthesisLib.scene.assignment import fill_empty_slots
+    from MRISynthesisLib.scene.dicom_nodes import INSTANCE_UIDS_ATTRIBUTE, dicom_recogniser
+    from MRISynthesisLib.sequences import SEQUENCES
+
+    folder = write_clinical_study(generate_clinical_study(12, small=True), tmp_path, dicom=True) / "dicom"
+    database = {}
+    for path in folder.rglob("*.dcm"):
+        dataset = pydicom.dcmread(path)
+        dataset.SeriesDescription = f"Series {dataset.SeriesNumber}"  # neutral: only the tags can tell
+        dataset.ProtocolName = "clinical"
+        dataset.save_as(path)
+        database[str(dataset.SOPInstanceUID)] = str(path)
+    scene = mrml_scene.scene
+    nodes = {}
+    for series in scan_study(folder).series:
+        if len(series.files) < 3 or series.orientations > 1:
+            continue  # the localiser's stacks are not volumes Slicer would load as one
+        node = volume_node_from_image(scene, read_series(series), f"{series.number}: Series {series.number}")
+        uids = [str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in series.files]
+        node.SetAttribute(INSTANCE_UIDS_ATTRIBUTE, " ".join(uids))
+        nodes[series.number] = (node, series)
+    by_name = fill_empty_slots(dict.fromkeys(SEQUENCES), scene)
+    assert all(node is None for node in by_name.values()), "the names alone say nothing"
+    by_tags = fill_empty_slots(dict.fromkeys(SEQUENCES), scene, dicom_recogniser(database.get))
+    expected = {s.sequence: nodes[s.series_number][0] for s in generate_clinical_study(12, small=True).series
+                if s.series_number in nodes}
+    assert by_tags == expected

@@ -14,7 +14,7 @@ import os
 import stat
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -330,12 +330,18 @@ def scan_study(folder: str | Path) -> DicomStudy:
         raise StudyError(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}")
     if importlib.util.find_spec("pydicom") is None:  # imported where used; checked here for a one-line message
         raise StudyError(f"{folder}: reading a DICOM study needs the pydicom package (pip install pydicom)")
+    return scan_files(_regular_files(folder), folder)
+
+
+def scan_files(paths: Iterable[Path], folder: Path) -> DicomStudy:
+    """The series of an explicit list of files (for example a Slicer volume's instances, found through the
+    DICOM database), described exactly as :func:`scan_study` describes a folder's."""
     study = DicomStudy(folder=folder, series=[])
     found: Dict[str, DicomSeries] = {}
     slices: Dict[str, List[SliceHeader]] = {}
     orientations: Dict[str, List[Optional[Tuple[float, ...]]]] = {}
     instances: set = set()
-    for path in _regular_files(folder):
+    for path in paths:
         try:
             with warnings.catch_warnings():  # pydicom converts values lazily and warns about odd ones
                 warnings.simplefilter("ignore")

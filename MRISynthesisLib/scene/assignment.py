@@ -4,7 +4,7 @@ suggests (:func:`MRISynthesisLib.sequences.guess_sequence`) and why a slot staye
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 from ..sequences import SEQUENCES, Sequence, guess_sequence
 from .nodes import is_output_node, node_label
@@ -53,8 +53,13 @@ class Assignment:
                 for sequence in SEQUENCES if sequence in self.ambiguous]
 
 
-def assign_sequences(nodes: Iterable[Any]) -> Assignment:
-    """Map volume nodes to the four sequences by name (:func:`guess_sequence` aliases).
+#: Tells a node's sequence from more than its name (its DICOM tags, :mod:`.dicom_nodes`), or None.
+Recogniser = Optional[Callable[[Any], Optional[Sequence]]]
+
+
+def assign_sequences(nodes: Iterable[Any], recognise: Recogniser = None) -> Assignment:
+    """Map volume nodes to the four sequences: by ``recognise`` (DICOM tags) where it knows, else by name
+    (:func:`guess_sequence` aliases).
 
     A sequence claimed by exactly one node gets it; a sequence claimed by several, and names
     that are ambiguous themselves ("t1_t2_fusion"), are left empty for the user to choose.
@@ -62,7 +67,7 @@ def assign_sequences(nodes: Iterable[Any]) -> Assignment:
     claims: dict[Sequence, list] = {sequence: [] for sequence in SEQUENCES}
     unrecognised = []
     for node in nodes:
-        sequence = guess_sequence(node.GetName() or "")
+        sequence = (recognise(node) if recognise is not None else None) or guess_sequence(node.GetName() or "")
         if sequence is None:
             unrecognised.append(node_label(node))
         else:
@@ -73,19 +78,20 @@ def assign_sequences(nodes: Iterable[Any]) -> Assignment:
     return Assignment(nodes=chosen, ambiguous=ambiguous, unrecognised=unrecognised)
 
 
-def fill_empty_slots(current: Mapping[Sequence, Any], scene: Any) -> dict:
+def fill_empty_slots(current: Mapping[Sequence, Any], scene: Any, recognise: Recogniser = None) -> dict:
     """The current selection with empty slots filled by :func:`assign_sequences` (choices kept).
 
     A node the user already put in one slot is not proposed for another.
     """
     used = {node.GetID() for node in current.values() if node is not None}
     free = [node for node in candidate_input_nodes(scene) if node.GetID() not in used]
-    proposal = assign_sequences(free).nodes
+    proposal = assign_sequences(free, recognise).nodes
     return {sequence: current.get(sequence) or proposal.get(sequence) for sequence in SEQUENCES}
 
 
-def assignment_notes(selected: Mapping[Sequence, Any], scene: Any) -> list[AssignmentNote]:
+def assignment_notes(selected: Mapping[Sequence, Any], scene: Any, recognise: Recogniser = None
+                     ) -> list[AssignmentNote]:
     """Why empty slots stayed empty: one note per empty slot whose sequence several scene volumes look like."""
-    ambiguous = assign_sequences(candidate_input_nodes(scene)).ambiguous
+    ambiguous = assign_sequences(candidate_input_nodes(scene), recognise).ambiguous
     empty = {s: names for s, names in ambiguous.items() if selected.get(s) is None}
     return Assignment(nodes={}, ambiguous=empty, unrecognised=[]).notes()
