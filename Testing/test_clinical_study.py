@@ -115,6 +115,10 @@ def test_cli_refuses_an_unprepared_study_saying_what_to_do(tmp_path, study_on_di
     assert code == 2 and len(message.splitlines()) == 1
     assert "not skull-stripped" in message and "--prepare" in message and "--brain-mask FILE" in message
     assert not out.exists(), "nothing is written for a refused study"
+    assert main(["validate", str(nifti), "-o", str(out), "--device", "cpu"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert "not skull-stripped" in message and "--prepare" in message and len(message.splitlines()) == 1
+    assert not out.exists()
 
 
 def test_cli_dicom_study_prepared_gives_results_on_the_reference_grid_and_dicom_series(tmp_path, study_on_disk,

@@ -13,7 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "validate", help="leave-one-out check on a complete case",
         description="On a case with all four sequences, synthesise each one from the other three and compare "
         "with the acquired one (SSIM whole/tumour/healthy, PSNR, NMSE, MAE). Writes the synthetic volumes, error "
-        "maps, <case>-validation.csv/.md and <case>-report.json.",
+        "maps, <case>-validation.csv/.md and <case>-report.json. The case must be what the model expects "
+        "(skull-stripped, co-registered, near 1 mm): that is measured first.",
     )
     parser.add_argument("case_dir", type=Path, help="BraTS-style case folder with all four sequences")
     parser.add_argument("-o", "--output-dir", type=Path, required=True, help="folder for the results")
@@ -40,6 +41,7 @@ def run_validate(args: argparse.Namespace) -> int:
     from ..core.progress import terminal_progress
     from ..sequences import SEQUENCES
     from ..core.bundles import load_bundle
+    from ..clinical.study_run import StudyOptions, model_ready_inputs
 
     found = find_case_files(args.case_dir)
     missing = [s.display_name for s in SEQUENCES if s not in found.sequences]
@@ -51,6 +53,9 @@ def run_validate(args: argparse.Namespace) -> int:
     images = load_inputs(found.sequences)
     label = read_case_label(args.case_dir)
     bundle = load_bundle(args.model)
+    model_ready_inputs(images, bundle, StudyOptions(), {s: str(p) for s, p in found.sequences.items()},
+                       advice="validate a BraTS-preprocessed case (skull-stripped, co-registered); prepare a "
+                              "clinical study with 'mrisynth synthesize --prepare' first")
     with terminal_progress(description=f"validating {case_id}") as progress:
         result = synthesize(images, bundle, targets=list(SEQUENCES), device=args.device, progress=progress,
                             ground_truth=images, label=label, intensity=args.intensity)
