@@ -767,7 +767,7 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
                 raise ValueError(_("Prepare inputs runs in the worker process only."))
             makeTask = jobs.synthesis_task if kind == "synthesis" else jobs.validation_task
             return jobs.Job(makeTask(selectedInputs.images, model, device=device, tumour_maps=tumourMaps),
-                            name=kind).start()
+                            name=kind).start()  # no precondition check here: scripts and debugging only
         from MRISynthesisLib.worker.supervisor import ProcessJob
 
         mask = None
@@ -775,7 +775,7 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
             from MRISynthesisLib.scene.brain_mask_nodes import brain_mask_from_node
 
             mask = brain_mask_from_node(brainMask)
-        return ProcessJob(selectedInputs.images, model, kind=kind, device=device, tumour_maps=tumourMaps,
+        return ProcessJob(selectedInputs.native, model, kind=kind, device=device, tumour_maps=tumourMaps,
                           python=self.pythonExecutable(), cpu_threads=self.workerCpuThreads(), use_standby=True,
                           prepare=prepare, brain_mask=mask, keep_stage1=keepStage1,
                           brain_extraction="mask" if mask is not None else "hd-bet").start()
@@ -809,7 +809,8 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
         return nodes
 
     def process(self, selected: dict, model: Optional[str] = None, device: str = "auto",
-                keepStage1: bool = False, tumourMaps: bool = True, inProcess: bool = False):
+                keepStage1: bool = False, tumourMaps: bool = True, inProcess: bool = False, prepare: bool = False,
+                brainMask=None):
         """Synthesise the missing sequences and add the result nodes, blocking (scripts and tests); in a worker
         process unless ``inProcess``. A failed worker raises ``scene.flow.SynthesisFailed`` (one-line reason)."""
         from MRISynthesisLib.scene.flow import synthesize_in_scene
@@ -819,7 +820,9 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
                                        tumour_maps=tumourMaps, log=logging.info)
         return synthesize_in_scene(slicer.mrmlScene, selected, model, device=device, keep_stage1=keepStage1,
                                    tumour_maps=tumourMaps, log=logging.info, backend="process",
-                                   python=self.pythonExecutable(), cpu_threads=self.workerCpuThreads())
+                                   python=self.pythonExecutable(), cpu_threads=self.workerCpuThreads(),
+                                   prepare=prepare, brain_mask=brainMask,
+                                   brain_extraction="mask" if brainMask is not None else "hd-bet")
 
     def loadPhantom(self, seed: int = 0, small: bool = False) -> dict:
         """Generate a phantom case and load its four volumes and label map."""

@@ -176,3 +176,37 @@ def test_cli_dicom_ambiguity_no_mr_and_missing_brain_extraction_are_one_line(tmp
     assert main(["synthesize", "--dicom", str(empty), "-o", str(out)]) == 2
     assert "no DICOM files found" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_hd_bet_runs_as_its_version_2_command_line_and_its_mask_is_used(tmp_path, study, monkeypatch):
+    """HD-BET cannot be installed here (no network for its weights): a stand-in program with HD-BET 2's
+    command line and file naming (``-o X.nii.gz --save_bet_mask`` writes ``X_bet.nii.gz``) checks the call."""
+    import stat
+    import sys
+
+    from MRISynthesisLib.clinical import brain_masks
+
+    program = tmp_path / "hd-bet"
+    program.write_text(f"""#!{sys.executable}
+import sys, SimpleITK as sitk
+args = sys.argv[1:]
+assert args[args.index("-device") + 1] in ("cpu", "cuda", "mps"), args
+assert "--save_bet_mask" in args and "--no_bet_image" in args, args
+image = sitk.ReadImage(args[args.index("-i") + 1])
+target = args[args.index("-o") + 1]
+mask = sitk.Resample(sitk.ReadImage({str(tmp_path / 'truth.nii.gz')!r}), image, sitk.Transform(),
+                     sitk.sitkNearestNeighbor, 0)
+sitk.WriteImage(mask, target[:-7] + "_bet.nii.gz")
+""")
+    program.chmod(program.stat().st_mode | stat.S_IEXEC)
+    t1 = study.images[Sequence.T1N]
+    sitk.WriteImage(true_mask_on(study, Sequence.T1N, t1), str(tmp_path / "truth.nii.gz"))
+    monkeypatch.setenv("PATH", f"{tmp_path}:{__import__('os').environ['PATH']}")
+    mask = brain_masks.hd_bet_mask(t1, device="auto", name="T1")
+    expected = sitk.GetArrayFromImage(true_mask_on(study, Sequence.T1N, t1)) > 0
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(mask) > 0, expected)
+    program.write_text(f"#!{sys.executable}\nimport sys\nprint('urlopen error: no network', file=sys.stderr)\n"
+                       "sys.exit(1)\n")
+    with pytest.raises(brain_masks.BrainExtractionError, match=r"HD-BET could not extract the brain of T1 \(urlopen "
+                       r"error: no network; offline, it cannot fetch its weights\); or give a brain mask"):
+        brain_masks.hd_bet_mask(t1, device="auto", name="T1")

@@ -65,7 +65,8 @@ def read_study(args: argparse.Namespace, parse_inputs, load_inputs) -> StudyRun:
         if args.dicom_output:
             raise UsageError("--dicom-output needs --dicom STUDY_DIR (the study the new series join)")
         case_id, files = parse_inputs(args.case_dir, args.input)
-        return StudyRun(case_id, files, load_inputs(files), {}, [], tuple(Path(p) for p in files.values()))
+        return StudyRun(case_id, files, load_inputs(files), {}, [], tuple(Path(p) for p in files.values())
+                        + _mask_input(args))
     from ..clinical.study_inputs import study_inputs
     from ..core.input_checks import check_acquired, find_duplicate
 
@@ -85,18 +86,29 @@ def read_study(args: argparse.Namespace, parse_inputs, load_inputs) -> StudyRun:
     if duplicate is not None:
         first, second = duplicate
         raise UsageError(f"{args.dicom}: series {files[second]} holds exactly the voxels of {files[first]}")
+    if args.dicom_output:
+        from ..sequences import SEQUENCES
+
+        reference = next(s for s in SEQUENCES if s in found.series)
+        if found.series[reference].is_multiframe:
+            raise UsageError(f"{args.dicom}: --dicom-output needs a classic (single-frame) reference series; "
+                             f"{found.series[reference].label()} is multi-frame")
     case_id = _dicom_case_id(found)
-    return StudyRun(case_id, files, found.images, found.series, list(found.messages), (Path(args.dicom),))
+    return StudyRun(case_id, files, found.images, found.series, list(found.messages),
+                    (Path(args.dicom),) + _mask_input(args))
+
+
+def _mask_input(args: argparse.Namespace) -> tuple:
+    """The brain mask file is an input too: never replaced by an output."""
+    return (Path(args.brain_mask),) if getattr(args, "brain_mask", None) is not None else ()
 
 
 def _dicom_case_id(found) -> str:
-    """A file-name-safe case name from the study: PatientID and StudyDate when present."""
-    import re
+    """A case name that identifies nobody: ``study-`` and a digest of the series UIDs (``--case`` names it)."""
+    import hashlib
 
-    first = next(iter(found.series.values()))
-    tags = getattr(first, "patient_id", "") or first.folder.name
-    text = re.sub(r"[^A-Za-z0-9._-]+", "_", str(tags)).strip("._-")
-    return text[:64] or "study"
+    digest = hashlib.sha1(" ".join(sorted(s.uid for s in found.series.values())).encode("ascii", "replace"))
+    return f"study-{digest.hexdigest()[:10]}"
 
 
 def model_inputs(args: argparse.Namespace, run: StudyRun, say, bundle) -> tuple:
@@ -140,6 +152,8 @@ def extra_output_names(args: argparse.Namespace, case_id: str, targets, sequence
 
 def write_study_extras(args, staging: Path, case_id: str, result, prepared, run: StudyRun) -> dict:
     """Write the brain mask and the per-grid volumes into ``staging``; returns what was written, by name."""
+    import SimpleITK as sitk
+
     from ..core.io import write_image
 
     written: dict = {}
@@ -152,7 +166,8 @@ def write_study_extras(args, staging: Path, case_id: str, result, prepared, run:
         for target, made in result.targets.items():
             for sequence in run.images:
                 name = f"{case_id}-{target.value}-on-{sequence.value}-grid.nii.gz"
-                write_image(prepared.to_input_grid(made.synthetic, sequence), staging / name,
+                brain = prepared.to_input_grid(prepared.brain_mask, sequence, nearest=True)
+                write_image(sitk.Mask(prepared.to_input_grid(made.synthetic, sequence), brain, 0), staging / name,
                             f"SYNTHETIC {target.short_name} on the {sequence.short_name} grid by MRISynthesis")
                 written.setdefault("on_input_grids", {}).setdefault(target.value, {})[sequence.value] = str(
                     Path(args.output_dir) / name)

@@ -46,8 +46,8 @@ def check_brain_mask(mask: sitk.Image, name: str) -> sitk.Image:
     binary = sitk.Cast(sitk.NotEqual(mask, 0), sitk.sitkUInt8)
     voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(binary)))
     if voxels == 0:
-        raise BrainExtractionError(f"{name}: the brain mask is empty on the reference grid (does it belong to this "
-                                   "study's reference series?)")
+        raise BrainExtractionError(f"{name}: the brain mask is empty there (does it belong to this study's "
+                                   "reference series?)")
     volume_ml = voxels * float(np.prod(binary.GetSpacing())) / 1000.0
     if not MIN_BRAIN_ML <= volume_ml <= MAX_MASK_ML:
         raise BrainExtractionError(f"{name}: the brain mask holds {volume_ml:.0f} ml; a brain holds "
@@ -75,8 +75,22 @@ def mask_from_file(path: Path, reference: sitk.Image) -> sitk.Image:
     return mask_on_grid(mask, reference, str(path))
 
 
+#: Where HD-BET (version 2) writes the mask of ``-o brain.nii.gz`` with ``--save_bet_mask``.
+HD_BET_MASK_NAME = "brain_bet.nii.gz"
+
+
 def _hd_bet_program() -> Optional[str]:
     return shutil.which(HD_BET_COMMAND)
+
+
+def hd_bet_command(program: str, source: Path, target: Path, device: str) -> list:
+    """HD-BET 2's command line: the mask only (no brain image), on ``cuda``, ``mps`` or ``cpu`` (there without
+    test-time augmentation, which would take minutes)."""
+    from ..core.devices import resolve_device
+
+    kind = resolve_device(device).type  # HD-BET takes a torch device name, not "auto"
+    command = [program, "-i", str(source), "-o", str(target), "-device", kind, "--save_bet_mask", "--no_bet_image"]
+    return command + (["--disable_tta"] if kind == "cpu" else [])
 
 
 def hd_bet_mask(reference: sitk.Image, device: str = "cpu", name: str = "the reference series") -> sitk.Image:
@@ -94,15 +108,17 @@ def hd_bet_mask(reference: sitk.Image, device: str = "cpu", name: str = "the ref
     try:
         source, target = folder / "reference.nii.gz", folder / "brain.nii.gz"
         sitk.WriteImage(reference, str(source))
-        command = [program, "-i", str(source), "-o", str(target), "-device", "cpu" if device == "cpu" else "0",
-                   "--save_bet_mask"]
-        done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        masks = sorted(folder.glob("*mask*.nii.gz"))
-        if done.returncode != 0 or not masks:
-            lines = [line for line in (done.stderr or done.stdout or "").splitlines() if line.strip()]
+        done = subprocess.run(hd_bet_command(program, source, target, device), capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
+        mask = folder / HD_BET_MASK_NAME
+        if done.returncode != 0 or not mask.is_file():
+            text = done.stderr or done.stdout or ""
+            lines = [line for line in text.splitlines() if line.strip()]
             last = lines[-1].strip() if lines else f"exit status {done.returncode}, no mask written"
-            raise BrainExtractionError(f"HD-BET could not extract the brain of {name} ({last}; offline, it cannot "
-                                       f"fetch its weights); {_ALTERNATIVE}")
-        return mask_on_grid(sitk.ReadImage(str(masks[0])), reference, f"HD-BET mask of {name}")
+            offline = ("; offline, it cannot fetch its weights" if any(word in text.lower() for word in
+                       ("urlopen", "connection", "download", "resolve host", "network")) else "")
+            raise BrainExtractionError(f"HD-BET could not extract the brain of {name} ({last}{offline}); "
+                                       f"{_ALTERNATIVE}")
+        return mask_on_grid(sitk.ReadImage(str(mask)), reference, f"HD-BET mask of {name}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -159,7 +159,10 @@ def prepare_study(images: Mapping[Sequence, sitk.Image], *, brain_mask: Optional
         for index, sequence in enumerate(native):
             check_cancel(cancel)
             report(0.3 * index / len(native), f"bias-field correction of {label[sequence]}")
-            corrected[sequence] = correct_bias_field(native[sequence]).corrected
+            try:
+                corrected[sequence] = correct_bias_field(native[sequence]).corrected
+            except ValueError as error:
+                raise PreparationError(f"bias-field correction of {label[sequence]}: {error}") from None
         timings["bias_correction_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
@@ -186,7 +189,7 @@ def prepare_study(images: Mapping[Sequence, sitk.Image], *, brain_mask: Optional
     timings["brain_extraction_s"] = time.perf_counter() - tick
     messages.append(f"brain extraction: {'HD-BET' if brain_extraction == 'hd-bet' else 'the given brain mask'}")
 
-    report(0.9, "resampling into the model space (1 mm, axial)")
+    report(0.9, f"resampling into the model space ({spacing_mm:g} mm, axial)")
     tick = time.perf_counter()
     grid = model_space_grid(mask, spacing=spacing_mm)
     brain = into_grid(mask, grid, nearest=True)

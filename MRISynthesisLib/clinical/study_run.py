@@ -40,10 +40,10 @@ class NotReadyError(PreconditionError):
         self.report = report
 
 
-def _skull_stripped(images: Mapping[Sequence, sitk.Image], mask: sitk.Image) -> dict:
+def _skull_stripped(images: Mapping[Sequence, sitk.Image], mask: sitk.Image, names: Mapping[Sequence, str]) -> dict:
     """Every input with everything outside the brain mask set to 0 (the mask resampled onto each grid)."""
-    return {sequence: sitk.Mask(image, mask_on_grid(mask, image, "the brain mask"), 0)
-            for sequence, image in images.items()}
+    return {sequence: sitk.Mask(image, mask_on_grid(mask, image, f"the brain mask on the grid of {names[sequence]}"),
+                                0) for sequence, image in images.items()}
 
 
 def model_ready_inputs(images: Mapping[Sequence, sitk.Image], bundle, options: StudyOptions,
@@ -61,7 +61,8 @@ def model_ready_inputs(images: Mapping[Sequence, sitk.Image], bundle, options: S
                                  bias_correction=options.bias_correction, names=names, device=device,
                                  spacing_mm=model_spacing_of(bundle), progress=progress, cancel=cancel)
         return prepared.images, prepared, None
-    ready = dict(images) if options.brain_mask is None else _skull_stripped(images, options.brain_mask)
+    labels = {s: (names or {}).get(s) or f"the {s.display_name} input" for s in images}
+    ready = dict(images) if options.brain_mask is None else _skull_stripped(images, options.brain_mask, labels)
     report = check_preconditions(ready, names)
     if not report.ok:
         raise NotReadyError(report, advice or PREPARE_ADVICE)

@@ -97,10 +97,10 @@ def synthesize_in_scene(scene: Any, selected: Mapping[Sequence, Any], bundle: An
         mask = brain_mask_from_node(brain_mask)
     study = dict(prepare=prepare, brain_mask=mask, brain_extraction=brain_extraction, bias_correction=bias_correction)
     if backend == "process":
-        result = _synthesize_in_worker(selected_inputs.images, bundle, targets, device, tumour_maps, python,
+        result = _synthesize_in_worker(selected_inputs.native, bundle, targets, device, tumour_maps, python,
                                        cpu_threads, say, dict(study, keep_stage1=keep_stage1))
     else:
-        result = _synthesize_here(selected_inputs.images, bundle, targets, device, tumour_maps, synthesize, study)
+        result = _synthesize_here(selected_inputs.native, bundle, targets, device, tumour_maps, synthesize, study)
     for line in list(result.messages):
         say(line)
     nodes = add_result_nodes(scene, result, selected_inputs, keep_stage1=keep_stage1)

@@ -45,6 +45,9 @@ class SelectedInputs:
     #: One-line name that output nodes and folders start with, fixed when the job starts
     #: (:func:`input_base_name`): renaming an input during the run does not change it.
     base_name: str = ""
+    #: The copies on their own grids (before alignment): what the preconditions are measured on and a
+    #: clinical study is prepared from (resampling first would hide thick slices and cut fields of view).
+    native: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.base_name and self.reference in self.nodes:
@@ -90,7 +93,7 @@ def copy_selected_inputs(selected: Mapping[Sequence, Any], scene: Any = None) ->
     messages = [f"{node_label(node)} used as {sequence.display_name}" for sequence, node in nodes.items()]
     messages.extend(aligned.resampled)
     return SelectedInputs(images=aligned.images, nodes=nodes, reference=aligned.reference, messages=messages,
-                          base_name=input_base_name(nodes, aligned.reference))
+                          base_name=input_base_name(nodes, aligned.reference), native=images)
 
 
 def selected_nodes(selected: Mapping[Sequence, Any]) -> dict:

@@ -129,6 +129,9 @@ class _Standby:
 
 _standby_lock = threading.Lock()
 _standby: "Optional[_Standby]" = None
+#: False after :func:`discard_standby` until :func:`prestart_worker` is asked again: a job ending after
+#: the panel closed starts no new standby.
+_standby_wanted = False
 
 
 def prestart_worker(python: Optional[str] = None, cpu_threads: Optional[int] = None,
@@ -136,6 +139,8 @@ def prestart_worker(python: Optional[str] = None, cpu_threads: Optional[int] = N
     """Start a standby worker for the next :class:`ProcessJob` with ``use_standby`` (none if one is ready);
     with ``model`` it also loads that model and runs it once while it waits."""
     global _standby
+    global _standby_wanted
+    _standby_wanted = True
     with _standby_lock:
         key = (python or sys.executable, cpu_threads, model)
         if _standby is not None and _standby.alive() and _standby.key == key:
@@ -163,8 +168,9 @@ def _take_standby(python: Optional[str], cpu_threads: Optional[int]) -> Optional
 
 
 def discard_standby() -> None:
-    """End the standby worker, if any (module closed, settings changed)."""
-    global _standby
+    """End the standby worker, if any (module closed, settings changed); no new one until asked again."""
+    global _standby, _standby_wanted
+    _standby_wanted = False
     with _standby_lock:
         standby, _standby = _standby, None
     if standby is not None:
@@ -256,7 +262,8 @@ class ProcessJob(JobBase):
             _remove_folder(folder)
             self.folder = None
             _LIVE_JOBS.discard(self)
-            if self.use_standby:  # warm for the next job; started now, not during this one (it would take cores)
+            if self.use_standby and _standby_wanted and not self._cancel.is_set():
+                # warm for the next job; started now, not during this one (it would take cores)
                 prestart_worker(self._python, self._request.cpu_threads, self._request.model)
 
     def _launch(self, request_path: Path) -> subprocess.Popen:
