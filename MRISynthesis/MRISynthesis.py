@@ -220,7 +220,7 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self) -> None:
         self.initializeParameterNode()
-        if self.logic.missingPackages() == []:  # a worker waits for the first job (Python and torch loaded)
+        if self._job is None and not self.logic.missingPackages():  # a worker waits for the next job, loaded
             from MRISynthesisLib.worker.supervisor import prestart_worker
 
             prestart_worker(self.logic.pythonExecutable(), self.logic.workerCpuThreads(), self.currentModel())
