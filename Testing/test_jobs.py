@@ -236,3 +236,19 @@ def test_cancelled_validation_returns_nothing(four_images):
     job.cancel()
     assert job.wait(WAIT_S)
     assert job.state is jobs.JobState.CANCELLED and job.result is None
+
+
+def test_a_part_of_a_job_moves_one_bar_forward():
+    context = jobs.JobContext()
+    context.part(0.0, 0.2).progress(1.0, "prepared")
+    second = context.part(0.2, 1.0)
+    second.progress(0.0, "stage 1")
+    second.progress(0.5, "stage 1")
+    second.part(0.5, 1.0).progress(1.0, "done")
+    fractions = []
+    while not context.events.empty():
+        event = context.events.get()
+        if event.kind == "progress":
+            fractions.append(round(event.fraction, 6))
+    assert fractions == [0.2, 0.2, 0.6, 1.0]
+    assert second.cancel_event is context.cancel_event

@@ -89,6 +89,7 @@ class JobContext:
         self._last_fraction = -1.0
         self._last_message = ""
         self._last_phase = ""
+        self._start, self._stop = 0.0, 1.0
 
     @property
     def cancelled(self) -> bool:
@@ -113,7 +114,15 @@ class JobContext:
                 and fraction not in (0.0, 1.0)):
             return
         self._last_fraction, self._last_message = fraction, message
-        self.events.put(JobEvent("progress", message, fraction))
+        self.events.put(JobEvent("progress", message, self._start + (self._stop - self._start) * fraction))
+
+    def part(self, start: float, stop: float) -> "JobContext":
+        """A context for one part of the work: its progress 0..1 is reported as ``start``..``stop`` of this one
+        (same events, same cancellation), so a job of several steps moves one bar forward only."""
+        part = JobContext(self.events, self.cancel_event)
+        part._start = self._start + (self._stop - self._start) * start
+        part._stop = self._start + (self._stop - self._start) * stop
+        return part
 
 
 class JobFailure(Exception):

@@ -116,6 +116,9 @@ def _use_cpu_threads(request: WorkerRequest) -> None:
     os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
 
 
+#: Share of the progress bar a study's preparation takes (registration and resampling are quick beside
+#: the synthesis; N4, when asked for, is not, and then the bar waits a little longer at this mark).
+PREPARATION_SHARE = 0.2
 #: Advice of a worker whose inputs are not ready (the Slicer module words its own from the problems).
 NOT_READY_ADVICE = "prepare the inputs (Prepare inputs in Slicer, --prepare on the command line)"
 
@@ -141,8 +144,8 @@ def _ready_inputs(request: WorkerRequest, images: dict, context: JobContext):
     else:
         context.log("checking that the inputs are what the model expects")
     ready, prepared, _ = model_ready_inputs(images, bundle, options, advice=NOT_READY_ADVICE,
-                                            progress=context.progress, cancel=context.cancel_event,
-                                            device=request.device)
+                                            progress=context.part(0.0, PREPARATION_SHARE).progress,
+                                            cancel=context.cancel_event, device=request.device)
     for line in prepared.messages if prepared is not None else []:
         context.log(line)
     return ready, bundle, prepared
@@ -157,6 +160,8 @@ def run_request(request: WorkerRequest, request_folder: Path, context: JobContex
     context.check_cancel()
     images, bundle, prepared = _ready_inputs(request, images, context)
     context.check_cancel()
+    if prepared is not None:  # one bar: the preparation's share, then the synthesis
+        context = context.part(PREPARATION_SHARE, 1.0)
     if request.kind == "validation":
         task = validation_task(images, bundle, device=request.device, tumour_maps=request.tumour_maps)
         results = task(context)
