@@ -19,9 +19,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..core.input_checks import InputError
-from .volume_checks import float_volume
+from .volume_checks import float_volume, foreground_mask
 
-__all__ = ["BiasFieldError", "BiasCorrection", "correct_bias_field", "head_mask"]
+__all__ = ["BiasFieldError", "BiasCorrection", "correct_bias_field"]
 
 
 class BiasFieldError(InputError):
@@ -35,11 +35,6 @@ class BiasCorrection:
     corrected: sitk.Image
     field: sitk.Image
     seconds: float
-
-
-def head_mask(image: sitk.Image) -> sitk.Image:
-    """Voxels above the Otsu threshold of ``image`` (uint8 0/1): the head, or the brain of a stripped image."""
-    return sitk.OtsuThreshold(sitk.Cast(image, sitk.sitkFloat32), 0, 1, 128)
 
 
 def _check_image(image: object) -> sitk.Image:
@@ -91,7 +86,7 @@ def correct_bias_field(image: sitk.Image, mask: Optional[sitk.Image] = None, *, 
     levels = [int(n) for n in iterations]
     if not levels or min(levels) < 1:
         raise BiasFieldError(f"bias-field correction: iterations must be positive counts, got {tuple(iterations)}")
-    fit_mask = _check_mask(mask if mask is not None else head_mask(volume), volume)
+    fit_mask = _check_mask(mask if mask is not None else foreground_mask(volume), volume)
 
     factors = _shrink_factors(volume.GetSpacing(), float(shrink))
     small = sitk.Shrink(volume, factors)

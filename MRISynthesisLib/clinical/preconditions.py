@@ -27,6 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..sequences import SEQUENCES, Sequence
+from .volume_checks import foreground_mask
 
 __all__ = ["MAX_BRAIN_ML", "MIN_JUDGED_ML", "MIN_ZERO_BACKGROUND", "MAX_SPACING_MM", "InputCheck",
            "AlignmentCheck", "PreconditionReport", "PreconditionError", "check_preconditions",
@@ -154,10 +155,7 @@ def _foreground(image: sitk.Image) -> np.ndarray:
     array = sitk.GetArrayViewFromImage(image)
     if np.count_nonzero(array == 0) >= MIN_ZERO_BACKGROUND * array.size:
         return array > 0
-    otsu = sitk.OtsuThresholdImageFilter()
-    otsu.SetInsideValue(0)
-    otsu.SetOutsideValue(1)
-    return sitk.GetArrayFromImage(otsu.Execute(sitk.Cast(image, sitk.sitkFloat32))) > 0
+    return sitk.GetArrayFromImage(foreground_mask(image)) > 0
 
 
 def check_input(image: sitk.Image, sequence: Sequence) -> InputCheck:
@@ -222,7 +220,7 @@ def check_alignment(reference: sitk.Image, moving: sitk.Image, sequence: Sequenc
     fixed = sitk.Resample(sitk.Cast(reference, sitk.sitkFloat32), grid, sitk.Transform(), sitk.sitkLinear, 0.0)
     mask = sitk.Cast(sitk.BinaryDilate(sitk.Cast(fixed > 0, sitk.sitkUInt8) if
                                        np.count_nonzero(sitk.GetArrayViewFromImage(fixed) == 0) else
-                                       sitk.OtsuThreshold(fixed, 0, 1), [2, 2, 2]), sitk.sitkUInt8)
+                                       foreground_mask(fixed), [2, 2, 2]), sitk.sitkUInt8)
     fixed, mask = _cropped_to(mask, fixed), _cropped_to(mask, mask)  # the metric visits every fixed voxel
     # the moving image at 3 mm too, on a box with room for the trial moves: small and quick to interpolate
     moving_float = sitk.Resample(sitk.Cast(moving, sitk.sitkFloat32), _alignment_grid(reference, margin_mm=12.0),

@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Mapping, Optional
 
 import SimpleITK as sitk
 
-from ..core.pipeline import SynthesisResult
+from ..core.pipeline import TARGET_IMAGE_ROLES, SynthesisResult
 from ..core.progress import check_cancel
 from ..sequences import SEQUENCES, Sequence
 from .brain_masks import BACKENDS, BrainExtractionError, hd_bet_mask, mask_on_grid
@@ -34,7 +34,6 @@ __all__ = ["PreparedStudy", "prepare_study", "PreparationError", "model_spacing_
 
 #: Images of a TargetResult that are masks (mapped with nearest neighbour).
 _MASK_ROLES = ("tumour_mask",)
-_IMAGE_ROLES = ("synthetic", "stage1", "refinement_map", "tumour_map", "tumour_mask", "error_map")
 
 
 class PreparationError(ValueError):
@@ -79,7 +78,7 @@ class PreparedStudy:
         for target, made in result.targets.items():
             images = {role: None if getattr(made, role) is None else
                       self.to_input_grid(getattr(made, role), sequence, nearest=role in _MASK_ROLES)
-                      for role in _IMAGE_ROLES}
+                      for role in TARGET_IMAGE_ROLES}
             for role, image in images.items():  # 0 outside the brain, as on the model space (no interpolation halo)
                 if image is not None and role not in _MASK_ROLES:
                     images[role] = sitk.Mask(image, brain, 0)

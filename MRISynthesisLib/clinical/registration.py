@@ -23,7 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..core.input_checks import InputError
-from .volume_checks import float_volume
+from .volume_checks import float_volume, foreground_mask
 
 __all__ = [
     "RegistrationError",
@@ -140,11 +140,6 @@ def _as_mask(mask: Optional[sitk.Image], name: str) -> Optional[sitk.Image]:
     if stats.GetSum() == 0:
         raise RegistrationError(f"{name}: the mask has no voxels")
     return binary
-
-
-def foreground_mask(image: sitk.Image) -> sitk.Image:
-    """The head (or skull-stripped brain) of an MR image: voxels above the Otsu threshold (uint8 0/1)."""
-    return sitk.OtsuThreshold(sitk.Cast(image, sitk.sitkFloat32), 0, 1, 128)
 
 
 # --------------------------------------------------------------------------- geometry

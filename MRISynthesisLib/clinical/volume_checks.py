@@ -1,4 +1,5 @@
-"""The one check every preparation step makes of an image it is given: a finite, non-constant scalar 3D volume."""
+"""What every preparation step needs of an image it is given: the check that it is a finite, non-constant scalar
+3D volume, and its foreground (the head, or the brain of a skull-stripped image)."""
 from __future__ import annotations
 
 import math
@@ -6,7 +7,12 @@ from typing import Type
 
 import SimpleITK as sitk
 
-__all__ = ["float_volume"]
+__all__ = ["float_volume", "foreground_mask"]
+
+
+def foreground_mask(image: sitk.Image) -> sitk.Image:
+    """Voxels above the Otsu threshold of ``image`` (uint8 0/1): the head, or the brain of a stripped image."""
+    return sitk.OtsuThreshold(sitk.Cast(image, sitk.sitkFloat32), 0, 1, 128)
 
 
 def float_volume(image: object, name: str, error: Type[Exception], min_voxels_per_axis: int = 1) -> sitk.Image:

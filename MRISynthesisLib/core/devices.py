@@ -143,9 +143,18 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and any(t in text for t in _OUT_OF_MEMORY_TEXTS)
 
 
-def release_cached_memory(device) -> None:
-    """Give memory cached by torch's CUDA allocator back after a failed batch (no-op elsewhere)."""
-    import torch
+def release_cached_memory(device=None) -> None:
+    """Give memory cached by torch's GPU allocator back: ``device``'s after a failed batch (no-op on the CPU), or,
+    with None, every GPU backend's after a job (other programs and Slicer's rendering want it). Nothing when
+    torch was never imported."""
+    import sys
 
-    if getattr(device, "type", None) == "cuda" and torch.cuda.is_available():
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    kind = getattr(device, "type", None)
+    if kind in ("cuda", None) and torch.cuda.is_available():
         torch.cuda.empty_cache()
+    backend = getattr(torch.backends, "mps", None)
+    if kind in ("mps", None) and backend is not None and backend.is_available() and hasattr(torch, "mps"):
+        torch.mps.empty_cache()

@@ -28,6 +28,7 @@ import traceback
 from typing import Any, Callable, Mapping, Optional
 
 from ..sequences import SEQUENCES, Sequence
+from .devices import release_cached_memory
 from .progress import check_cancel, scaled
 
 
@@ -288,22 +289,6 @@ def _engine_synthesize() -> Callable:
     return synthesize
 
 
-def release_gpu_memory() -> None:
-    """Give the GPU memory (CUDA, MPS) torch cached during a job back to the driver (other programs, Slicer's
-    rendering, want it); nothing when torch was never imported or has no GPU. A worker process
-    returns everything by ending; this is for the in-process job."""
-    import sys
-
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    mps = getattr(torch, "mps", None)
-    if mps is not None and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        mps.empty_cache()
-
-
 def _load_bundle(bundle: Any, context: JobContext) -> Any:
     """A loaded model bundle from a catalogue name or path; a loaded bundle is passed through."""
     if bundle is None or isinstance(bundle, (str, bytes)) or hasattr(bundle, "__fspath__"):
@@ -330,7 +315,7 @@ def synthesis_task(images: Mapping[Sequence, Any], bundle: Any, *, targets=None,
             result = function(inputs, bundle, targets=targets, device=device, progress=context.progress,
                               cancel=context.cancel_event, tumour_maps=tumour_maps, ground_truth=ground_truth)
         finally:
-            release_gpu_memory()
+            release_cached_memory()  # a worker process returns it by ending
         context.check_cancel()
         return result
 
@@ -368,7 +353,7 @@ def validation_task(images: Mapping[Sequence, Any], bundle: Any, *, device: str 
                                         cancel=context.cancel_event, tumour_maps=tumour_maps,
                                         ground_truth={target: inputs[target]}))
             finally:
-                release_gpu_memory()
+                release_cached_memory()
         context.check_cancel()
         return results
 

@@ -28,7 +28,7 @@ from .progress import ProgressCallback, check_cancel, scaled
 from .stages import completed_set, refine_on_model_grid, segment_whole_tumour, stage1_on_model_grid
 from ..sequences import SEQUENCES, Sequence, by_sequence, parse_sequence
 
-__all__ = ["synthesize", "parse_intensity", "SynthesisResult", "TargetResult", "ModelGridVolumes",
+__all__ = ["synthesize", "parse_intensity", "SynthesisResult", "TargetResult", "TARGET_IMAGE_ROLES", "ModelGridVolumes",
            "SYNTHETIC_SCALE", "INTENSITY_CHOICES"]
 
 
@@ -37,6 +37,10 @@ SYNTHETIC_SCALE = 1000.0
 
 #: What an intensity setting may be (the words of every refusal, in the CLI and the Python API alike).
 INTENSITY_CHOICES = "'mean', '+Ksigma'/'-Ksigma' or a value in [0, 1]"
+
+
+#: The image fields of a :class:`TargetResult`, in order (``synthetic`` always set, the others optional).
+TARGET_IMAGE_ROLES = ("synthetic", "stage1", "refinement_map", "tumour_map", "tumour_mask", "error_map")
 
 
 @dataclasses.dataclass

@@ -19,13 +19,13 @@ from typing import Any, Mapping
 
 import SimpleITK as sitk
 
-from ..core.pipeline import SynthesisResult, TargetResult
+from ..core.pipeline import TARGET_IMAGE_ROLES, SynthesisResult, TargetResult
 from ..sequences import SEQUENCES, Sequence, parse_sequence
 
 __all__ = ["IMAGE_ROLES", "MANIFEST_NAME", "TransferError", "write_input_images", "save_results", "load_results"]
 
 #: Image fields of a TargetResult that travel (all optional but ``synthetic``).
-IMAGE_ROLES = ("synthetic", "stage1", "refinement_map", "tumour_map", "tumour_mask", "error_map")
+IMAGE_ROLES = TARGET_IMAGE_ROLES
 #: The manifest the worker writes last: its presence means every image before it is complete.
 MANIFEST_NAME = "results.json"
 _IMAGE_SUFFIX = ".nrrd"
