@@ -23,6 +23,8 @@ from typing import Optional
 import numpy as np
 import SimpleITK as sitk
 
+from .model_space import into_grid
+
 __all__ = ["BACKENDS", "BrainExtractionError", "MIN_BRAIN_ML", "MAX_MASK_ML", "check_brain_mask", "mask_from_file",
            "mask_on_grid", "hd_bet_mask", "HD_BET_COMMAND"]
 
@@ -59,9 +61,8 @@ def mask_on_grid(mask: sitk.Image, reference: sitk.Image, name: str) -> sitk.Ima
     """A mask in the reference's physical space, resampled onto its grid (nearest neighbour) and checked."""
     if mask.GetDimension() != 3:
         raise BrainExtractionError(f"{name}: the brain mask is {mask.GetDimension()}D; expected a 3D mask")
-    on_grid = sitk.Resample(sitk.Cast(sitk.NotEqual(mask, 0), sitk.sitkUInt8), reference, sitk.Transform(),
-                            sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    return check_brain_mask(on_grid, name)
+    return check_brain_mask(into_grid(sitk.Cast(sitk.NotEqual(mask, 0), sitk.sitkUInt8), reference, nearest=True),
+                            name)
 
 
 def mask_from_file(path: Path, reference: sitk.Image) -> sitk.Image:

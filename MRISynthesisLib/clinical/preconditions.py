@@ -128,9 +128,9 @@ class PreconditionReport:
     def ok(self) -> bool:
         return not self.problems
 
-    def one_line(self) -> str:
-        """All failed checks and what to do, in one line (the command line's refusal)."""
-        return "; ".join(self.problems) + f": {PREPARE_ADVICE}"
+    def one_line(self, advice: str = PREPARE_ADVICE) -> str:
+        """All failed checks and what to do (default: the command line's options), in one line."""
+        return "; ".join(self.problems) + f": {advice}"
 
     def to_json(self) -> dict:
         """The measures for the report file."""

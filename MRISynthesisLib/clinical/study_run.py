@@ -36,7 +36,7 @@ class NotReadyError(PreconditionError):
     """Inputs that are not what the model expects; ``report`` holds the measures and the failed checks."""
 
     def __init__(self, report: PreconditionReport, advice: str):
-        super().__init__("; ".join(report.problems) + f": {advice}")
+        super().__init__(report.one_line(advice))
         self.report = report
 
 
