@@ -84,6 +84,21 @@ class Device(enum.Enum):
         return {"auto": _("Auto"), "cuda": _("GPU (CUDA)"), "mps": _("Apple GPU (MPS)"), "cpu": _("CPU")}[self.value]
 
 
+class BrainExtraction(enum.Enum):
+    """How *Prepare inputs* finds the brain; the value is the engine's backend or the extension's key."""
+
+    MASK = "mask"
+    HD_BET = "hd-bet"
+    HD_BRAIN_EXTRACTION = "hd-brain-extraction"
+    SWISS_SKULL_STRIPPER = "swiss-skull-stripper"
+
+    def label(self) -> str:
+        """Text shown in the brain-extraction list (used by the parameter node's combo-box connector)."""
+        return {"mask": _("The brain mask below"), "hd-bet": _("HD-BET (in the worker; Python package)"),
+                "hd-brain-extraction": _("HD Brain Extraction extension"),
+                "swiss-skull-stripper": _("Swiss Skull Stripper extension")}[self.value]
+
+
 #
 # Module
 #
@@ -147,6 +162,7 @@ class MRISynthesisParameterNode:
     keepStage1: bool = False
     tumourMaps: bool = True
     prepareInputs: bool = False
+    brainExtraction: BrainExtraction = BrainExtraction.MASK
     brainMask: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode]
 
 
@@ -309,6 +325,9 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         parameterNode.device = Device(device) if device in {d.value for d in Device} else Device.AUTO
         parameterNode.keepStage1 = slicer.util.toBool(settings.value("KeepStage1", False))
         parameterNode.tumourMaps = slicer.util.toBool(settings.value("TumourMaps", True))
+        extraction = str(settings.value("BrainExtraction", BrainExtraction.MASK.value) or BrainExtraction.MASK.value)
+        parameterNode.brainExtraction = (BrainExtraction(extraction) if extraction in {b.value for b in BrainExtraction}
+                                         else BrainExtraction.MASK)
         settings.endGroup()
 
     def saveSettings(self) -> None:
@@ -320,6 +339,7 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         settings.setValue("Device", self._parameterNode.device.value)
         settings.setValue("KeepStage1", self._parameterNode.keepStage1)
         settings.setValue("TumourMaps", self._parameterNode.tumourMaps)
+        settings.setValue("BrainExtraction", self._parameterNode.brainExtraction.value)
         settings.setValue("ModelFiles", self.userModelFiles())
         settings.endGroup()
 
@@ -472,6 +492,38 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     prepare=self._parameterNode.prepareInputs, brainMask=self._parameterNode.brainMask,
                     keepStage1=self._parameterNode.keepStage1)
 
+    def resolveBrainExtraction(self) -> bool:
+        """Before a prepared job: the brain mask node the chosen brain extraction gives (False: do not start).
+
+        A Slicer extension runs now, on the reference volume (the first selected one, as the preparation's
+        reference), blocking like its own panel; its mask node is selected below, so the user sees and
+        can check it, and the job prepares the study with it. HD-BET runs in the worker (no node needed).
+        """
+        node = self._parameterNode
+        if not node.prepareInputs:
+            return True
+        extraction = node.brainExtraction
+        if extraction is BrainExtraction.HD_BET:
+            node.brainMask = None
+            return True
+        if extraction is BrainExtraction.MASK:
+            if node.brainMask is None:
+                slicer.util.errorDisplay(_("Prepare inputs needs a brain mask: select a label map or segmentation "
+                                           "of the brain, or choose another brain extraction."),
+                                         windowTitle=_("MRISynthesis"))
+                return False
+            return True
+        reference = next((n for n in self.selectedNodes().values() if n is not None), None)
+        self.appendLog(_("Brain extraction with the {tool} extension on {volume} (this can take minutes)...").format(
+            tool=extraction.label(), volume=reference.GetName() if reference else "?"))
+        self.ui.statusLabel.text = _("Extracting the brain...")
+        slicer.app.processEvents()
+        with slicer.util.WaitCursor():
+            mask = self.logic.extensionBrainMask(extraction.value, reference, node.device.value)
+        node.brainMask = mask
+        self.appendLog(_("Brain mask: {name} (check it before trusting the result).").format(name=mask.GetName()))
+        return True
+
     def onSynthesize(self) -> None:
         self.startJob("synthesis")
 
@@ -484,6 +536,8 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         start = self.logic.startSynthesis if kind == "synthesis" else self.logic.startValidation
         try:
+            if not self.resolveBrainExtraction():
+                return
             selectedInputs = self.logic.copySelectedInputs(self.selectedNodes())
             job = start(selectedInputs, self.currentModel(), **self.options())
         except ValueError as error:  # bad inputs: one line that names the node and the problem
@@ -559,15 +613,17 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         box.setWindowTitle(_("MRISynthesis: inputs not prepared"))
         box.setText(_("The model expects prepared brains (aligned, skull-stripped, about 1 mm). Nothing was "
                       "synthesised from these inputs:") + "\n\n- " + "\n- ".join(problems))
-        box.setInformativeText(_("Prepare inputs aligns every series to the first one, keeps only the brain (select "
-                                 "a brain mask: a label map or segmentation) and resamples for the model."))
+        box.setInformativeText(_("Prepare inputs aligns every series to the first one, keeps only the brain (a brain "
+                                 "mask you select, or one made by HD-BET or a skull-stripping extension) and "
+                                 "resamples for the model."))
         prepareButton = box.addButton(_("Prepare inputs"), qt.QMessageBox.AcceptRole)
         box.addButton(qt.QMessageBox.Cancel)
         box.exec_()
         if box.clickedButton() == prepareButton and self._parameterNode:
             self._parameterNode.prepareInputs = True
-            if self._parameterNode.brainMask is None:
-                self.appendLog(_("Select the brain mask under the options, then click Synthesize again."))
+            if self._parameterNode.brainExtraction is BrainExtraction.MASK and self._parameterNode.brainMask is None:
+                self.appendLog(_("Select the brain mask (or another brain extraction) under the options, then "
+                                 "click Synthesize again."))
             else:
                 qt.QTimer.singleShot(0, lambda: self.startJob(self._jobKind or "synthesis"))
 
@@ -791,6 +847,15 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
         """Start a leave-one-out validation job on a complete case."""
         return self.startJob("validation", selectedInputs, model, device, tumourMaps, inProcess, prepare, brainMask,
                              keepStage1)
+
+    @staticmethod
+    def extensionBrainMask(key: str, reference, device: str = "auto"):
+        """The brain mask node a skull-stripping extension (HD Brain Extraction, Swiss Skull Stripper) makes for
+        ``reference``; a one-line ``ValueError`` when it is not installed or fails."""
+        from MRISynthesisLib.scene.brain_extraction_modules import extension_brain_mask
+
+        return extension_brain_mask(key, reference, modules=slicer.modules, run_cli=slicer.cli.runSync,
+                                    device=device)
 
     def addSynthesisResult(self, result, selectedInputs, keepStage1: bool = False):
         from MRISynthesisLib.scene.display import show_result

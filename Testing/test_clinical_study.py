@@ -156,6 +156,50 @@ def test_cli_dicom_study_prepared_gives_results_on_the_reference_grid_and_dicom_
                                                                                                        "SECONDARY"]
 
 
+def _final_ssim(folder, case: str) -> dict:
+    """Final-stage whole-brain SSIM per target from a validation's CSV."""
+    import csv
+
+    with open(folder / f"{case}-validation.csv", newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["stage"] == "final"]
+    return {row["target"]: float(row["ssim"]) for row in rows}
+
+
+def test_cli_validate_prepares_a_clinical_study_and_scores_it_like_its_brats_version(tmp_path, study_on_disk, capsys):
+    """``validate --prepare``: leave-one-out on a clinical study (files, then DICOM) scored in the model space
+    against the prepared acquired series; the scores agree with validating the same case's BraTS-space version,
+    and the volumes written lie on the reference series' grid."""
+    nifti, mask = study_on_disk / "nifti", study_on_disk / "truth" / "brain-mask-t1n.nii.gz"
+    case = study_on_disk.name
+    out = tmp_path / "prepared"
+    code = main(["validate", str(nifti), "--prepare", "--brain-mask", str(mask), "-o", str(out), "--device", "cpu"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "brain mask (check it)" in printed.out and "co-registered" in printed.out
+    assert main(["validate", str(study_on_disk / "brats"), "-o", str(tmp_path / "brats"), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    prepared, brats = _final_ssim(out, case), _final_ssim(tmp_path / "brats", case)
+    assert set(prepared) == {"t1n", "t1c", "t2w", "t2f"}
+    for target, value in prepared.items():
+        assert abs(value - brats[target]) < 0.08, f"{target}: prepared {value:.3f} vs BraTS-space {brats[target]:.3f}"
+    reference = sitk.ReadImage(str(nifti / f"{case}-t1n.nii.gz"))
+    for name in (f"{case}-t1c.nii.gz", f"{case}-t2f-error-map.nii.gz", f"{case}-brain-mask.nii.gz"):
+        assert same_grid(sitk.ReadImage(str(out / name)), reference), name
+    report = json.loads((out / f"{case}-report.json").read_text())
+    assert set(report["preparation"]["registrations"]) == {"t2w", "t2f", "t1c"}
+    assert "model space" in (out / f"{case}-validation.md").read_text()
+
+    dicom_out = tmp_path / "dicom"
+    code = main(["validate", "--dicom", str(study_on_disk / "dicom"), "--prepare", "--brain-mask", str(mask),
+                 "--case", "study", "-o", str(dicom_out), "--device", "cpu"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "3-PLANE LOC" in printed.out
+    from_dicom = _final_ssim(dicom_out, "study")
+    for target, value in from_dicom.items():
+        assert abs(value - prepared[target]) < 0.02, f"{target}: DICOM {value:.3f} vs NIfTI {prepared[target]:.3f}"
+
+
 def test_cli_dicom_ambiguity_no_mr_and_missing_brain_extraction_are_one_line(tmp_path, capsys):
     study = generate_clinical_study(9, small=True, extra_flair=True)
     folder = write_clinical_study(study, tmp_path / "s", dicom=True) / "dicom"

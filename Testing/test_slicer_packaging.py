@@ -39,6 +39,7 @@ EXPECTED_WIDGETS = {
     "keepStage1CheckBox": "QCheckBox",
     "tumourMapsCheckBox": "QCheckBox",
     "prepareCheckBox": "QCheckBox",
+    "brainExtractionComboBox": "QComboBox",
     "brainMaskSelector": "qMRMLNodeComboBox",
     "synthesizeButton": "QPushButton",
     "validateButton": "QPushButton",
@@ -60,6 +61,7 @@ EXPECTED_BINDINGS = {
     "keepStage1": ("keepStage1CheckBox", "QCheckBox"),
     "tumourMaps": ("tumourMapsCheckBox", "QCheckBox"),
     "prepareInputs": ("prepareCheckBox", "QCheckBox"),
+    "brainExtraction": ("brainExtractionComboBox", "QComboBox"),
     "brainMask": ("brainMaskSelector", "qMRMLNodeComboBox"),
 }
 
@@ -533,8 +535,18 @@ def test_parameter_bindings_match_the_parameter_node(ui_tree):
             assert re.fullmatch(r"vtkMRML\w+Node|Union\[vtkMRML\w+Node(, vtkMRML\w+Node)+\]", annotation), \
                 f"{field}: {annotation} cannot be shown in a {cls}"
             continue
-        expected = {"QCheckBox": "bool", "QComboBox": "Device"}[cls]
-        assert annotation == expected, f"{field}: {annotation} cannot be shown in a {cls}"
+        if cls == "QComboBox":  # an enum of the module with a label() for the list's texts
+            assert annotation in module_enums_with_labels(), f"{field}: {annotation} cannot be shown in a {cls}"
+            continue
+        assert annotation == "bool", f"{field}: {annotation} cannot be shown in a {cls}"
+
+
+def module_enums_with_labels() -> set:
+    """Names of the module's ``enum.Enum`` classes that define ``label()`` (what a combo-box connector shows)."""
+    tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
+    return {node.name for node in tree.body if isinstance(node, ast.ClassDef)
+            and any(ast.unparse(base) == "enum.Enum" for base in node.bases)
+            and any(isinstance(item, ast.FunctionDef) and item.name == "label" for item in node.body)}
 
 
 def test_volume_selectors_accept_scalar_volumes_but_not_label_maps_and_can_be_empty(ui_tree):

@@ -20,8 +20,9 @@ from .common import UsageError
 OUTPUT_GRIDS = ("reference", "each")
 
 
-def add_study_options(parser: argparse.ArgumentParser) -> None:
-    """--dicom, --prepare, --brain-mask, --brain-extraction, --bias-correction, --output-grid, --dicom-output."""
+def add_study_options(parser: argparse.ArgumentParser, validation: bool = False) -> None:
+    """--dicom, --prepare, --brain-mask, --brain-extraction, --bias-correction, and for ``synthesize`` also
+    --output-grid and --dicom-output (a validation scores in the model space and writes no DICOM series)."""
     group = parser.add_argument_group("clinical studies")
     group.add_argument("--dicom", type=Path, metavar="STUDY_DIR",
                        help="a DICOM study folder: its series are recognised (T1, T1c, T2, FLAIR); with --dicom, "
@@ -39,6 +40,9 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--bias-correction", action="store_true",
                        help="with --prepare: N4 bias-field correction first (off by default: on the phantom studies "
                             "it did not change the synthesis measurably and costs tens of seconds per series)")
+    if validation:
+        parser.set_defaults(output_grid="reference", dicom_output=False)
+        return
     group.add_argument("--output-grid", choices=OUTPUT_GRIDS, default="reference",
                        help="with --prepare: results on the reference series' grid (default) or also on every "
                             "input series' grid")

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import UsageError, add_model_options, load_inputs, output_plan
+from .common import UsageError, add_model_options, load_inputs, output_plan, parse_inputs
+from .study import add_study_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,11 +15,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="On a case with all four sequences, synthesise each one from the other three and compare "
         "with the acquired one (SSIM whole/tumour/healthy, PSNR, NMSE, MAE). Writes the synthetic volumes, error "
         "maps, <case>-validation.csv/.md and <case>-report.json. The case must be what the model expects "
-        "(skull-stripped, co-registered, near 1 mm): that is measured first.",
+        "(skull-stripped, co-registered, near 1 mm): that is measured first; a clinical study (files or --dicom) "
+        "is prepared with --prepare, and then scored in the model space against its prepared acquired series.",
     )
-    parser.add_argument("case_dir", type=Path, help="BraTS-style case folder with all four sequences")
+    parser.add_argument("case_dir", nargs="?", type=Path, help="BraTS-style case folder with all four sequences")
+    parser.add_argument("--input", action="append", default=[], metavar="SEQ=PATH",
+                        help="an input image, e.g. t1n=a.nii.gz (with --dicom: SEQ=<series number or UID>)")
     parser.add_argument("-o", "--output-dir", type=Path, required=True, help="folder for the results")
     add_model_options(parser)
+    add_study_options(parser, validation=True)
     parser.set_defaults(handler=run_validate)
 
 
@@ -32,43 +37,77 @@ def validation_rows(result) -> list:
     return rows
 
 
+def _label_file(args: argparse.Namespace) -> tuple:
+    """The case folder's label-map file, if any, as a one-item tuple."""
+    from ..core.io import find_case_files
+
+    found = find_case_files(args.case_dir) if args.case_dir is not None else None
+    return (Path(found.label),) if found is not None and found.label is not None else ()
+
+
+def _case_label(args: argparse.Namespace, prepared):
+    """The case folder's label map, in the model space when the study was prepared (None without a label)."""
+    from ..core.io import read_case_label
+
+    label = read_case_label(args.case_dir) if args.case_dir is not None else None
+    if label is None or prepared is None:
+        return label
+    from ..clinical.model_space import into_grid
+
+    return into_grid(label, prepared.brain_mask, nearest=True)  # the label lies on the reference series' grid
+
+
 def run_validate(args: argparse.Namespace) -> int:
-    """Leave-one-out synthesis of every sequence of a complete case, with metrics."""
-    from ..core.io import find_case_files, read_case_label, write_text
+    """Leave-one-out synthesis of every sequence of a complete case, with metrics.
+
+    With ``--prepare`` the metrics compare each synthetic sequence with the acquired one after the same
+    preparation (both in the model space: the only grid on which they are alike voxel for voxel), and the
+    written volumes and error maps lie on the reference series' own grid, like ``synthesize --prepare``'s.
+    """
+    from ..core.io import write_text
     from ..evaluation.tables import metrics_table_markdown, rows_to_csv
     from ..core.result_files import build_report, write_report, write_result
     from ..core.pipeline import synthesize
     from ..core.progress import terminal_progress
     from ..sequences import SEQUENCES
     from ..core.bundles import load_bundle
-    from ..clinical.study_run import StudyOptions, model_ready_inputs
+    from . import study
 
-    found = find_case_files(args.case_dir)
-    missing = [s.display_name for s in SEQUENCES if s not in found.sequences]
+    run = study.read_study(args, parse_inputs, load_inputs)
+    source = args.dicom if args.dicom is not None else args.case_dir
+    missing = [s.display_name for s in SEQUENCES if s not in run.images]
     if missing:
-        raise UsageError(f"{args.case_dir}: validation needs all four sequences; missing {', '.join(missing)}")
-    case_id = args.case or found.case_id
-    inputs = {**found.sequences, **({"label": found.label} if found.label is not None else {})}
-    plan = output_plan(args, case_id, inputs, SEQUENCES)
-    images = load_inputs(found.sequences)
-    label = read_case_label(args.case_dir)
+        raise UsageError(f"{source}: validation needs all four sequences; missing {', '.join(missing)}")
+    for line in run.messages:
+        print(line)
+    case_id = args.case or run.case_id
+    protected = run.inputs_for_plan + _label_file(args)  # the label map is an input too: never replaced
+    plan = output_plan(args, case_id, dict(enumerate(protected)), SEQUENCES)
+    plan.check(study.extra_output_names(args, case_id, SEQUENCES, list(run.images)))
     bundle = load_bundle(args.model)
-    model_ready_inputs(images, bundle, StudyOptions(), {s: str(p) for s, p in found.sequences.items()},
-                       advice="validate a BraTS-preprocessed case (skull-stripped, co-registered); prepare a "
-                              "clinical study with 'mrisynth synthesize --prepare' first")
+    images, prepared, preconditions = study.model_inputs(args, run, lambda line: print(f"note: {line}"), bundle)
+    label = _case_label(args, prepared)
     with terminal_progress(description=f"validating {case_id}") as progress:
         result = synthesize(images, bundle, targets=list(SEQUENCES), device=args.device, progress=progress,
                             ground_truth=images, label=label, intensity=args.intensity)
+    native = prepared.result_on_grid(result) if prepared is not None else result
     rows = validation_rows(result)
+    space = " in the model space, after the same preparation" if prepared is not None else ""
     table = metrics_table_markdown(
         [dict(row, target=f"{row['target']} ({row['stage']})") for row in rows])
     with plan.staged() as staging:
-        written = write_result(result, staging, case_id, final_dir=args.output_dir)
+        written = write_result(native, staging, case_id, final_dir=args.output_dir)
+        extras = study.write_study_extras(args, staging, case_id, result, prepared, run)
         write_text(rows_to_csv(rows, list(rows[0]) if rows else None), staging / f"{case_id}-validation.csv")
         write_text(f"# Leave-one-out validation of {case_id} (MRISynthesis)\n\nModel: {bundle.name} ({bundle.stages}). "
                    "Each sequence synthesised from the other three; metrics on [0, 1]-normalised "
-                   "images inside the brain.\n\n" + table, staging / f"{case_id}-validation.md")
-        write_report(build_report(result, case_id, found.sequences, written, bundle),
-                     staging / f"{case_id}-report.json")
+                   f"images inside the brain{space}.\n\n" + table, staging / f"{case_id}-validation.md")
+        report = build_report(native, case_id, run.files, written, bundle)
+        report["preparation"] = prepared.report() if prepared is not None else None
+        report["preconditions"] = preconditions.to_json() if preconditions is not None else None
+        report["study_outputs"] = extras or None
+        write_report(report, staging / f"{case_id}-report.json")
     print(table, end="")
+    if extras.get("brain_mask"):
+        print(f"brain mask (check it): {extras['brain_mask']}")
     return 0

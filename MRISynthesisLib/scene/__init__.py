@@ -14,6 +14,9 @@ Modules, one concern each:
 - :mod:`.results`: result nodes with names, provenance and a subject-hierarchy folder;
 - :mod:`.display`: window/level, colour tables, showing a result in the slice views;
 - :mod:`.validation_table`: the metrics table and the validation's nodes;
+- :mod:`.brain_mask_nodes`: a brain mask from a label-map or segmentation node;
+- :mod:`.brain_extraction_modules`: a brain mask made by a skull-stripping extension (HD Brain Extraction, Swiss Skull Stripper);
+- :mod:`.dicom_nodes`: recognising volumes loaded from the DICOM browser by their tags;
 - :mod:`.flow`: case volumes, the phantom case and the whole flow run blocking (in a thread or a worker process).
 """
 from __future__ import annotations
