@@ -18,7 +18,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_output_dir(parser)
     parser.add_argument("--cases", type=int, default=1, help="number of cases (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first case; case i uses seed+i (default 0)")
-    parser.add_argument("--small", action="store_true", help="about 2 mm, 96 x 96 x 64 voxels (fast tests)")
+    parser.add_argument("--small", action="store_true",
+                        help="2.5 mm, 96 x 96 x 64 voxels (fast tests); the same as --grid small")
+    parser.add_argument("--grid", choices=("full", "medium", "small"), default=None,
+                        help="case grid: full (240 x 240 x 155 at 1 mm, default), medium (160 x 160 x 104 at "
+                        "1.5 mm) or small (96 x 96 x 64 at 2.5 mm), all over the BraTS field of view")
+    parser.add_argument("--randomised", action="store_true",
+                        help="randomised training cases: anatomy (deformation, atrophy, sulci, vessels, tumours), "
+                        "contrast (1.5/3 T, sequence timing) and acquisition (shared bias, thick slices, ringing, "
+                        "motion, noise) drawn from wide ranges; same seed, same case")
     parser.add_argument("--clinical", action="store_true",
                         help="write clinical-like studies: <case>/nifti, truth, brats (and dicom)")
     parser.add_argument("--dicom", action="store_true", help="with --clinical: also write the series as DICOM")
@@ -37,17 +45,23 @@ def run_phantom(args: argparse.Namespace) -> int:
         raise UsageError("--dicom and --extra-flair need --clinical")
     if args.seed < 0:
         raise UsageError("--seed must be a non-negative integer")
+    if args.small and args.grid not in (None, "small"):
+        raise UsageError(f"--small contradicts --grid {args.grid}")
+    grid = args.grid or ("small" if args.small else "full")
+    if args.clinical and (args.randomised or grid == "medium"):
+        raise UsageError("--clinical makes classic studies on the full or small grid: "
+                         "leave out --randomised and --grid medium")
     if not args.clinical:
         with terminal_progress(description="phantom cases") as progress:
-            folders = phantom.generate_cases(args.output_dir, args.cases, args.seed, small=args.small,
-                                             progress=progress)
+            folders = phantom.generate_cases(args.output_dir, args.cases, args.seed, grid=grid,
+                                             randomise=args.randomised, progress=progress)
         for folder in folders:
             print(folder)
         return 0
     written = []
     with terminal_progress(description="clinical phantom studies") as progress:
         for i in range(args.cases):
-            study = phantom.generate_clinical_study(args.seed + i, small=args.small, extra_flair=args.extra_flair)
+            study = phantom.generate_clinical_study(args.seed + i, small=grid == "small", extra_flair=args.extra_flair)
             folder = phantom.write_clinical_study(study, args.output_dir, dicom=args.dicom)
             written.append((folder, study))
             progress((i + 1) / args.cases, f"{study.case_id} written ({i + 1}/{args.cases})")

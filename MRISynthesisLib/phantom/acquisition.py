@@ -53,7 +53,8 @@ def _tissue_signal(comp: Compartments, params: dict, seq: Sequence) -> np.ndarra
     protocol = params["protocols"][seq.value]
     samples = np.linspace(0.0, 1.0, 257, dtype=np.float32)
     table = protocol_signal(protocol, *_tissue_rates(samples, params, seq))
-    signal = np.interp(comp.white, samples, table).astype(np.float32)
+    signal = np.zeros(comp.white.shape, dtype=np.float32)  # outside the brain no tissue: only zeros
+    signal[comp.brain] = np.interp(comp.white[comp.brain], samples, table)
     if comp.box is not None:
         rates = _tissue_rates(comp.white[comp.box], params, seq, comp.oedema)
         signal[comp.box] = protocol_signal(protocol, *rates)

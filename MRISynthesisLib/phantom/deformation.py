@@ -90,7 +90,11 @@ def _mass_effect(points: list[np.ndarray], tumour: Optional[dict], grid: Phantom
 
 def template_coordinates(rng: np.random.Generator, grid: PhantomGrid, crop: tuple[slice, slice, slice],
                           deformation: dict, tumour: Optional[dict]) -> np.ndarray:
-    """Template voxel coordinates (3, z, y, x) for every crop voxel of this case."""
+    """Template voxel coordinates (3, z, y, x) for every crop voxel of this case.
+
+    A ``deformation`` with ``fine_warp_mm`` (randomised cases) adds a second smooth warp,
+    drawn after the first, so classic cases draw exactly what they always drew.
+    """
     template = load_template()
     shape = tuple(s.stop - s.start for s in crop)
     points = _mass_effect(grid_points_mm(grid, crop), tumour, grid, crop)
@@ -101,6 +105,9 @@ def template_coordinates(rng: np.random.Generator, grid: PhantomGrid, crop: tupl
     spacing_zyx = tuple(reversed(grid.spacing))
     amplitude, step = np.float32(deformation["warp_mm"]), deformation["warp_step_mm"]
     warp = [amplitude * smooth_field(rng, shape, step, spacing_zyx) for _ in range(3)]
+    if "fine_warp_mm" in deformation:  # randomised cases: a second, shorter-range warp
+        fine, fine_step = np.float32(deformation["fine_warp_mm"]), deformation["fine_warp_step_mm"]
+        warp = [w + fine * smooth_field(rng, shape, fine_step, spacing_zyx) for w in warp]
     coords = np.empty((3,) + shape, dtype=np.float32)
     for i in range(3):
         acc = np.full(shape, combined_offset[i], dtype=np.float32)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Union
 
 import numpy as np
 from scipy import ndimage
 
-from .grid import GRID_TO_TEMPLATE_MM, phantom_grid
+from .grid import GRID_TO_TEMPLATE_MM, grid_name, phantom_grid
 
 __all__ = ["CHANNELS", "Template", "load_template", "template_channels", "brain_crop"]
 
@@ -127,7 +128,7 @@ def load_template() -> Template:
                      intensity=intensity, tumour_sites=sites, tumour_site_side=side)
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=3)
 def template_channels(spacing: tuple[float, float, float]) -> dict[str, np.ndarray]:
     """Template channels low-pass filtered for sampling at ``spacing`` mm (anti-aliasing)."""
     template = load_template()
@@ -137,10 +138,18 @@ def template_channels(spacing: tuple[float, float, float]) -> dict[str, np.ndarr
     return {name: ndimage.gaussian_filter(array, sigma) for name, array in template.channels.items()}
 
 
-@functools.lru_cache(maxsize=2)
-def brain_crop(small: bool) -> tuple[slice, slice, slice]:
-    """(z, y, x) slices of the grid that can hold brain after any case transform."""
-    grid = phantom_grid(small)
+def brain_crop(grid: Union[bool, str]) -> tuple[slice, slice, slice]:
+    """(z, y, x) slices of the grid that can hold brain after any case transform.
+
+    ``grid`` is a grid name (``"full"``, ``"medium"``, ``"small"``) or the older ``small`` flag.
+    """
+    return _brain_crop(grid_name(grid))
+
+
+@functools.lru_cache(maxsize=3)
+def _brain_crop(name: str) -> tuple[slice, slice, slice]:
+    """:func:`brain_crop` of a grid name (cached: the template corners are the same every time)."""
+    grid = phantom_grid(name)
     template = load_template()
     idx = np.argwhere(template.channels["mask"] > 0.5)
     corners = np.array([[a, b, c, 1.0] for a in (idx[:, 0].min(), idx[:, 0].max())
