@@ -10,7 +10,7 @@ from ..sequences import Sequence
 from .compartments import Compartments
 from .fields import smooth_field
 from .grid import PhantomGrid
-from .physics import protocol_signal, relaxation_rates, with_gadolinium
+from .physics import protocol_signal, pure_signal, relaxation_rates, with_gadolinium
 
 __all__ = ["noise_free_signal", "acquire"]
 
@@ -61,14 +61,6 @@ def _tissue_signal(comp: Compartments, params: dict, seq: Sequence) -> np.ndarra
     return signal
 
 
-def _scalar_signal(params: dict, seq: Sequence, tissue: str, conc: float = 0.0) -> float:
-    """Signal of a uniform compartment (CSF, blood) for one sequence."""
-    pd, r1, r2 = relaxation_rates(params["tissues"][tissue])
-    if seq == Sequence.T1C and conc:
-        r1, r2 = with_gadolinium(r1, r2, conc, params["gadolinium"])
-    return float(protocol_signal(params["protocols"][seq.value], pd, r1, r2))
-
-
 def _tumour_signal(comp: Compartments, params: dict, seq: Sequence) -> np.ndarray:
     """Signal of necrosis and enhancing tumour in the tumour box, with smooth heterogeneity."""
     gd, protocol = params["gadolinium"], params["protocols"][seq.value]
@@ -90,8 +82,8 @@ def noise_free_signal(comp: Compartments, params: dict, seq: Sequence) -> np.nda
     gd = params["gadolinium"]
     flow_void = params["acquisition"][seq.value]["flow_void"]
     signal = comp.tissue * _tissue_signal(comp, params, seq)
-    signal += comp.csf * np.float32(_scalar_signal(params, seq, "csf"))
-    signal += comp.vessel * np.float32(flow_void * _scalar_signal(params, seq, "blood", gd["blood"]))
+    signal += comp.csf * np.float32(pure_signal(params, seq, "csf"))
+    signal += comp.vessel * np.float32(flow_void * pure_signal(params, seq, "blood", gd["blood"]))
     if comp.box is not None:
         signal[comp.box] += _tumour_signal(comp, params, seq)
     return signal.astype(np.float32, copy=False)
@@ -101,7 +93,7 @@ def acquire(rng: np.random.Generator, signal: np.ndarray, comp: Compartments, pa
              seq: Sequence, grid: PhantomGrid) -> np.ndarray:
     """Bias field, Rician noise and scanner gain; exactly zero outside the brain (skull-stripped)."""
     acq = params["acquisition"][seq.value]
-    reference = _scalar_signal(params, seq, "wm", params["gadolinium"]["wm"])
+    reference = pure_signal(params, seq, "wm", params["gadolinium"]["wm"])
     spacing_zyx = tuple(reversed(grid.spacing))
     bias = smooth_field(rng, signal.shape, 90.0, spacing_zyx)[comp.brain]
     bias = np.exp(np.float32(acq["bias_std"]) * bias)

@@ -16,6 +16,7 @@ import numpy as np
 from ..sequences import SEQUENCES, Sequence
 
 __all__ = [
+    "pure_signal",
     "TISSUE_RANGES",
     "GREY_TO_WHITE_RANGES",
     "GADOLINIUM_RANGES",
@@ -214,3 +215,12 @@ def relaxation_rates(tissue: dict[str, float]) -> tuple[float, float, float]:
 def with_gadolinium(r1, r2, concentration, gd: dict[str, float]):
     """Relaxation rates (1/ms) after adding ``concentration`` mM of gadolinium."""
     return r1 + gd["r1"] * 1e-3 * concentration, r2 + gd["r2"] * 1e-3 * concentration
+
+
+def pure_signal(params: dict, seq: Sequence, tissue: str, conc: float = 0.0) -> float:
+    """Noise-free signal of a uniform compartment of ``tissue`` (CSF, blood, ...) on ``seq`` under the case's
+    protocol; ``conc`` mM of gadolinium counts on T1c only."""
+    pd, r1, r2 = relaxation_rates(params["tissues"][tissue])
+    if seq == Sequence.T1C and conc:
+        r1, r2 = with_gadolinium(r1, r2, conc, params["gadolinium"])
+    return float(protocol_signal(params["protocols"][seq.value], pd, r1, r2))

@@ -16,7 +16,7 @@ from typing import Union
 import numpy as np
 
 from ..sequences import SEQUENCES, Sequence
-from .physics import protocol_signal, relaxation_rates, sample_uniform, with_gadolinium
+from .physics import pure_signal, sample_uniform
 
 __all__ = [
     "FIELD_STRENGTHS",
@@ -30,7 +30,6 @@ __all__ = [
     "ARTERY_FACTOR_RANGES",
     "ORDER_MARGINS",
     "sample_random_parameters",
-    "pure_signal",
     "contrast_orderings",
     "MT_SATURATION",
     "MT_SHARE",
@@ -249,14 +248,6 @@ def _sample_acquisition(rng: np.random.Generator, protocols: dict) -> dict[str, 
             "mt_saturation": _mt_saturation(rng, seq, two_d),
         }
     return out
-
-
-def pure_signal(params: dict, seq: Sequence, tissue: str, conc: float = 0.0) -> float:
-    """Noise-free signal of a pure tissue on ``seq`` (gadolinium only on T1c)."""
-    pd, r1, r2 = relaxation_rates(params["tissues"][tissue])
-    if seq == Sequence.T1C and conc:
-        r1, r2 = with_gadolinium(r1, r2, conc, params["gadolinium"])
-    return float(protocol_signal(params["protocols"][seq.value], pd, r1, r2))
 
 
 def contrast_orderings(params: dict) -> dict[str, float]:

@@ -27,8 +27,8 @@ from .anatomy_variation import (
 from .compartments import Compartments, healthy_compartments, insert_tumour
 from .deformation import sample_channels, template_coordinates
 from .grid import PhantomGrid
-from .physics import protocol_signal, relaxation_rates
-from .randomisation import pure_signal, sample_random_parameters, with_magnetisation_transfer
+from .physics import protocol_signal, pure_signal, relaxation_rates
+from .randomisation import sample_random_parameters, with_magnetisation_transfer
 from .tumour import midline_distance_mm, tumour_box
 from .tumour_variation import sample_random_tumour
 from .vessels import add_vessels, flair_inflow_weight, sample_vessel_parameters
