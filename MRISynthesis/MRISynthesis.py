@@ -488,23 +488,25 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ---------------------------------------------------------------- running
 
     def options(self) -> dict:
-        return dict(device=self._parameterNode.device.value, tumourMaps=self._parameterNode.tumourMaps,
-                    prepare=self._parameterNode.prepareInputs, brainMask=self._parameterNode.brainMask,
-                    keepStage1=self._parameterNode.keepStage1)
+        """The job's options from the parameter node (HD-BET: the selected mask, if any, is left out)."""
+        node = self._parameterNode
+        mask = None if node.brainExtraction is BrainExtraction.HD_BET else node.brainMask
+        return dict(device=node.device.value, tumourMaps=node.tumourMaps, prepare=node.prepareInputs,
+                    brainMask=mask, keepStage1=node.keepStage1)
 
     def resolveBrainExtraction(self) -> bool:
         """Before a prepared job: the brain mask node the chosen brain extraction gives (False: do not start).
 
         A Slicer extension runs now, on the reference volume (the first selected one, as the preparation's
-        reference), blocking like its own panel; its mask node is selected below, so the user sees and
-        can check it, and the job prepares the study with it. HD-BET runs in the worker (no node needed).
+        reference), blocking like its own panel, after asking when it may download something. Its mask node
+        is then selected below and the choice switches to *The brain mask below*, so that the user can check
+        (or correct) that mask and the next click reuses it. HD-BET runs in the worker (no node needed).
         """
+        from MRISynthesisLib.scene.brain_extraction_modules import EXTENSION_BACKENDS, needs_consent
+
         node = self._parameterNode
-        if not node.prepareInputs:
-            return True
         extraction = node.brainExtraction
-        if extraction is BrainExtraction.HD_BET:
-            node.brainMask = None
+        if not node.prepareInputs or extraction is BrainExtraction.HD_BET:
             return True
         if extraction is BrainExtraction.MASK:
             if node.brainMask is None:
@@ -513,15 +515,26 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                          windowTitle=_("MRISynthesis"))
                 return False
             return True
+        title = EXTENSION_BACKENDS[extraction.value].title
+        if needs_consent(extraction.value) and not slicer.util.confirmOkCancelDisplay(
+                _("{tool} fetches HD-BET (from GitHub) and its weights (from Zenodo) and installs Python packages "
+                  "on first use. Continue?").format(tool=title), windowTitle=_("MRISynthesis")):
+            return False
         reference = next((n for n in self.selectedNodes().values() if n is not None), None)
-        self.appendLog(_("Brain extraction with the {tool} extension on {volume} (this can take minutes)...").format(
-            tool=extraction.label(), volume=reference.GetName() if reference else "?"))
-        self.ui.statusLabel.text = _("Extracting the brain...")
+        self.appendLog(_("Brain extraction with {tool} on {volume} (this can take minutes)...").format(
+            tool=title, volume=reference.GetName() if reference else "?"))
+        self.ui.statusLabel.text = _("Extracting the brain with {tool}...").format(tool=title)
         slicer.app.processEvents()
-        with slicer.util.WaitCursor():
-            mask = self.logic.extensionBrainMask(extraction.value, reference, node.device.value)
+        try:
+            with slicer.util.WaitCursor():
+                mask = self.logic.extensionBrainMask(extraction.value, reference, node.device.value)
+        except ValueError:
+            self.ui.statusLabel.text = _("Brain extraction failed: nothing was synthesised.")
+            raise
         node.brainMask = mask
-        self.appendLog(_("Brain mask: {name} (check it before trusting the result).").format(name=mask.GetName()))
+        node.brainExtraction = BrainExtraction.MASK
+        self.appendLog(_("Brain mask: {name}, now selected as the brain mask (check it before trusting the "
+                         "result).").format(name=mask.GetName()))
         return True
 
     def onSynthesize(self) -> None:
@@ -536,9 +549,9 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         start = self.logic.startSynthesis if kind == "synthesis" else self.logic.startValidation
         try:
+            selectedInputs = self.logic.copySelectedInputs(self.selectedNodes())  # inputs checked first
             if not self.resolveBrainExtraction():
                 return
-            selectedInputs = self.logic.copySelectedInputs(self.selectedNodes())
             job = start(selectedInputs, self.currentModel(), **self.options())
         except ValueError as error:  # bad inputs: one line that names the node and the problem
             slicer.util.errorDisplay(str(error), windowTitle=_("MRISynthesis"))
@@ -854,8 +867,7 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
         ``reference``; a one-line ``ValueError`` when it is not installed or fails."""
         from MRISynthesisLib.scene.brain_extraction_modules import extension_brain_mask
 
-        return extension_brain_mask(key, reference, modules=slicer.modules, run_cli=slicer.cli.runSync,
-                                    device=device)
+        return extension_brain_mask(key, reference, modules=slicer.modules, cli=slicer.cli, device=device)
 
     def addSynthesisResult(self, result, selectedInputs, keepStage1: bool = False):
         from MRISynthesisLib.scene.display import show_result

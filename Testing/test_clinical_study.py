@@ -165,16 +165,32 @@ def _final_ssim(folder, case: str) -> dict:
     return {row["target"]: float(row["ssim"]) for row in rows}
 
 
-def test_cli_validate_prepares_a_clinical_study_and_scores_it_like_its_brats_version(tmp_path, study_on_disk, capsys):
-    """``validate --prepare``: leave-one-out on a clinical study (files, then DICOM) scored in the model space
-    against the prepared acquired series; the scores agree with validating the same case's BraTS-space version,
-    and the volumes written lie on the reference series' grid."""
-    nifti, mask = study_on_disk / "nifti", study_on_disk / "truth" / "brain-mask-t1n.nii.gz"
+def _final_tumour_ssim(folder, case: str) -> dict:
+    import csv
+
+    with open(folder / f"{case}-validation.csv", newline="") as handle:
+        return {row["target"]: row.get("ssim_tumour") for row in csv.DictReader(handle) if row["stage"] == "final"}
+
+
+def test_cli_validate_prepares_a_clinical_study_and_scores_it_like_its_brats_version(tmp_path, study, study_on_disk,
+                                                                                     capsys):
+    """``validate --prepare``: leave-one-out on a clinical study (files with a label map on the T1 series' grid,
+    then DICOM) scored in the model space against the prepared acquired series; the scores agree with validating
+    the same case's BraTS-space version, and the volumes written lie on the reference series' grid."""
+    mask = study_on_disk / "truth" / "brain-mask-t1n.nii.gz"
     case = study_on_disk.name
+    nifti = tmp_path / "nifti" / case
+    shutil.copytree(study_on_disk / "nifti", nifti)
+    t1 = study.images[Sequence.T1N]
+    label_on_t1 = sitk.Resample(study.brats.label, t1, study.transforms[Sequence.T1N].GetInverse(),
+                                sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    sitk.WriteImage(label_on_t1, str(nifti / f"{case}-seg.nii.gz"))
     out = tmp_path / "prepared"
     code = main(["validate", str(nifti), "--prepare", "--brain-mask", str(mask), "-o", str(out), "--device", "cpu"])
     printed = capsys.readouterr()
     assert code == 0, printed.err
+    tumour = _final_tumour_ssim(out, case)
+    assert all(value not in (None, "", "nan") for value in tumour.values()), f"the label reached the model space: {tumour}"
     assert "brain mask (check it)" in printed.out and "co-registered" in printed.out
     assert main(["validate", str(study_on_disk / "brats"), "-o", str(tmp_path / "brats"), "--device", "cpu"]) == 0
     capsys.readouterr()
@@ -200,7 +216,35 @@ def test_cli_validate_prepares_a_clinical_study_and_scores_it_like_its_brats_ver
         assert abs(value - prepared[target]) < 0.02, f"{target}: DICOM {value:.3f} vs NIfTI {prepared[target]:.3f}"
 
 
-def test_cli_dicom_ambiguity_no_mr_and_missing_brain_extraction_are_one_line(tmp_path, capsys):
+def test_cli_validate_refusals_name_the_file_and_come_before_any_reading(tmp_path, study, study_on_disk, capsys):
+    """A label map off the reference grid with --prepare, --input files without all four sequences, and
+    --prepare without a brain extraction are each one line; nothing is written."""
+    case = study_on_disk.name
+    nifti = tmp_path / case
+    shutil.copytree(study_on_disk / "nifti", nifti)
+    sitk.WriteImage(study.brats.label, str(nifti / f"{case}-seg.nii.gz"))  # on the BraTS grid, not the T1's
+    mask = study_on_disk / "truth" / "brain-mask-t1n.nii.gz"
+    out = tmp_path / "out"
+    assert main(["validate", str(nifti), "--prepare", "--brain-mask", str(mask), "-o", str(out), "--device",
+                 "cpu"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert f"{case}-seg.nii.gz: with --prepare the label map must lie on the grid of the reference series" in message
+    assert len(message.splitlines()) == 1
+    t1 = nifti / f"{case}-t1n.nii.gz"
+    assert main(["validate", "--input", f"t1n={t1}", "-o", str(out)]) == 2
+    message = capsys.readouterr().err.strip()
+    assert message.endswith(f"{t1}: validation needs all four sequences; missing T1 contrast-enhanced, T2, T2-FLAIR"), message
+    assert main(["validate", str(nifti), "--prepare", "-o", str(out)]) == 2
+    assert "--prepare needs a brain extraction" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_dicom_ambiguity_no_mr_and_missing_brain_extraction_are_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # HD-BET, where installed, finds no weights there ...
+    for proxy in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(proxy, "http://127.0.0.1:9")  # ... and cannot fetch them: the offline case, anywhere
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
     study = generate_clinical_study(9, small=True, extra_flair=True)
     folder = write_clinical_study(study, tmp_path / "s", dicom=True) / "dicom"
     out = tmp_path / "out"
@@ -211,9 +255,12 @@ def test_cli_dicom_ambiguity_no_mr_and_missing_brain_extraction_are_one_line(tmp
     assert "--prepare needs a brain extraction" in capsys.readouterr().err
     assert main(["synthesize", "--dicom", str(folder), "--input", "t2f=5", "--prepare", "--brain-extraction",
                  "hd-bet", "-o", str(out)]) == 2
-    message = capsys.readouterr().err
+    message = capsys.readouterr().err.strip()
+    assert len(message.splitlines()) == 1 and "--brain-mask FILE" in message
     if shutil.which("hd-bet") is None:
-        assert "HD-BET is not installed" in message and "--brain-mask FILE" in message
+        assert "HD-BET is not installed" in message
+    else:
+        assert "HD-BET could not extract the brain" in message and "offline" in message
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("no images here")

@@ -27,6 +27,7 @@ from MRISynthesisLib.scene.brain_extraction_modules import (
     SWISS_PARAMETERS,
     extension_brain_mask,
     installed_extension_backends,
+    needs_consent,
 )
 from MRISynthesisLib.scene.flow import add_case_nodes, synthesize_in_scene
 from MRISynthesisLib.scene.geometry import image_from_volume_node, update_volume_node_from_image
@@ -62,31 +63,37 @@ def study_in_scene(mrml_scene, study):
 
 
 class SwissStandIn:
-    """``slicer.cli.runSync`` with the Swiss Skull Stripper behind it: checks the parameters, writes the mask
-    (``make_mask(image) -> mask``) into the label-map node and returns a command-line module node."""
+    """``slicer.cli`` with the Swiss Skull Stripper behind it. ``createNode`` adds a command-line module node to
+    the scene (as Slicer's does); ``runSync`` checks the parameters, writes the mask (``make_mask(image) ->
+    mask``) into the label-map node and sets the node's status, or raises after the run as ``runSync`` does."""
 
     def __init__(self, scene, make_mask, status: str = "Completed", raise_text: str = ""):
         self.scene, self.make_mask, self.status, self.raise_text = scene, make_mask, status, raise_text
         self.calls = []
 
-    def __call__(self, module, node, parameters):
-        assert node is None and module == "swissskullstripper module"
+    def createNode(self, module, parameters=None):
+        assert module == "swissskullstripper module"
+        return self.scene.AddNode(slicer.vtkMRMLCommandLineModuleNode())
+
+    def runSync(self, module, node=None, parameters=None, delete_temporary_files=True, update_display=True):
+        assert node is not None and node.GetScene() is self.scene and module == "swissskullstripper module"
+        assert update_display is False, "the temporary output must not replace what the slice views show"
         assert tuple(parameters) == SWISS_PARAMETERS
         nodes = {name: self.scene.GetNodeByID(value) for name, value in parameters.items()}
         for name, found in nodes.items():
             assert found is not None and found.GetClassName() == SWISS_CLASSES[name], (name, found)
         self.calls.append(dict(parameters))
         if self.raise_text:
+            node.SetStatus(node.CompletedWithErrors)
             raise ValueError(self.raise_text)
         image = image_from_volume_node(nodes["patientVolume"])
         mask = self.make_mask(image)
         update_volume_node_from_image(nodes["patientMaskLabel"], mask)
         update_volume_node_from_image(nodes["patientOutputVolume"], sitk.Mask(image, mask, 0))
-        cli_node = self.scene.AddNode(slicer.vtkMRMLCommandLineModuleNode())  # runSync adds it to the scene
-        cli_node.SetStatus(getattr(cli_node, self.status))
+        node.SetStatus(getattr(node, self.status))
         if self.status != "Completed":
-            cli_node.SetErrorText("Atlas registration did not converge\nsee the log")
-        return cli_node
+            node.SetErrorText("Atlas registration did not converge\nsee the log")
+        return node
 
 
 class HDLogicStandIn:
@@ -129,12 +136,21 @@ def test_only_the_extensions_slicer_loaded_are_offered():
     assert installed_extension_backends(both) == ["hd-brain-extraction", "swiss-skull-stripper"]
 
 
+def test_consent_is_asked_only_where_something_may_be_downloaded():
+    def missing(name):
+        raise ModuleNotFoundError(f"No module named {name!r}")
+
+    assert needs_consent("hd-brain-extraction", missing) is True, "HD-BET would be fetched from GitHub"
+    assert needs_consent("hd-brain-extraction", lambda name: object()) is False
+    assert needs_consent("swiss-skull-stripper", missing) is False, "its atlas ships with the extension"
+
+
 def test_swiss_skull_stripper_mask_is_read_back_checked_named_and_placed_beside_the_volume(study_in_scene, study):
     scene, nodes, study_item = study_in_scene
     reference = nodes[Sequence.T1N]
     run = SwissStandIn(scene, lambda image: true_mask_on(study, image))
     before = node_classes(scene)
-    mask_node = extension_brain_mask("swiss-skull-stripper", reference, run_cli=run,
+    mask_node = extension_brain_mask("swiss-skull-stripper", reference, cli=run,
                                      modules=SimpleNamespace(swissskullstripper="swissskullstripper module"))
     assert len(run.calls) == 1 and run.calls[0]["patientVolume"] == reference.GetID()
     assert mask_node.IsA("vtkMRMLLabelMapVolumeNode")
@@ -168,7 +184,7 @@ def test_a_failed_or_implausible_swiss_run_is_one_line_and_leaves_nothing(study_
     run = SwissStandIn(scene, make_mask, status=case.get("status", "Completed"), raise_text=case.get("raise_text", ""))
     before = node_classes(scene)
     with pytest.raises(BrainExtractionError, match=message) as failure:
-        extension_brain_mask("swiss-skull-stripper", nodes[Sequence.T1N], run_cli=run,
+        extension_brain_mask("swiss-skull-stripper", nodes[Sequence.T1N], cli=run,
                              modules=SimpleNamespace(swissskullstripper="swissskullstripper module"))
     assert "\n" not in str(failure.value)
     assert node_classes(scene) == before, "nothing the failed run made stays in the scene"
@@ -221,7 +237,7 @@ def test_the_extension_mask_prepares_the_study_in_the_worker(study_in_scene, stu
     """End to end: the Swiss Skull Stripper's label map is the brain extraction of *Prepare inputs*."""
     scene, nodes, _ = study_in_scene
     mask_node = extension_brain_mask("swiss-skull-stripper", nodes[Sequence.T1N],
-                                     run_cli=SwissStandIn(scene, lambda image: true_mask_on(study, image)),
+                                     cli=SwissStandIn(scene, lambda image: true_mask_on(study, image)),
                                      modules=SimpleNamespace(swissskullstripper="swissskullstripper module"))
     made = synthesize_in_scene(scene, nodes, "demo", device="cpu", backend="process", prepare=True,
                                brain_mask=mask_node)

@@ -65,6 +65,7 @@ class StudyRun:
 
 def read_study(args: argparse.Namespace, parse_inputs, load_inputs) -> StudyRun:
     """The inputs from ``--dicom STUDY_DIR`` (with ``--input SEQ=N`` choices) or from files, checked."""
+    check_study_options(args)
     if args.dicom is None:
         if args.dicom_output:
             raise UsageError("--dicom-output needs --dicom STUDY_DIR (the study the new series join)")
@@ -115,6 +116,17 @@ def _dicom_case_id(found) -> str:
     return f"study-{digest.hexdigest()[:10]}"
 
 
+def check_study_options(args: argparse.Namespace) -> None:
+    """Refuse contradictory clinical-study options before anything is read (one line each)."""
+    if not args.prepare and (args.brain_extraction or args.bias_correction or args.output_grid != "reference"):
+        raise UsageError("--brain-extraction, --bias-correction and --output-grid need --prepare")
+    if args.prepare and args.brain_extraction is None and args.brain_mask is None:
+        raise UsageError("--prepare needs a brain extraction: --brain-mask FILE, or --brain-extraction hd-bet "
+                         "(HD-BET package)")
+    if args.brain_extraction == "mask" and args.brain_mask is None:
+        raise UsageError("--brain-extraction mask needs --brain-mask FILE")
+
+
 def model_inputs(args: argparse.Namespace, run: StudyRun, say, bundle) -> tuple:
     """``(images for the model, PreparedStudy or None, preconditions report or None)``.
 
@@ -125,14 +137,8 @@ def model_inputs(args: argparse.Namespace, run: StudyRun, say, bundle) -> tuple:
     from ..sequences import SEQUENCES
 
     names = {sequence: str(label) for sequence, label in run.files.items()}
-    if not args.prepare and (args.brain_extraction or args.bias_correction or args.output_grid != "reference"):
-        raise UsageError("--brain-extraction, --bias-correction and --output-grid need --prepare")
+    check_study_options(args)
     backend = args.brain_extraction or ("mask" if args.brain_mask else None)
-    if args.prepare and backend is None:
-        raise UsageError("--prepare needs a brain extraction: --brain-mask FILE, or --brain-extraction hd-bet "
-                         "(HD-BET package)")
-    if backend == "mask" and args.brain_mask is None:
-        raise UsageError("--brain-extraction mask needs --brain-mask FILE")
     reference = next(s for s in SEQUENCES if s in run.images)
     mask = mask_from_file(args.brain_mask, run.images[reference]) if args.brain_mask is not None else None
     options = StudyOptions(prepare=args.prepare, brain_mask=mask, brain_extraction=backend or "mask",

@@ -45,16 +45,35 @@ def _label_file(args: argparse.Namespace) -> tuple:
     return (Path(found.label),) if found is not None and found.label is not None else ()
 
 
-def _case_label(args: argparse.Namespace, prepared):
-    """The case folder's label map, in the model space when the study was prepared (None without a label)."""
-    from ..core.io import read_case_label
+def _check_all_four(args: argparse.Namespace, found) -> None:
+    """Refuse a case without all four sequences, naming where they were looked for."""
+    from ..sequences import SEQUENCES
+
+    missing = [s.display_name for s in SEQUENCES if s not in found]
+    if missing:
+        source = args.dicom or args.case_dir or ", ".join(str(path) for path in found.values())
+        raise UsageError(f"{source}: validation needs all four sequences; missing {', '.join(missing)}")
+
+
+def _case_label(args: argparse.Namespace, prepared, run):
+    """The case folder's label map, in the model space when the study was prepared (None without a label).
+
+    With ``--prepare`` the label must lie on the reference series' own grid (where the preparation's
+    brain mask and registrations start from); a label on any other grid is refused rather than guessed.
+    """
+    from ..core.io import grid_differences, read_case_label
 
     label = read_case_label(args.case_dir) if args.case_dir is not None else None
     if label is None or prepared is None:
         return label
     from ..clinical.model_space import into_grid
 
-    return into_grid(label, prepared.brain_mask, nearest=True)  # the label lies on the reference series' grid
+    reference = run.images[prepared.reference]
+    differences = grid_differences(label, reference)
+    if differences:
+        raise UsageError(f"{_label_file(args)[0]}: with --prepare the label map must lie on the grid of the "
+                         f"reference series {run.files[prepared.reference]} ({'; '.join(differences)})")
+    return into_grid(label, prepared.brain_mask, nearest=True)
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -73,11 +92,12 @@ def run_validate(args: argparse.Namespace) -> int:
     from ..core.bundles import load_bundle
     from . import study
 
+    study.check_study_options(args)  # contradictory options, then missing sequences, before any image is read
+    if args.dicom is None:  # which sequences there are is known before any image is read
+        _, files = parse_inputs(args.case_dir, args.input)
+        _check_all_four(args, files)
     run = study.read_study(args, parse_inputs, load_inputs)
-    source = args.dicom if args.dicom is not None else args.case_dir
-    missing = [s.display_name for s in SEQUENCES if s not in run.images]
-    if missing:
-        raise UsageError(f"{source}: validation needs all four sequences; missing {', '.join(missing)}")
+    _check_all_four(args, run.images)
     for line in run.messages:
         print(line)
     case_id = args.case or run.case_id
@@ -86,7 +106,7 @@ def run_validate(args: argparse.Namespace) -> int:
     plan.check(study.extra_output_names(args, case_id, SEQUENCES, list(run.images)))
     bundle = load_bundle(args.model)
     images, prepared, preconditions = study.model_inputs(args, run, lambda line: print(f"note: {line}"), bundle)
-    label = _case_label(args, prepared)
+    label = _case_label(args, prepared, run)
     with terminal_progress(description=f"validating {case_id}") as progress:
         result = synthesize(images, bundle, targets=list(SEQUENCES), device=args.device, progress=progress,
                             ground_truth=images, label=label, intensity=args.intensity)

@@ -16,9 +16,12 @@ Both run blocking, as in their own panels (Swiss Skull Stripper a minute or two,
 several minutes on a CPU). The mask node they make stays in the scene, named after the tool and the
 volume and placed beside the volume in the subject hierarchy, so the user can check it; it is checked
 here like any other brain mask (not empty, the volume of a brain), and everything else the tool
-added is removed. The calls into the extensions are passed in (``modules``, ``run_cli``,
-``import_module``): in Slicer they are ``slicer.modules``, ``slicer.cli.runSync`` and
-``importlib.import_module``; elsewhere (tests on ``slicer-core``) stand-ins with the same interface.
+added is removed, also when it fails. HD Brain Extraction's ``setupPythonRequirements()`` may
+download HD-BET and pip-install packages without asking (only PyTorch is confirmed), so the panel
+asks first (:func:`needs_consent`). The calls into the extensions are passed in (``modules``,
+``cli``, ``import_module``): in Slicer they are ``slicer.modules``, ``slicer.cli`` (``createNode``
+and ``runSync``) and ``importlib.import_module``; elsewhere (tests on ``slicer-core``) stand-ins
+with the same interface.
 """
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ from ..clinical.brain_masks import BrainExtractionError, check_brain_mask
 from .brain_mask_nodes import brain_mask_from_node
 from .nodes import MRMLInputError, node_label, one_line
 
-__all__ = ["ExtensionBackend", "EXTENSION_BACKENDS", "installed_extension_backends", "extension_brain_mask"]
+__all__ = ["ExtensionBackend", "EXTENSION_BACKENDS", "installed_extension_backends", "needs_consent",
+           "extension_brain_mask"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,16 +103,22 @@ def _cli_failure(cli_node: Any) -> Optional[str]:
     return None
 
 
-def _swiss_skull_stripper(backend: ExtensionBackend, reference: Any, modules: Any, run_cli: Callable) -> Any:
-    """Run the command-line module on ``reference``; returns its brain label-map node."""
+def _swiss_skull_stripper(backend: ExtensionBackend, reference: Any, modules: Any, cli: Any) -> Any:
+    """Run the command-line module on ``reference``; returns its brain label-map node.
+
+    The command-line module node is made here (``cli.createNode``) rather than by ``runSync``, so that it is
+    held, and removed, also when the run raises.
+    """
     scene = reference.GetScene()
+    module = getattr(modules, backend.module.lower())
     masked = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{reference.GetName()} ({backend.title} output)")
     label = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", _mask_name(backend, reference))
     parameters = dict(zip(SWISS_PARAMETERS, (reference.GetID(), masked.GetID(), label.GetID())))
     cli_node = None
     try:
         try:
-            cli_node = run_cli(getattr(modules, backend.module.lower()), None, parameters)
+            cli_node = cli.createNode(module, parameters)
+            cli_node = cli.runSync(module, cli_node, parameters, update_display=False) or cli_node
         except Exception as error:  # slicer.cli.runSync raises on a failed run; say it in one line
             raise BrainExtractionError(f"{backend.title} could not extract the brain of {node_label(reference)}: "
                                        f"{one_line(str(error)) or type(error).__name__}") from None
@@ -126,12 +136,28 @@ def _swiss_skull_stripper(backend: ExtensionBackend, reference: Any, modules: An
     return label
 
 
+#: Words of an error that says the network was needed (HD-BET fetches its code and weights on first use).
+_NETWORK_WORDS = ("urlopen", "connection", "network", "resolve", "http", "timed out", "download", "zenodo", "github")
+
+
+def needs_consent(key: str, import_module: Callable = importlib.import_module) -> bool:
+    """Whether running the extension ``key`` may download or install something the user has not agreed to:
+    HD Brain Extraction without the HD-BET package it fetches on first use."""
+    if key != "hd-brain-extraction":
+        return False
+    try:
+        import_module("HD_BET")
+    except ImportError:
+        return True
+    return False
+
+
 def _hd_brain_extraction(backend: ExtensionBackend, reference: Any, import_module: Callable, device: str) -> Any:
     """Run the scripted module's logic on ``reference``; returns its brain segmentation node."""
     scene = reference.GetScene()
     try:
         logic = getattr(import_module(backend.module), f"{backend.module}Logic")()
-        logic.setupPythonRequirements()  # asks before installing anything
+        logic.setupPythonRequirements()  # the panel asked first when this may download (needs_consent)
     except Exception as error:
         raise BrainExtractionError(f"{backend.title} is not ready: {one_line(str(error)) or type(error).__name__}; "
                                    "or select a brain mask") from None
@@ -140,16 +166,18 @@ def _hd_brain_extraction(backend: ExtensionBackend, reference: Any, import_modul
         try:
             logic.process(reference, None, segmentation, "cpu" if device == "cpu" else "auto")
         except Exception as error:
+            reason = one_line(str(error)) or type(error).__name__
+            offline = any(word in reason.lower() for word in _NETWORK_WORDS)
             raise BrainExtractionError(f"{backend.title} could not extract the brain of {node_label(reference)}: "
-                                       f"{one_line(str(error)) or type(error).__name__} (offline, HD-BET cannot "
-                                       "fetch its weights; select a brain mask instead)") from None
+                                       f"{reason}" + (" (offline, HD-BET cannot fetch its weights; select a brain "
+                                                      "mask instead)" if offline else "")) from None
     except BaseException:
         scene.RemoveNode(segmentation)
         raise
     return segmentation
 
 
-def extension_brain_mask(key: str, reference: Any, *, modules: Any, run_cli: Optional[Callable] = None,
+def extension_brain_mask(key: str, reference: Any, *, modules: Any, cli: Any = None,
                          import_module: Callable = importlib.import_module, device: str = "auto") -> Any:
     """The brain mask of ``reference`` (a volume node) made by the extension ``key``: a new label-map or
     segmentation node, beside the volume in the subject hierarchy, checked like any brain mask.
@@ -167,9 +195,9 @@ def extension_brain_mask(key: str, reference: Any, *, modules: Any, run_cli: Opt
         raise BrainExtractionError(f"{backend.title} is not installed: install the {backend.extension} extension "
                                    "(Extensions Manager) and restart Slicer, or select a brain mask")
     if backend.key == "swiss-skull-stripper":
-        if run_cli is None:
-            raise TypeError("run_cli (slicer.cli.runSync) is needed for a command-line module")
-        node = _swiss_skull_stripper(backend, reference, modules, run_cli)
+        if cli is None:
+            raise TypeError("cli (slicer.cli) is needed for a command-line module")
+        node = _swiss_skull_stripper(backend, reference, modules, cli)
     else:
         node = _hd_brain_extraction(backend, reference, import_module, device)
     try:
