@@ -182,7 +182,7 @@ def prepare_study(images: Mapping[Sequence, sitk.Image], *, brain_mask: Optional
     report(0.8, "brain extraction")
     tick = time.perf_counter()
     if brain_extraction == "hd-bet":
-        mask = hd_bet_mask(corrected[reference], device=device, name=label[reference])
+        mask = hd_bet_mask(corrected[reference], device=device, name=label[reference], cancel=cancel)
     else:
         mask = mask_on_grid(brain_mask, native[reference], "the brain mask")
     timings["brain_extraction_s"] = time.perf_counter() - tick
