@@ -123,7 +123,8 @@ def test_cli_refuses_an_unprepared_study_saying_what_to_do(tmp_path, study_on_di
 
 def test_cli_dicom_study_prepared_gives_results_on_the_reference_grid_and_dicom_series(tmp_path, study_on_disk,
                                                                                        capsys):
-    dicom = study_on_disk / "dicom"
+    dicom = tmp_path / "dicom"
+    shutil.copytree(study_on_disk / "dicom", dicom)  # the module's study stays whole for the other tests
     t1c_series = next(p for p in dicom.iterdir() if "POST" in p.name)
     shutil.rmtree(t1c_series)  # the study lacks its post-contrast T1: synthesise it
     mask = study_on_disk / "truth" / "brain-mask-t1n.nii.gz"
