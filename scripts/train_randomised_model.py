@@ -15,9 +15,13 @@ model card and on randomised medium phantoms whose anatomy and parameters no tra
 network sizes) with budgets for a GPU.
 
 First run (2026-11-30, on a 2-core machine shared with a test suite, so stage 1 reached 4 of its 8
-epochs, about 700 steps, against the bundled model's 2000): on the classic held-out phantoms the
-synthetic T1c improved (+0.073 brain SSIM) but T1, T2 and FLAIR fell by 0.020-0.036 (paired sd
-0.002-0.023), so it was not installed. Run it on an idle machine first.
+epochs, about 700 steps, against the bundled model's 2000). Final brain SSIM against the bundled
+model, mean paired difference over the 5 cases of each set (sd):
+
+- randomised held-out: T1 +0.039 (0.048), T1c +0.159 (0.043), T2 +0.107 (0.058), FLAIR +0.056 (0.017);
+- classic held-out: T1c +0.073 (0.042), but T1 -0.020 (0.002), T2 -0.036 (0.019), FLAIR -0.026 (0.023).
+
+It lost on the classic set beyond noise, so it was not installed. Run it on an idle machine next.
 
 Usage:  python scripts/train_randomised_model.py [--work-dir runs/randomised-model] [--minutes-scale 1.0]
         [--device cuda] [--no-install]
