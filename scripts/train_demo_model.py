@@ -168,15 +168,11 @@ def ssim_ceiling() -> str:
     return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def model_card(manifest: dict, run: Path, evaluation: str, ceiling: str, enhancement_table: str,
-               intensity_note: str, bottleneck_table: str) -> str:
-    """The model card: what the demo model is, how it was made, how well it does, what it is not."""
+def kept_epochs_and_sizes(manifest: dict, run: Path) -> tuple:
+    """The card's lines on which epoch each network kept, and its table rows of configs and parameter counts."""
     from MRISynthesisLib.core.checkpoints import read_checkpoint
 
     meta = manifest.get("metadata", {})
-    size = int(meta.get("image_size", IMAGE_SIZE))
-    per_stage = ", ".join(f"{kind} {minutes} min" for kind, minutes in meta.get("minutes_per_stage", {}).items())
-    validation = json.loads((run / "split.json").read_text())["validation"]
     kept = []
     for kind, record in meta.get("training", {}).items():
         choice = record.get("kept", {})
@@ -189,9 +185,12 @@ def model_card(manifest: dict, run: Path, evaluation: str, ceiling: str, enhance
         payload = read_checkpoint(run / name)
         count = sum(v.numel() for v in payload["state_dict"].values() if v.is_floating_point())
         sizes.append(f"| {kind} | `{json.dumps(payload['config'])}` | {count:,} |")
-    return f"""# MRISynthesis demo model
+    return kept, sizes
 
-**Trained on simulated phantoms only. Not for real patient data, not for diagnosis.** It exists so
+
+def card_introduction(size: int) -> str:
+    """The model card's opening: what the model is not for, the method, the model grid (``size`` pixels a side)."""
+    return f"""**Trained on simulated phantoms only. Not for real patient data, not for diagnosis.** It exists so
 that every new user can see the whole extension work offline on a CPU; real use needs a bundle
 trained on real BraTS-format data (`mrisynth train ...`).
 
@@ -205,7 +204,20 @@ trained on real BraTS-format data (`mrisynth train ...`).
 - **Model grid**: axial slices of {size} x {size} over a 240 mm field of view
   ({240 / size:g} mm in-plane; the paper model uses 240 x 240 at 1 mm). Full-size 1 mm cases,
   such as the one `mrisynth demo` shows, are resampled to this grid and back, which blurs them.
-- **Training data**: {TRAIN_CASES} small MR-physics phantom cases (`mrisynth phantom --small`,
+"""
+
+
+def model_card(manifest: dict, run: Path, evaluation: str, ceiling: str, enhancement_table: str,
+               intensity_note: str, bottleneck_table: str) -> str:
+    """The model card: what the demo model is, how it was made, how well it does, what it is not."""
+    meta = manifest.get("metadata", {})
+    size = int(meta.get("image_size", IMAGE_SIZE))
+    per_stage = ", ".join(f"{kind} {minutes} min" for kind, minutes in meta.get("minutes_per_stage", {}).items())
+    validation = json.loads((run / "split.json").read_text())["validation"]
+    kept, sizes = kept_epochs_and_sizes(manifest, run)
+    return f"""# MRISynthesis demo model
+
+{card_introduction(size)}- **Training data**: {TRAIN_CASES} small MR-physics phantom cases (`mrisynth phantom --small`,
   96 x 96 x 64 voxels of 2.5 mm; seeds {meta.get('training_seeds')}): ICBM152 2009a anatomy with
   random tumours, tissue and protocol jitter, bias field, Rician noise and deformation.
   {len(validation)} of them ({', '.join(validation)}) are held out for validation after every epoch,

@@ -36,8 +36,20 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO_DIR = REPO / "MRISynthesisLib" / "data" / "models" / "demo"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# The bundled model's recipe: its steps (run a command, stage minutes) and the model card's checks are shared.
+from train_demo_model import (  # noqa: E402
+    DEMO_DIR,
+    REPO,
+    bottleneck,
+    intensity_response,
+    card_introduction,
+    kept_epochs_and_sizes,
+    mrisynth,
+    ssim_ceiling,
+    training_minutes,
+)
 
 #: Training cases: (first seed, count, randomised). Phantom-01000 ... 01031 randomised, 03000 ... 03015 classic.
 TRAIN_SETS = ((1000, 32, True), (3000, 16, False))
@@ -55,13 +67,6 @@ PROFILES = {
 BUDGET_MINUTES = PROFILES["cpu"]["budget"]
 #: Half of every stage-1 batch from slices with tumour core, so that the short run learns enhancement.
 TUMOUR_FRACTION = 0.5
-
-
-def mrisynth(*arguments: str) -> None:
-    """Run one mrisynth command, echoing it, and stop on failure."""
-    command = [sys.executable, "-m", "MRISynthesisLib.cli", *arguments]
-    print("$ mrisynth " + " ".join(arguments), flush=True)
-    subprocess.run(command, check=True)
 
 
 def phantoms(folder: Path, seed: int, cases: int, grid: str, randomised: bool) -> None:
@@ -136,12 +141,6 @@ def main() -> int:
     if not args.no_install:
         install(run)
     return 0
-
-
-def training_minutes(run: Path, kind: str) -> float:
-    """Wall minutes of the epochs (with validation) in ``RUN/<kind>-metrics.json``, also across resumed calls."""
-    history = json.loads((run / f"{kind}-metrics.json").read_text())
-    return sum(float(row.get("epoch_s") or 0.0) + float(row.get("val_s") or 0.0) for row in history) / 60.0
 
 
 #: The held-out sets the card reports: folder beside the run -> what it is.
@@ -229,92 +228,19 @@ def enhancement(run: Path, held_out: str = "eval") -> str:
     return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def first_held_out_case(run: Path) -> Path:
-    """The first held-out case folder beside the run (``WORK_DIR/eval``), for the model card's single-case checks."""
-    return sorted(p for p in (run.parent / "eval").iterdir() if p.is_dir())[0]
-
-
-def bottleneck(run: Path) -> str:
-    """The table of scripts/bottleneck_use.py for the first held-out case: is the condition's path used?"""
-    command = [sys.executable, str(REPO / "scripts" / "bottleneck_use.py"), str(first_held_out_case(run)),
-               "--model", str(run)]
-    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
-
-
-def intensity_response(run: Path) -> str:
-    """How much the synthetic T1c of the first held-out case moves when its intensity code does."""
-    import numpy as np
-    import SimpleITK as sitk
-
-    from MRISynthesisLib.core.io import read_case
-    from MRISynthesisLib.core.pipeline import synthesize
-    from MRISynthesisLib.sequences import SEQUENCES, Sequence
-    from MRISynthesisLib.core.bundles import load_bundle
-
-    folder = first_held_out_case(run)
-    images = read_case(folder)
-    inputs = {s: images[s] for s in SEQUENCES if s != Sequence.T1C}
-    bundle = load_bundle(run)
-    mean, std = bundle.stage1.intensity_priors[Sequence.T1C]
-    medians = {}
-    for k_sigma in (-2, 2):
-        result = synthesize(inputs, bundle, targets=[Sequence.T1C], intensity=f"{k_sigma:+d}sigma", tumour_maps=False,
-                            device="cpu")
-        synthetic = sitk.GetArrayFromImage(result.targets[Sequence.T1C].synthetic)
-        medians[k_sigma] = float(np.median(synthetic[synthetic > 0]))
-    change = abs(medians[2] - medians[-2]) / max(abs(medians[-2]), 1e-12)
-    return (f"Conditioning the T1c of {folder.name} on the prior mean - 2 sigma and + 2 sigma "
-            f"({mean - 2 * std:.3f} and {mean + 2 * std:.3f}) changes the median brain intensity of the synthetic "
-            f"image by {100 * change:.2g} %.")
-
-
-def ssim_ceiling() -> str:
-    """The table of scripts/phantom_ssim_ceiling.py for the held-out cases: what a perfect model would score."""
-    command = [sys.executable, str(REPO / "scripts" / "phantom_ssim_ceiling.py"), "--seed", str(EVAL_SEED),
-               "--cases", str(EVAL_CASES), "--small"]
-    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
-
-
 def model_card(manifest: dict, run: Path, evaluations: dict, ceiling: str, enhancement_tables: dict,
                intensity_note: str, bottleneck_table: str, compared: str) -> str:
     """The model card: what the demo model is, how it was made, how well it does, what it is not."""
-    from MRISynthesisLib.core.checkpoints import read_checkpoint
-
     meta = manifest.get("metadata", {})
     size = int(meta.get("image_size", PROFILES["cpu"]["image_size"]))
     per_stage = ", ".join(f"{kind} {minutes} min" for kind, minutes in meta.get("minutes_per_stage", {}).items())
     validation = json.loads((run / "split.json").read_text())["validation"]
-    kept = []
-    for kind, record in meta.get("training", {}).items():
-        choice = record.get("kept", {})
-        how = (f"epoch {choice['epoch']} of {record.get('epochs')}, best {choice['selected_by']} "
-               f"{choice['score']:.4f}" if choice.get("keep") == "best" else
-               f"its last epoch, {record.get('epochs')}")
-        kept.append(f"{kind}: {how}")
-    sizes = []
-    for kind, name in manifest["files"].items():
-        payload = read_checkpoint(run / name)
-        count = sum(v.numel() for v in payload["state_dict"].values() if v.is_floating_point())
-        sizes.append(f"| {kind} | `{json.dumps(payload['config'])}` | {count:,} |")
+    kept, sizes = kept_epochs_and_sizes(manifest, run)
     sets = "; ".join(f"{entry['cases']} {'randomised' if entry['randomised'] else 'classic'} from seed "
                      f"{entry['first_seed']}" for entry in meta.get("training_sets", []))
     return f"""# MRISynthesis demo model
 
-**Trained on simulated phantoms only. Not for real patient data, not for diagnosis.** It exists so
-that every new user can see the whole extension work offline on a CPU; real use needs a bundle
-trained on real BraTS-format data (`mrisynth train ...`).
-
-- **Method**: two-stage BraSyn 2024 approach: 2D HF-GAN with intensity encoding (stage 1), 3D
-  Refiner (stage 2), SegResNet tumour segmenter for the refiner's Dice loss and the tumour maps.
-  The paper's losses and weights; small network sizes (`--config small`). Stage 1 always sees
-  the other three sequences (`--input-patterns missing-one`, the BraSyn task) rather than HF-GAN's
-  one-to-three inputs: on this budget that learns the one-missing case far better, but the model
-  is weaker when two sequences are missing. Half of every stage-1 batch comes from slices with
-  tumour core (`--tumour-fraction {TUMOUR_FRACTION}`), so that the short run learns enhancement.
-- **Model grid**: axial slices of {size} x {size} over a 240 mm field of view
-  ({240 / size:g} mm in-plane; the paper model uses 240 x 240 at 1 mm). Full-size 1 mm cases,
-  such as the one `mrisynth demo` shows, are resampled to this grid and back, which blurs them.
-- **Training data**: {TRAIN_CASES} MR-physics phantom cases on the 1.5 mm medium grid
+{card_introduction(size)}- **Training data**: {TRAIN_CASES} MR-physics phantom cases on the 1.5 mm medium grid
   (`mrisynth phantom --grid medium [--randomised]`; {sets}). The classic cases vary tissue and
   protocol parameters, bias field, noise, deformation and tumour around one ICBM152 2009a anatomy.
   The **randomised** cases (`--randomised`) draw per case a new anatomy (a two-scale warp, atrophy
