@@ -149,3 +149,13 @@ def write_brats_case(make_volume) -> Callable[..., Path]:
         return folder
 
     return write
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No network for the programs a test starts (HD-BET would fetch its weights): every proxy is a closed
+    local port, so a download attempt fails at once, also on a machine with a network."""
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)

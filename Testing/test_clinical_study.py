@@ -31,12 +31,6 @@ def study_on_disk(tmp_path_factory, study):
     return write_clinical_study(study, tmp_path_factory.mktemp("clinical"), dicom=True)
 
 
-def true_mask_on(study, sequence: Sequence, grid: sitk.Image) -> sitk.Image:
-    """The true brain mask on a series' grid (brain -> series motion inverted)."""
-    return sitk.Resample(study.brain_mask, grid, study.transforms[sequence].GetInverse(), sitk.sitkNearestNeighbor, 0,
-                         sitk.sitkUInt8)
-
-
 def same_grid(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-4) -> bool:
     return (a.GetSize() == b.GetSize() and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tolerance)
             and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tolerance)
@@ -66,7 +60,7 @@ def test_a_moved_series_of_an_aligned_case_is_found(study):
 
 def test_preparation_registers_every_series_within_a_millimetre_and_maps_back_exactly(study):
     acquired = {s: study.images[s] for s in ACQUIRED}
-    mask = true_mask_on(study, Sequence.T1N, acquired[Sequence.T1N])
+    mask = study.primary(Sequence.T1N).brain_mask
     before = {s: sitk.GetArrayFromImage(image).copy() for s, image in acquired.items()}
     prepared = prepare_study(acquired, brain_mask=mask, spacing_mm=2.0)
     assert prepared.reference is Sequence.T1N and set(prepared.registrations) == {Sequence.T2W, Sequence.T2F}
@@ -100,7 +94,7 @@ def test_a_series_of_another_head_stops_the_preparation_by_name(study):
         sitk.GetArrayViewFromImage(acquired[Sequence.T2W]).shape).astype(np.float32) * 100)
     noise.CopyInformation(acquired[Sequence.T2W])
     acquired[Sequence.T2W] = noise
-    mask = true_mask_on(study, Sequence.T1N, study.images[Sequence.T1N])
+    mask = study.primary(Sequence.T1N).brain_mask
     with pytest.raises(PreparationError, match=r"co-registration of T2 to T1 failed its check"):
         prepare_study(acquired, brain_mask=mask, names={Sequence.T1N: "T1", Sequence.T2W: "T2"},
                       bias_correction=False)
@@ -240,12 +234,8 @@ def test_cli_validate_refusals_name_the_file_and_come_before_any_reading(tmp_pat
     assert not out.exists()
 
 
-def test_cli_dicom_ambiguity_no_mr_and_missing_brain_extraction_are_one_line(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # HD-BET, where installed, finds no weights there ...
-    for proxy in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.setenv(proxy, "http://127.0.0.1:9")  # ... and cannot fetch them: the offline case, anywhere
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
+def test_cli_dicom_ambiguity_no_mr_and_missing_brain_extraction_are_one_line(tmp_path, capsys, monkeypatch, offline):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # HD-BET, where installed, finds no weights there (offline)
     study = generate_clinical_study(9, small=True, extra_flair=True)
     folder = write_clinical_study(study, tmp_path / "s", dicom=True) / "dicom"
     out = tmp_path / "out"
@@ -292,10 +282,10 @@ sitk.WriteImage(mask, target[:-7] + "_bet.nii.gz")
 """)
     program.chmod(program.stat().st_mode | stat.S_IEXEC)
     t1 = study.images[Sequence.T1N]
-    sitk.WriteImage(true_mask_on(study, Sequence.T1N, t1), str(tmp_path / "truth.nii.gz"))
+    sitk.WriteImage(study.primary(Sequence.T1N).brain_mask, str(tmp_path / "truth.nii.gz"))
     monkeypatch.setenv("PATH", f"{tmp_path}:{__import__('os').environ['PATH']}")
     mask = brain_masks.hd_bet_mask(t1, device="auto", name="T1")
-    expected = sitk.GetArrayFromImage(true_mask_on(study, Sequence.T1N, t1)) > 0
+    expected = sitk.GetArrayFromImage(study.primary(Sequence.T1N).brain_mask) > 0
     np.testing.assert_array_equal(sitk.GetArrayFromImage(mask) > 0, expected)
     program.write_text(f"#!{sys.executable}\nimport sys\nprint('urlopen error: no network', file=sys.stderr)\n"
                        "sys.exit(1)\n")

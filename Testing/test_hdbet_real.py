@@ -36,7 +36,6 @@ from MRISynthesisLib.sequences import Sequence
 
 #: Least Dice of the made model's mask against the true brain mask (it reaches 0.93-0.95 on study 7's T1).
 MIN_DICE = 0.85
-_PROXIES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 
 @pytest.fixture(scope="session")
@@ -77,15 +76,6 @@ def study():
 @pytest.fixture(scope="module")
 def study_on_disk(tmp_path_factory, study):
     return write_clinical_study(study, tmp_path_factory.mktemp("hdbet-study"), dicom=False)
-
-
-@pytest.fixture
-def offline(monkeypatch):
-    """No network for the programs the test starts: every proxy is a closed local port."""
-    for name in _PROXIES:
-        monkeypatch.setenv(name, "http://127.0.0.1:9")
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
 
 
 def model_files(home) -> dict:

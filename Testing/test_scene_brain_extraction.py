@@ -45,9 +45,9 @@ def study():
 
 
 def true_mask_on(study, image: sitk.Image) -> sitk.Image:
-    """The study's true brain mask on the T1 series' grid (where the reference volume lies)."""
-    return sitk.Resample(study.brain_mask, image, study.transforms[Sequence.T1N].GetInverse(),
-                         sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    """The study's true brain mask of the T1 series (where the reference volume lies) on ``image``'s grid."""
+    return sitk.Resample(study.primary(Sequence.T1N).brain_mask, image, sitk.Transform(), sitk.sitkNearestNeighbor,
+                         0, sitk.sitkUInt8)
 
 
 @pytest.fixture

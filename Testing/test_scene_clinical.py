@@ -39,8 +39,7 @@ def study_in_scene(mrml_scene, study):
             hierarchy.SetItemParent(item, study_item)
         else:
             hierarchy.CreateItem(study_item, node)
-    mask = sitk.Resample(study.brain_mask, study.images[Sequence.T1N], study.transforms[Sequence.T1N].GetInverse(),
-                         sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    mask = study.primary(Sequence.T1N).brain_mask  # the true brain mask on the T1 series' grid
     mask_node = volume_node_from_image(scene, mask, "brain mask", class_name="vtkMRMLLabelMapVolumeNode")
     return scene, nodes, mask_node, study_item
 

@@ -87,8 +87,7 @@ def main(argv=None) -> int:
                "brats_problems": brats_flags}
         if index < args.synthesis_cases:
             acquired = {s: image for s, image in study.images.items() if s is not TARGET}
-            mask = sitk.Resample(study.brain_mask, acquired[Sequence.T1N], study.transforms[Sequence.T1N].GetInverse(),
-                                 sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)  # the true brain, on the T1 grid
+            mask = study.primary(Sequence.T1N).brain_mask  # the true brain, on the T1 grid
             prepared = prepare_study(acquired, brain_mask=mask, spacing_mm=spacing, bias_correction=args.bias_correction)
             row["timings_s"] = {k: round(v, 2) for k, v in prepared.timings.items()}
             row["registration_error"] = registration_errors(study, prepared)
