@@ -20,6 +20,15 @@ from .common import UsageError
 OUTPUT_GRIDS = ("reference", "each")
 
 
+def add_case_inputs(parser: argparse.ArgumentParser, case_help: str) -> None:
+    """The inputs :func:`read_study` reads: a case folder and/or ``--input SEQ=PATH`` (with ``--dicom``:
+    ``SEQ=<series number or SeriesInstanceUID>``)."""
+    parser.add_argument("case_dir", nargs="?", type=Path, help=case_help)
+    parser.add_argument("--input", action="append", default=[], metavar="SEQ=PATH",
+                        help="an input image, e.g. t1n=a.nii.gz or FLAIR=dicom_folder (repeatable; with --dicom: "
+                             "SEQ=<series number or SeriesInstanceUID>)")
+
+
 def add_study_options(parser: argparse.ArgumentParser, validation: bool = False) -> None:
     """--dicom, --prepare, --brain-mask, --brain-extraction, --bias-correction, and for ``synthesize`` also
     --output-grid and --dicom-output (a validation scores in the model space and writes no DICOM series)."""

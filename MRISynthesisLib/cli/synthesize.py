@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from .common import add_model_options, load_inputs, output_plan, parse_inputs, targets_to_synthesise
-from .study import add_study_options
+from .study import add_case_inputs, add_study_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,9 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "what the model expects (skull-stripped, co-registered, near 1 mm; measured before the synthesis): "
         "prepare a clinical study with --prepare.",
     )
-    parser.add_argument("case_dir", nargs="?", type=Path, help="BraTS-style case folder (2023+ or 2021 names)")
-    parser.add_argument("--input", action="append", default=[], metavar="SEQ=PATH",
-                        help="an input image, e.g. t1n=a.nii.gz or FLAIR=dicom_folder (repeatable)")
+    add_case_inputs(parser, "BraTS-style case folder (2023+ or 2021 names)")
     parser.add_argument("-o", "--output-dir", type=Path, required=True, help="folder for the results")
     parser.add_argument("--targets", default=None, help="comma-separated sequences to synthesise "
                                                            "(default: every missing one)")

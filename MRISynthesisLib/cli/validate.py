@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from .common import UsageError, add_model_options, load_inputs, output_plan, parse_inputs
-from .study import add_study_options
+from .study import add_case_inputs, add_study_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,9 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(skull-stripped, co-registered, near 1 mm): that is measured first; a clinical study (files or --dicom) "
         "is prepared with --prepare, and then scored in the model space against its prepared acquired series.",
     )
-    parser.add_argument("case_dir", nargs="?", type=Path, help="BraTS-style case folder with all four sequences")
-    parser.add_argument("--input", action="append", default=[], metavar="SEQ=PATH",
-                        help="an input image, e.g. t1n=a.nii.gz (with --dicom: SEQ=<series number or UID>)")
+    add_case_inputs(parser, "BraTS-style case folder with all four sequences")
     parser.add_argument("-o", "--output-dir", type=Path, required=True, help="folder for the results")
     add_model_options(parser)
     add_study_options(parser, validation=True)
