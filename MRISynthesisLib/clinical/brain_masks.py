@@ -34,7 +34,7 @@ import SimpleITK as sitk
 from .model_space import into_grid
 
 __all__ = ["BACKENDS", "BrainExtractionError", "MIN_BRAIN_ML", "MAX_MASK_ML", "check_brain_mask", "mask_from_file",
-           "mask_on_grid", "hd_bet_mask", "hd_bet_command", "hd_bet_input", "HD_BET_COMMAND"]
+           "mask_on_grid", "needed_the_network", "hd_bet_mask", "hd_bet_command", "hd_bet_input", "HD_BET_COMMAND"]
 
 #: Brain-extraction backends by name.
 BACKENDS = ("mask", "hd-bet")
@@ -93,7 +93,14 @@ HD_BET_MASK_NAME = "brain_bet.nii.gz"
 HD_BET_TIMEOUT_S = 3600.0
 #: Longest piece of HD-BET's own last line quoted in an error (its download errors run to 300 characters).
 _QUOTE_CHARS = 160
+#: Words of an error that says the network was needed (HD-BET fetches its weights, and in Slicer's HD Brain
+#: Extraction also its code, on first use).
 _OFFLINE_WORDS = ("urlopen", "connection", "download", "resolve host", "network", "name resolution", "zenodo")
+
+
+def needed_the_network(text: str) -> bool:
+    """Whether an error ``text`` says that something had to be fetched (and, offline, could not be)."""
+    return any(word in text.lower() for word in _OFFLINE_WORDS)
 
 
 def _hd_bet_program() -> Optional[str]:
@@ -192,7 +199,7 @@ def _failure(name: str, status: int, text: str) -> BrainExtractionError:
     last = lines[-1] if lines else f"exit status {status}, no mask written"
     if len(last) > _QUOTE_CHARS:
         last = last[:_QUOTE_CHARS - 3].rstrip() + "..."
-    offline = ("; offline, it cannot fetch its weights" if any(word in text.lower() for word in _OFFLINE_WORDS)
+    offline = ("; offline, it cannot fetch its weights" if needed_the_network(text)
                else "")
     return BrainExtractionError(f"HD-BET could not extract the brain of {name} ({last}{offline}); {_ALTERNATIVE}")
 

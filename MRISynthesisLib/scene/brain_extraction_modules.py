@@ -29,7 +29,7 @@ import dataclasses
 import importlib
 from typing import Any, Callable, Dict, List, Optional
 
-from ..clinical.brain_masks import BrainExtractionError, check_brain_mask
+from ..clinical.brain_masks import BrainExtractionError, check_brain_mask, needed_the_network
 from .brain_mask_nodes import brain_mask_from_node
 from .nodes import MRMLInputError, node_label, one_line
 
@@ -136,10 +136,6 @@ def _swiss_skull_stripper(backend: ExtensionBackend, reference: Any, modules: An
     return label
 
 
-#: Words of an error that says the network was needed (HD-BET fetches its code and weights on first use).
-_NETWORK_WORDS = ("urlopen", "connection", "network", "resolve", "http", "timed out", "download", "zenodo", "github")
-
-
 def needs_consent(key: str, import_module: Callable = importlib.import_module) -> bool:
     """Whether running the extension ``key`` may download or install something the user has not agreed to:
     HD Brain Extraction without the HD-BET package it fetches on first use."""
@@ -167,7 +163,7 @@ def _hd_brain_extraction(backend: ExtensionBackend, reference: Any, import_modul
             logic.process(reference, None, segmentation, "cpu" if device == "cpu" else "auto")
         except Exception as error:
             reason = one_line(str(error)) or type(error).__name__
-            offline = any(word in reason.lower() for word in _NETWORK_WORDS)
+            offline = needed_the_network(reason)
             raise BrainExtractionError(f"{backend.title} could not extract the brain of {node_label(reference)}: "
                                        f"{reason}" + (" (offline, HD-BET cannot fetch its weights; select a brain "
                                                       "mask instead)" if offline else "")) from None
