@@ -68,6 +68,20 @@ LOAD_MODEL_ITEM = "<load model from file>"
 SETTINGS_GROUP = "MRISynthesis"
 #: How often (ms) the widget polls a running job.
 POLL_INTERVAL_MS = 100
+#: Uncertainty samples by default: the largest N >= 4 whose cost stays within 2x the synthesis on the demo
+#: case, else 0 (off). Measured (python benchmarks/uncertainty.py, CPU): 4 samples cost 2.27x, so it is off.
+DEFAULT_UNCERTAINTY_SAMPLES = 0
+
+
+def _sample_count(value: Any) -> int:
+    """A remembered number of uncertainty samples: 0 or 2-32 (anything else: the default)."""
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        return DEFAULT_UNCERTAINTY_SAMPLES
+    return count if count == 0 or 2 <= count <= 32 else DEFAULT_UNCERTAINTY_SAMPLES
+
+
 SAMPLE_NAME = "MRISynthesis phantom"
 
 
@@ -97,6 +111,18 @@ class BrainExtraction(enum.Enum):
         return {"mask": _("The brain mask below"), "hd-bet": _("HD-BET (in the worker; Python package)"),
                 "hd-brain-extraction": _("HD Brain Extraction extension"),
                 "swiss-skull-stripper": _("Swiss Skull Stripper extension")}[self.value]
+
+
+class MetricsProtocol(enum.Enum):
+    """How Validate scores a synthetic sequence; the value is the engine's protocol name (``metrics.protocols``)."""
+
+    BRAIN = "brain"
+    BRASYN = "brasyn"
+
+    def label(self) -> str:
+        """Text shown in the scoring list (used by the parameter node's combo-box connector)."""
+        return {"brain": _("Over the brain (stricter)"),
+                "brasyn": _("BraSyn challenge (whole volume; compare with the paper)")}[self.value]
 
 
 #
@@ -161,8 +187,11 @@ class MRISynthesisParameterNode:
     device: Device = Device.AUTO
     keepStage1: bool = False
     tumourMaps: bool = True
+    #: Samples of the uncertainty map (0: off); the default is measured (benchmarks/uncertainty.py).
+    uncertaintySamples: int = DEFAULT_UNCERTAINTY_SAMPLES
     prepareInputs: bool = False
     brainExtraction: BrainExtraction = BrainExtraction.MASK
+    metricsProtocol: MetricsProtocol = MetricsProtocol.BRAIN
     brainMask: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode]
 
 
@@ -325,6 +354,8 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         parameterNode.device = Device(device) if device in {d.value for d in Device} else Device.AUTO
         parameterNode.keepStage1 = slicer.util.toBool(settings.value("KeepStage1", False))
         parameterNode.tumourMaps = slicer.util.toBool(settings.value("TumourMaps", True))
+        parameterNode.uncertaintySamples = _sample_count(settings.value("UncertaintySamples",
+                                                                        DEFAULT_UNCERTAINTY_SAMPLES))
         extraction = str(settings.value("BrainExtraction", BrainExtraction.MASK.value) or BrainExtraction.MASK.value)
         parameterNode.brainExtraction = (BrainExtraction(extraction) if extraction in {b.value for b in BrainExtraction}
                                          else BrainExtraction.MASK)
@@ -339,6 +370,7 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         settings.setValue("Device", self._parameterNode.device.value)
         settings.setValue("KeepStage1", self._parameterNode.keepStage1)
         settings.setValue("TumourMaps", self._parameterNode.tumourMaps)
+        settings.setValue("UncertaintySamples", self._parameterNode.uncertaintySamples)
         settings.setValue("BrainExtraction", self._parameterNode.brainExtraction.value)
         settings.setValue("ModelFiles", self.userModelFiles())
         settings.endGroup()
@@ -480,6 +512,34 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return _("{count} volumes look like {sequence} ({names}): choose one").format(
             count=len(note.candidates), sequence=note.sequence.short_name, names=", ".join(note.candidates))
 
+    @staticmethod
+    def distributionNoteText(note) -> str:
+        """An engine ``DistributionNote`` (out-of-distribution check), keyed by its reason's member name."""
+        v = note.values
+        name = note.sequence.display_name if note.sequence is not None else ""
+        if note.reason.name == "NOT_CHECKED":
+            return _("The model carries no statistics of its training data: whether these inputs resemble it was "
+                     "not checked.")
+        if note.reason.name == "NOT_SKULL_STRIPPED":
+            return _("{name} is not skull-stripped ({percent:.0f} % of its non-zero voxels lie outside the brain; "
+                     "training data: at most {trained:.0f} %).").format(name=name, percent=v["percent"],
+                                                                       trained=v["trained_percent"])
+        if note.reason.name == "BRAIN_VOLUME":
+            return _("{name}: brain volume {ml:.0f} ml, the training data {low:.0f}-{high:.0f} ml.").format(
+                name=name, ml=v["ml"], low=v["trained_min"], high=v["trained_max"])
+        if note.reason.name == "VOXEL_SIZE":
+            return _("{name}: voxel size {spacing} mm, the model was trained at {trained} mm.").format(
+                name=name, spacing=v["spacing"], trained=v["trained"])
+        if note.reason.name == "INTENSITY":
+            statistic = _("median") if v["level"] == 50 else _("{level}th percentile").format(level=v["level"])
+            return _("{name}: intensities unlike the training data ({statistic} {value:.2f}, trained "
+                     "{low:.2f}-{high:.2f}).").format(name=name, statistic=statistic, value=v["value"],
+                                                      low=v["trained_min"], high=v["trained_max"])
+        return _("{name}: intensities relate to {other} unlike in the training data (rank correlation {value:.2f}, "
+                 "trained {low:.2f} to {high:.2f}).").format(name=name, other=v["other"].display_name,
+                                                             value=v["value"], low=v["trained_min"],
+                                                             high=v["trained_max"])
+
     def appendLog(self, text: str) -> None:
         line = f"{time.strftime('%H:%M:%S')}  {text}"
         self.ui.logTextEdit.appendPlainText(line)
@@ -492,7 +552,7 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         mask = None if node.brainExtraction is BrainExtraction.HD_BET else node.brainMask
         return dict(device=node.device.value, tumourMaps=node.tumourMaps, prepare=node.prepareInputs,
-                    brainMask=mask, keepStage1=node.keepStage1)
+                    brainMask=mask, keepStage1=node.keepStage1, uncertaintySamples=node.uncertaintySamples)
 
     def resolveBrainExtraction(self) -> bool:
         """Before a prepared job: the brain mask node the chosen brain extraction gives (False: do not start).
@@ -552,7 +612,10 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             selectedInputs = self.logic.copySelectedInputs(self.selectedNodes())  # inputs checked first
             if not self.resolveBrainExtraction():
                 return
-            job = start(selectedInputs, self.currentModel(), **self.options())
+            options = self.options()
+            if kind == "validation":
+                options["metricsProtocol"] = self._parameterNode.metricsProtocol.value
+            job = start(selectedInputs, self.currentModel(), **options)
         except ValueError as error:  # bad inputs: one line that names the node and the problem
             slicer.util.errorDisplay(str(error), windowTitle=_("MRISynthesis"))
             return
@@ -654,6 +717,8 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.appendLog(line)
         for line in nodes.messages:  # e.g. an input removed from the scene while the job ran
             self.appendLog(_("Note: {message}").format(message=line))
+        for note in self.logic.distributionNotes(result):
+            self.appendLog(_("Warning: {reason}").format(reason=self.distributionNoteText(note)))
         names = ", ".join(target.synthetic.GetName() for target in nodes.targets.values())
         self.appendLog(_("Added: {names}").format(names=names))
         self.ui.progressBar.setValue(1000)
@@ -786,6 +851,13 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
 
         return selection_state(selected, has_model=hasModel, busy=busy)
 
+    def distributionNotes(self, result) -> list:
+        """``scene.panel.DistributionNote``s of a synthesis result or a validation's results (out-of-distribution
+        check); the widget words them."""
+        from MRISynthesisLib.scene.panel import distribution_notes
+
+        return distribution_notes(result)
+
     def availableModels(self) -> list:
         """Catalogue bundles (``bundles.list_bundles``); empty when the catalogue cannot be read."""
         try:
@@ -823,8 +895,9 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
 
     def startJob(self, kind: str, selectedInputs, model: Optional[str], device: str = "auto",
                  tumourMaps: bool = True, inProcess: bool = False, prepare: bool = False, brainMask=None,
-                 keepStage1: bool = True):
-        """Start a synthesis or validation job; returns it running.
+                 keepStage1: bool = True, metricsProtocol: str = "brain", uncertaintySamples: int = 0):
+        """Start a synthesis or validation job; returns it running (``metricsProtocol``: a validation's scoring;
+        ``uncertaintySamples``: samples of the uncertainty map, 0 for none).
 
         By default it runs in a worker process (``worker.supervisor.ProcessJob``); ``inProcess`` runs it in
         a thread of Slicer's own process instead (``core.jobs.Job``; scripts and debugging).
@@ -834,9 +907,13 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
 
             if prepare:
                 raise ValueError(_("Prepare inputs runs in the worker process only."))
-            makeTask = jobs.synthesis_task if kind == "synthesis" else jobs.validation_task
-            return jobs.Job(makeTask(selectedInputs.images, model, device=device, tumour_maps=tumourMaps),
-                            name=kind).start()  # no precondition check here: scripts and debugging only
+            if kind == "synthesis":
+                task = jobs.synthesis_task(selectedInputs.images, model, device=device, tumour_maps=tumourMaps,
+                                           uncertainty=uncertaintySamples)
+            else:
+                task = jobs.validation_task(selectedInputs.images, model, device=device, tumour_maps=tumourMaps,
+                                            metrics_protocol=metricsProtocol, uncertainty=uncertaintySamples)
+            return jobs.Job(task, name=kind).start()  # no precondition check here: scripts and debugging only
         from MRISynthesisLib.worker.supervisor import ProcessJob
 
         mask = None
@@ -847,19 +924,22 @@ class MRISynthesisLogic(ScriptedLoadableModuleLogic):
         return ProcessJob(selectedInputs.native, model, kind=kind, device=device, tumour_maps=tumourMaps,
                           python=self.pythonExecutable(), cpu_threads=self.workerCpuThreads(), use_standby=True,
                           prepare=prepare, brain_mask=mask, keep_stage1=keepStage1,
-                          brain_extraction="mask" if mask is not None else "hd-bet").start()
+                          brain_extraction="mask" if mask is not None else "hd-bet",
+                          metrics_protocol=metricsProtocol, uncertainty_samples=uncertaintySamples).start()
 
     def startSynthesis(self, selectedInputs, model: Optional[str], device: str = "auto", tumourMaps: bool = True,
-                       inProcess: bool = False, prepare: bool = False, brainMask=None, keepStage1: bool = True):
+                       inProcess: bool = False, prepare: bool = False, brainMask=None, keepStage1: bool = True,
+                       uncertaintySamples: int = 0):
         """Start a background job that synthesises the missing sequences; returns the running job."""
         return self.startJob("synthesis", selectedInputs, model, device, tumourMaps, inProcess, prepare, brainMask,
-                             keepStage1)
+                             keepStage1, uncertaintySamples=uncertaintySamples)
 
     def startValidation(self, selectedInputs, model: Optional[str], device: str = "auto", tumourMaps: bool = True,
-                        inProcess: bool = False, prepare: bool = False, brainMask=None, keepStage1: bool = True):
-        """Start a leave-one-out validation job on a complete case."""
+                        inProcess: bool = False, prepare: bool = False, brainMask=None, keepStage1: bool = True,
+                        metricsProtocol: str = "brain", uncertaintySamples: int = 0):
+        """Start a leave-one-out validation job on a complete case, scored by ``metricsProtocol`` (brain or brasyn)."""
         return self.startJob("validation", selectedInputs, model, device, tumourMaps, inProcess, prepare, brainMask,
-                             keepStage1)
+                             keepStage1, metricsProtocol, uncertaintySamples)
 
     @staticmethod
     def extensionBrainMask(key: str, reference, device: str = "auto"):

@@ -76,15 +76,12 @@ def test_find_cases_sorted_limited_and_the_folder_itself(tmp_path, write_brats_c
 @pytest.mark.parametrize("problem, expected", [
     ("empty", "no case folders"),
     ("missing", "missing T1 contrast-enhanced"),
-    ("no_label", "no label map"),
 ])
 def test_evaluate_errors_are_one_line(tmp_path, write_brats_case, capsys, problem, expected):
     data = tmp_path / "data"
     data.mkdir()
     if problem == "missing":
         write_brats_case(data, sequences=[s for s in SEQUENCES if s != Sequence.T1C])
-    elif problem == "no_label":
-        write_brats_case(data, label=False)
     out = tmp_path / "out"
     assert main(["evaluate", "--data", str(data), "-o", str(out), "--model", str(tmp_path / "nothing")]) == 2
     error = capsys.readouterr().err.strip()
@@ -187,7 +184,7 @@ def test_csv_has_one_row_per_case_target_stage_and_empty_cells_for_missing_value
     rows = _fake_rows(2)
     parsed = list(csv.DictReader(tables.rows_to_csv(rows).splitlines()))
     assert len(parsed) == len(rows) == 2 * (4 * 2 + 1)
-    assert list(parsed[0]) == ["case", "target", "stage", *IMAGE_KEYS, *SEG_KEYS]
+    assert list(parsed[0]) == ["case", "target", "stage", "protocol", *IMAGE_KEYS, *SEG_KEYS]
     reference = [p for p in parsed if p["stage"] == "acquired"]
     assert all(p["ssim"] == "" and p["target"] == "none" for p in reference)
     assert float(parsed[0]["psnr"]) == rows[0]["psnr"]  # full precision
@@ -229,7 +226,9 @@ def evaluated(tmp_path_factory):
 @pytest.mark.slow
 def test_evaluate_writes_one_row_per_case_target_stage(evaluated):
     rows = evaluated["rows"]
-    assert list(rows[0]) == ["case", "target", "stage", *IMAGE_KEYS, *SEG_KEYS]
+    assert list(rows[0]) == ["case", "target", "stage", "protocol", *IMAGE_KEYS, *SEG_KEYS,
+                             *(f"pseudo_{key}" for key in SEG_KEYS), "label_source", "intensity", "intensity_value"]
+    assert {(r["label_source"], r["intensity"]) for r in rows} == {("truth", "mean")}
     keys = [(r["case"], r["target"], r["stage"]) for r in rows]
     expected = []
     for case in ("Phantom-00300", "Phantom-00301"):

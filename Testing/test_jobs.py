@@ -163,7 +163,7 @@ def test_a_job_starts_once():
 
 
 def mean_of_inputs(images, bundle, targets=None, device="auto", progress=None, cancel=None, tumour_maps=True,
-                   ground_truth=None):
+                   ground_truth=None, metrics_protocol="brain"):
     """A small function with ``pipeline.synthesize``'s signature and result: each target is the inputs' mean."""
     inputs = [Sequence(k) for k in images]
     wanted = [Sequence(t) for t in targets] if targets else [s for s in SEQUENCES if s not in inputs]

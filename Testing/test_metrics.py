@@ -454,7 +454,9 @@ def test_metric_keys_are_the_name_table(brain_pair):
     label = np.zeros(reference.shape, dtype=np.uint8)
     label[tumour] = 3
     assert tuple(metrics.segmentation_metrics(label, label, (1.0, 1.0, 1.0))) == metrics.SEGMENTATION_METRICS
-    assert set(metrics.METRIC_TITLES) <= set(metrics.IMAGE_METRICS + metrics.SEGMENTATION_METRICS)
+    assert set(metrics.METRIC_TITLES) <= set(metrics.IMAGE_METRICS + metrics.BRASYN_METRICS
+                                             + metrics.SEGMENTATION_METRICS)
+    assert set(metrics.IMAGE_METRICS + metrics.BRASYN_METRICS) <= set(metrics.METRIC_TITLES)  # all titled
 
 
 def test_import_does_not_load_torch():

@@ -77,7 +77,7 @@ def case(scene):
 
 
 def mean_synthesis(images, bundle, targets=None, device="auto", progress=None, cancel=None, tumour_maps=True,
-                   ground_truth=None) -> SynthesisResult:
+                   ground_truth=None, metrics_protocol="brain") -> SynthesisResult:
     """A plain function with ``pipeline.synthesize``'s signature and result: each target is the inputs' mean."""
     inputs = [Sequence(k) for k in images]
     wanted = [Sequence(t) for t in targets] if targets else [s for s in SEQUENCES if s not in inputs]

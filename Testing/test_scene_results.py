@@ -261,3 +261,47 @@ def test_phantom_sample_case_loads_four_volumes_and_a_label_map(mrml_scene):
     np.testing.assert_array_equal(node_array(nodes["label"]), sitk.GetArrayViewFromImage(case.label))
     assignment = assign_sequences(candidate_input_nodes(mrml_scene.scene))
     assert assignment.nodes == {s: nodes[s] for s in SEQUENCES}
+
+
+def test_validation_table_shows_the_brasyn_columns_of_a_real_validation(mrml_scene, tmp_path):
+    """A real leave-one-out job (real tiny networks, the real pipeline) scored by the BraSyn protocol: the table
+    in the scene has the BraSyn columns, titled, with the job's numbers, and says which protocol made them."""
+    import torch
+    import torchmetrics
+
+    from MRISynthesisLib.core import jobs
+    from MRISynthesisLib.core.bundles import save_bundle
+    from MRISynthesisLib.metrics import BRASYN_METRICS, METRIC_TITLES
+    from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANGenerator
+    from MRISynthesisLib.models.refiner import Refiner, RefinerConfig
+    from MRISynthesisLib.phantom import generate_case
+    from MRISynthesisLib.scene.validation_table import PROTOCOL_ATTRIBUTE, TORCHMETRICS_ATTRIBUTE
+
+    torch.manual_seed(0)
+    generator = HFGANGenerator(HFGANConfig(dim=8, dim_mults=(1, 2, 4), n_layers=1, n_heads=2, image_size=96))
+    bundle = save_bundle(tmp_path / "bundle", "tiny-scene", generator, Refiner(RefinerConfig(channels=4)))
+    scene = mrml_scene.scene
+    case = generate_case(5, grid="small")
+    nodes = add_case_nodes(scene, case.images, case.case_id)
+    selected_inputs = copy_selected_inputs({s: nodes[s] for s in SEQUENCES})
+    job = jobs.Job(jobs.validation_task(selected_inputs.images, str(bundle), device="cpu",
+                                        metrics_protocol="brasyn")).start()
+    assert job.wait(1200) and job.error is None, job.error
+
+    made = add_validation_nodes(scene, job.result, selected_inputs)
+
+    table = made.table.GetTable()
+    columns = [table.GetColumn(i).GetName() for i in range(table.GetNumberOfColumns())]
+    assert columns == ["Sequence"] + [METRIC_TITLES[key] for key in BRASYN_METRICS]
+    assert columns[1:4] == ["SSIM whole", "SSIM tumour", "SSIM healthy"]
+    assert made.table.GetAttribute(PROTOCOL_ATTRIBUTE) == "brasyn"
+    assert made.table.GetAttribute(TORCHMETRICS_ATTRIBUTE) == torchmetrics.__version__
+    by_sequence = {result_target: result.targets[result_target].metrics
+                   for result in job.result for result_target in result.targets}
+    names = [table.GetValue(r, 0).ToString() for r in range(table.GetNumberOfRows())]
+    assert names == [s.display_name for s in SEQUENCES]
+    for row, sequence in enumerate(SEQUENCES):
+        ssim_whole = table.GetValue(row, 1).ToDouble()
+        assert ssim_whole == pytest.approx(by_sequence[sequence]["ssim_whole"]) and 0.0 < ssim_whole <= 1.0
+        assert np.isnan(table.GetValue(row, 2).ToDouble())  # no label map in the scene: no tumour region
+    assert any("brasyn protocol (torchmetrics" in line for result in job.result for line in result.messages)

@@ -41,6 +41,7 @@ EXPECTED_WIDGETS = {
     "prepareCheckBox": "QCheckBox",
     "brainExtractionComboBox": "QComboBox",
     "brainMaskSelector": "qMRMLNodeComboBox",
+    "metricsProtocolComboBox": "QComboBox",
     "synthesizeButton": "QPushButton",
     "validateButton": "QPushButton",
     "cancelButton": "QPushButton",
@@ -58,14 +59,17 @@ EXPECTED_BINDINGS = {
     "t2w": ("t2wSelector", "qMRMLNodeComboBox"),
     "t2f": ("t2fSelector", "qMRMLNodeComboBox"),
     "device": ("deviceComboBox", "QComboBox"),
+    "metricsProtocol": ("metricsProtocolComboBox", "QComboBox"),
     "keepStage1": ("keepStage1CheckBox", "QCheckBox"),
     "tumourMaps": ("tumourMapsCheckBox", "QCheckBox"),
     "prepareInputs": ("prepareCheckBox", "QCheckBox"),
     "brainExtraction": ("brainExtractionComboBox", "QComboBox"),
     "brainMask": ("brainMaskSelector", "qMRMLNodeComboBox"),
+    "uncertaintySamples": ("uncertaintySamplesSpinBox", "QSpinBox"),
 }
 
-QT_CLASSES = {"QWidget", "QLabel", "QComboBox", "QCheckBox", "QPushButton", "QProgressBar", "QPlainTextEdit"}
+QT_CLASSES = {"QWidget", "QLabel", "QComboBox", "QCheckBox", "QPushButton", "QProgressBar", "QPlainTextEdit",
+              "QSpinBox"}
 
 
 # --------------------------------------------------------------------------- CMake
@@ -379,7 +383,9 @@ REQUIREMENTS_FILE = MODULE_DIR / "Resources" / "requirements.txt"
 PROVIDED_BY_SLICER = {"slicer", "qt", "ctk", "vtk", "SampleData", "numpy", "SimpleITK", "PIL", "requests",
                       "PyTorchUtils", "torch", "pydicom"}  # pydicom: Slicer's DICOM module is built on it
 #: Imported by what Slicer runs but not needed there, with the reason.
-NOT_NEEDED_IN_SLICER = {"tqdm": "progress bar of the command line on a terminal (core/progress.py)"}
+NOT_NEEDED_IN_SLICER = {"tqdm": "progress bar of the command line on a terminal (core/progress.py)",
+                        "torchvision": "only tried when torchmetrics fails to import, to name the cause "
+                                       "(metrics/brasyn.py)"}
 
 
 def requirements() -> list[Requirement]:
@@ -537,6 +543,9 @@ def test_parameter_bindings_match_the_parameter_node(ui_tree):
             continue
         if cls == "QComboBox":  # an enum of the module with a label() for the list's texts
             assert annotation in module_enums_with_labels(), f"{field}: {annotation} cannot be shown in a {cls}"
+            continue
+        if cls == "QSpinBox":  # a whole number
+            assert annotation == "int", f"{field}: {annotation} cannot be shown in a {cls}"
             continue
         assert annotation == "bool", f"{field}: {annotation} cannot be shown in a {cls}"
 

@@ -56,6 +56,50 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                              "inputs are never replaced). Without it, an earlier set is refused")
 
 
+#: ``--uncertainty`` by default on the command line: off (a script chooses its cost; the Slicer panel's default
+#: is measured by benchmarks/uncertainty.py).
+DEFAULT_UNCERTAINTY_SAMPLES = 0
+
+
+def add_uncertainty_options(parser: argparse.ArgumentParser) -> None:
+    """``--uncertainty N`` and ``--uncertainty-seed S``: the per-voxel uncertainty map of each target."""
+    parser.add_argument("--uncertainty", default=str(DEFAULT_UNCERTAINTY_SAMPLES), metavar="N",
+                        help="also write <case>-<seq>-uncertainty.nii.gz: the per-voxel standard deviation over N "
+                             "variations of the synthesis (left-right flips, bottleneck dropout, intensity codes "
+                             "within 2 sigma, shifted refiner windows); 0 (default) turns it off, else at least 2. "
+                             "Each sample costs about one refinement")
+    parser.add_argument("--uncertainty-seed", default="0", metavar="S",
+                        help="seed of the uncertainty samples (default 0; the same seed gives the same map)")
+
+
+def uncertainty_settings(args: argparse.Namespace) -> tuple:
+    """(samples, seed) from ``--uncertainty`` and ``--uncertainty-seed``, checked (one-line errors)."""
+    from ..core.uncertainty import check_samples, check_seed
+
+    values = []
+    for option, text in (("--uncertainty", args.uncertainty), ("--uncertainty-seed", args.uncertainty_seed)):
+        try:
+            values.append(int(str(text).strip()))
+        except ValueError:
+            raise UsageError(f"{option} must be a whole number, got {text!r}") from None
+    if values[0] < 0:
+        raise UsageError("--uncertainty must be 0 or more")
+    try:
+        return check_samples(values[0], "--uncertainty"), check_seed(values[1], "--uncertainty-seed")
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def add_protocol_option(parser: argparse.ArgumentParser) -> None:
+    """``--protocol brain|brasyn``: which metrics score a synthesis against the acquired image."""
+    from ..metrics.protocols import DEFAULT_PROTOCOL, PROTOCOLS
+
+    parser.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
+                        help="scoring protocol: 'brain' (default; this project's metrics over the brain, stricter) "
+                             "or 'brasyn' (the BraSyn challenge's whole-volume SSIM/PSNR/MSE with torchmetrics: "
+                             "quote these beside the paper or the BraSyn leaderboard)")
+
+
 def parse_inputs(case_dir, pairs: list) -> tuple:
     """``(case_id, {Sequence: path})`` from a case folder and/or ``SEQ=PATH`` pairs."""
     from ..core.io import find_case_files, sequence_paths, strip_image_extension
@@ -133,3 +177,15 @@ def add_output_dir(parser: argparse.ArgumentParser, required: bool = True, defau
         "-o", "--output-dir", type=Path, required=required, default=default,
         help="folder for the results (created if missing)" + (f"; default {default}" if default else ""),
     )
+
+
+def print_distribution_check(result) -> None:
+    """One ``warning:`` line per out-of-distribution reason of ``result``, or one ``note:`` when the model's
+    bundle has no training statistics (no check is no reassurance)."""
+    from ..core.ood_check import report_fields
+
+    fields = report_fields(getattr(result, "distribution_check", None))
+    if fields["out_of_distribution"] is None:
+        print(f"note: {fields['distribution_check'].get('note')}")
+    for warning in fields["out_of_distribution_warnings"]:
+        print(f"warning: {warning['reason']}")

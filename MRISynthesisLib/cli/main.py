@@ -73,9 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_modules() -> list:
     """One module per command, in the order ``--help`` lists them (imported here: keeps start-up light)."""
-    from . import demo, evaluate, phantom, synthesize, train, validate, worker
+    from . import demo, evaluate, phantom, reproduce, synthesize, train, validate, worker
 
-    return [phantom, synthesize, validate, evaluate, demo, train, worker]
+    return [phantom, synthesize, validate, evaluate, demo, train, reproduce, worker]
 
 
 def main(argv: TypingSequence[str] | None = None) -> int:

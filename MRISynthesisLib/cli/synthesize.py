@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_model_options, load_inputs, output_plan, parse_inputs, targets_to_synthesise
+from .common import (add_model_options, add_uncertainty_options, load_inputs, output_plan, parse_inputs,
+                     print_distribution_check, targets_to_synthesise, uncertainty_settings)
 from .study import add_case_inputs, add_study_options
 
 
@@ -13,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "synthesize", help="synthesise the missing sequences of a case",
         description="Synthesise every missing sequence (or --targets) from the acquired ones. Writes "
-        "<case>-<seq>.nii.gz (final), -stage1, -refinement, -tumor-map and <case>-report.json. The inputs must be "
+        "<case>-<seq>.nii.gz (final), -stage1, -refinement, -tumor-map (with --uncertainty N, -uncertainty) and <case>-report.json. The inputs must be "
         "what the model expects (skull-stripped, co-registered, near 1 mm; measured before the synthesis): "
         "prepare a clinical study with --prepare.",
     )
@@ -23,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                            "(default: every missing one)")
     parser.add_argument("--no-tumour-maps", action="store_true", help="skip the tumour-region maps")
     add_model_options(parser)
+    add_uncertainty_options(parser)
     add_study_options(parser)
     parser.set_defaults(handler=run_synthesize)
 
@@ -36,6 +38,7 @@ def run_synthesize(args: argparse.Namespace) -> int:
     from ..core.bundles import load_bundle
     from . import study
 
+    samples, seed = uncertainty_settings(args)
     run = study.read_study(args, parse_inputs, load_inputs)
     for line in run.messages:
         print(line)
@@ -48,7 +51,8 @@ def run_synthesize(args: argparse.Namespace) -> int:
     images, prepared, preconditions = study.model_inputs(args, run, lambda line: print(f"note: {line}"), bundle)
     with terminal_progress(description=f"synthesising {case_id}") as progress:
         result = synthesize(images, bundle, targets=targets if args.targets else None, device=args.device,
-                            progress=progress, tumour_maps=not args.no_tumour_maps, intensity=args.intensity)
+                            progress=progress, tumour_maps=not args.no_tumour_maps, intensity=args.intensity,
+                            uncertainty=samples, uncertainty_seed=seed)
     native = prepared.result_on_grid(result) if prepared is not None else result
     with plan.staged() as staging:
         written = write_result(native, staging, case_id, final_dir=args.output_dir)
@@ -62,6 +66,7 @@ def run_synthesize(args: argparse.Namespace) -> int:
         write_report(report, staging / f"{case_id}-report.json")
     for message in native.messages:
         print(f"note: {message}")
+    print_distribution_check(native)
     for sequence, outputs in written.items():
         print(f"{sequence}: {outputs['synthetic']}")
     if extras.get("brain_mask"):

@@ -4,6 +4,10 @@ Each command trains one network on BraTS-style case folders (``--data``), logs t
 ``RUN_DIR/train-<what>.log``, writes per-epoch metrics (CSV and JSON), a resumable checkpoint
 every epoch (``--resume`` continues it) and, at the end, the network into the run folder's
 model bundle, so that ``mrisynth synthesize --model RUN_DIR`` uses what was trained.
+
+``--config`` picks network sizes and, for stage 1 and 2, the training recipe
+(``training/presets.py``: ``small``, the project's CPU recipe, or ``paper``, the BraSyn-2024
+paper and the HF-GAN reference); every flag given explicitly overrides its preset value.
 """
 from __future__ import annotations
 
@@ -13,19 +17,34 @@ from pathlib import Path
 
 from ..core.devices import DEVICE_CHOICES
 
-#: Paper defaults (epochs, batch size) per command; CPU demos pass smaller values.
-DEFAULTS = {"stage1": (20, 8), "segmenter": (100, 2), "stage2": (100, 4)}
+#: Segmenter defaults (epochs, batch size); stage 1 and 2 take theirs from the --config recipe.
+DEFAULTS = {"segmenter": (100, 2)}
+
+
+def _preset_default(command: str, name: str) -> str:
+    """'small X, paper Y' for a help text (the segmenter has one default for both)."""
+    from ..training.presets import RECIPES
+
+    if command not in RECIPES:
+        return str(dict(zip(("epochs", "batch_size"), DEFAULTS[command])).get(name, "see --config"))
+    values = {preset: RECIPES[command][preset][name] for preset in RECIPES[command]}
+    return ", ".join(f"{preset} {value:g}" if isinstance(value, float) else f"{preset} {value}"
+                     for preset, value in values.items())
 
 
 def _common(parser: argparse.ArgumentParser, command: str) -> None:
-    epochs, batch = DEFAULTS[command]
     parser.add_argument("--data", type=Path, required=True, help="folder of BraTS case folders (2023+ or 2021 names)")
     parser.add_argument("-o", "--output-dir", type=Path, required=True, metavar="RUN_DIR",
                         help="run folder: split, caches, logs, metrics, checkpoints and the model bundle")
+    recipe = ("" if command == "segmenter" else
+              " and training recipe ('paper': the paper's batch, epochs, optimiser, schedule and sampling); "
+              "explicit flags override the preset")
     parser.add_argument("--config", choices=("small", "paper"), default="small",
-                        help="network size: 'small' (CPU demo) or 'paper' (BraSyn 2024 sizes); default small")
-    parser.add_argument("--epochs", type=int, default=epochs, help=f"epochs to train in total (default {epochs})")
-    parser.add_argument("--batch-size", type=int, default=batch, help=f"samples per step (default {batch})")
+                        help=f"network size: 'small' (CPU demo) or 'paper' (BraSyn 2024 sizes){recipe}; default small")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"epochs to train in total (default: {_preset_default(command, 'epochs')})")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help=f"samples per step (default: {_preset_default(command, 'batch_size')})")
     parser.add_argument("--steps-per-epoch", type=int, default=None,
                         help="steps per epoch (default: one pass over the training data)")
     parser.add_argument("--device", choices=DEVICE_CHOICES + ("gpu",), default="auto",
@@ -36,9 +55,20 @@ def _common(parser: argparse.ArgumentParser, command: str) -> None:
                         help="validation cases (default 10%%; fixed by the run folder's split.json once written)")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop after this many minutes, finishing the step and writing checkpoint and bundle")
-    parser.add_argument("--lr", type=float, default=None, help="peak learning rate of AdamW (default 1e-4)")
-    parser.add_argument("--warmup-steps", type=int, default=100, help="linear warm-up steps (default 100, "
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-4)")
+    parser.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up steps (default 100, "
                         "at most a tenth of the run)")
+    parser.add_argument("--optimizer", choices=("adamw", "adam"), default=None,
+                        help=f"optimiser (default: {_preset_default(command, 'optimizer')})"
+                        if command != "segmenter" else "optimiser (default adamw)")
+    parser.add_argument("--weight-decay", type=float, default=None,
+                        help=f"weight decay (default: {_preset_default(command, 'weight_decay')})"
+                        if command != "segmenter" else "weight decay (default 1e-4)")
+    parser.add_argument("--lr-schedule", choices=("warmup-cosine", "hfgan"), default=None,
+                        help="'warmup-cosine' (warm-up, cosine down to 1 %%) or 'hfgan' (the HF-GAN reference: "
+                             "warm-up from 0, cosine down to 0)"
+                        + (f" (default: {_preset_default(command, 'lr_schedule')})" if command != "segmenter"
+                           else " (default warmup-cosine)"))
     parser.add_argument("--accumulation", type=int, default=1, help="micro-batches per optimiser step (default 1)")
     parser.add_argument("--log-every", type=int, default=10, help="log the losses every N steps (default 10)")
     parser.add_argument("--val-targets", default=None, metavar="SEQS",
@@ -50,10 +80,10 @@ def _common(parser: argparse.ArgumentParser, command: str) -> None:
                         help="CPU threads for torch (default: every core; fewer can be faster on a shared machine)")
 
 
-def _input_patterns(parser: argparse.ArgumentParser, hfgan: str) -> None:
-    parser.add_argument("--input-patterns", choices=("hfgan", "missing-one"), default="hfgan",
+def _input_patterns(parser: argparse.ArgumentParser, hfgan: str, command: str) -> None:
+    parser.add_argument("--input-patterns", choices=("hfgan", "missing-one"), default=None,
                         help=f"inputs per training sample: {hfgan} or 'missing-one' (always the other three, "
-                             "the BraSyn task)")
+                             f"the BraSyn task); default: {_preset_default(command, 'input_patterns')}")
 
 
 def _crop(parser: argparse.ArgumentParser) -> None:
@@ -78,11 +108,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--image-size", type=int, default=None,
                         help="slice size of the model grid (240 mm field of view): 240 = 1 mm (default), "
                              "120 = 2 mm for a CPU demo; a multiple of the generator's downsampling")
-    _input_patterns(parser, "'hfgan' (default, as HF-GAN: one input half the time, else two or three)")
-    parser.add_argument("--tumour-fraction", type=float, default=0.0, metavar="F",
+    _input_patterns(parser, "'hfgan' (as HF-GAN: one input half the time, else two or three)", "stage1")
+    parser.add_argument("--tumour-fraction", type=float, default=None, metavar="F",
                         help="share of each batch drawn from slices with tumour core (necrosis or enhancing "
                              "tumour, labels 1/3), so that a short run learns enhancement (default 0: every "
                              "slice alike, as HF-GAN)")
+    parser.add_argument("--slice-targets", choices=("random", "all"), default=None,
+                        help="'random': one random target per slice and epoch; 'all': every slice for all four "
+                             "targets each epoch, as the HF-GAN reference (4 x the steps); default: "
+                             + _preset_default("stage1", "slice_targets"))
+    parser.add_argument("--no-intensity-encoding", action="store_true",
+                        help="ablation: a generator without the intensity code (the paper's HF-GAN and +SSIM rows); "
+                             "recorded in the bundle, and synthesis then feeds no intensity")
+    parser.add_argument("--no-ssim-loss", action="store_true", help="ablation: drop the SSIM loss term")
+    parser.add_argument("--no-tumour-ssim-loss", action="store_true",
+                        help="ablation: drop the tumour-region SSIM loss term")
     parser.set_defaults(handler=run_train_stage1)
 
     parser = commands.add_parser("segmenter", help="the SegResNet tumour segmenter (WT/TC/ET)",
@@ -106,7 +146,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _channel_orders(parser, "segmenter-")
     parser.add_argument("--ssim-weight", type=float, default=1.0, help="lambda_1 of the SSIM loss (default 1)")
     parser.add_argument("--dice-weight", type=float, default=1.0, help="lambda_2 of the Dice loss (default 1)")
-    _input_patterns(parser, "'hfgan' (default: any of the seven input sets)")
+    _input_patterns(parser, "'hfgan' (any of the seven input sets)", "stage2")
+    parser.add_argument("--crops", choices=("uniform", "centred"), default=None,
+                        help="'uniform': any crop position alike (the paper); 'centred': on a random brain voxel, "
+                             "or a tumour voxel for --tumour-fraction of the crops; default: "
+                             + _preset_default("stage2", "crops"))
+    parser.add_argument("--tumour-fraction", type=float, default=None, metavar="F",
+                        help="share of centred crops centred on tumour (default 0.5 with --config small)")
     parser.set_defaults(handler=run_train_stage2)
 
 
@@ -128,14 +174,22 @@ def _split(text):
 
 
 def _common_options(args: argparse.Namespace) -> dict:
-    options = dict(data_dir=args.data, run_dir=args.output_dir, config=args.config, epochs=args.epochs,
-                   batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch, device=args.device,
+    """The options every command takes; recipe flags only when given, so the preset fills the rest."""
+    options = dict(data_dir=args.data, run_dir=args.output_dir, config=args.config,
+                   steps_per_epoch=args.steps_per_epoch, device=args.device,
                    seed=args.seed, resume=args.resume, val_cases=args.val_cases, max_minutes=args.max_minutes,
-                   warmup_steps=args.warmup_steps, accumulation=args.accumulation, log_every=args.log_every,
+                   accumulation=args.accumulation, log_every=args.log_every,
                    cpu_threads=args.threads, val_targets=_split(args.val_targets), keep=args.keep)
-    if args.lr is not None:
-        options["learning_rate"] = args.lr
+    given = dict(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                 warmup_steps=args.warmup_steps, optimizer=args.optimizer, weight_decay=args.weight_decay,
+                 lr_schedule=args.lr_schedule)
+    options.update({name: value for name, value in given.items() if value is not None})
     return options
+
+
+def _explicit(args: argparse.Namespace, *names: str) -> dict:
+    """The named flags that were given (not None), for options whose preset fills the rest."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 def _run(train, options, description: str) -> int:
@@ -159,32 +213,51 @@ def _run(train, options, description: str) -> int:
     return 0
 
 
+def stage1_options(args: argparse.Namespace):
+    """The :class:`Stage1TrainingOptions` of ``train stage1`` arguments (recipe fields not given stay None)."""
+    from ..training.stage1 import Stage1TrainingOptions
+
+    return Stage1TrainingOptions(image_size=args.image_size, intensity_encoding=not args.no_intensity_encoding,
+                                 ssim_loss=not args.no_ssim_loss, tumour_ssim_loss=not args.no_tumour_ssim_loss,
+                                 **_explicit(args, "input_patterns", "tumour_fraction", "slice_targets"),
+                                 **_common_options(args))
+
+
 def run_train_stage1(args: argparse.Namespace) -> int:
     """``train stage1``."""
-    from ..training.stage1 import Stage1TrainingOptions, train_stage1
+    from ..training.stage1 import train_stage1
 
-    options = Stage1TrainingOptions(image_size=args.image_size, input_patterns=args.input_patterns,
-                                    tumour_fraction=args.tumour_fraction, **_common_options(args))
-    return _run(train_stage1, options, "train stage1")
+    return _run(train_stage1, stage1_options(args), "train stage1")
 
 
 def run_train_segmenter(args: argparse.Namespace) -> int:
     """``train segmenter``."""
     from ..training.segmenter import SegmenterTrainingOptions, train_segmenter
 
+    common = _common_options(args)
+    epochs, batch = DEFAULTS["segmenter"]
+    common.setdefault("epochs", epochs)
+    common.setdefault("batch_size", batch)
     options = SegmenterTrainingOptions(image_size=args.image_size, crop_size=tuple(args.crop_size), init=args.init,
                                        input_order=_split(args.inputs), output_order=_split(args.outputs),
-                                       **_common_options(args))
+                                       **common)
     return _run(train_segmenter, options, "train segmenter")
+
+
+def stage2_options(args: argparse.Namespace):
+    """The :class:`Stage2TrainingOptions` of ``train stage2`` arguments (recipe fields not given stay None)."""
+    from ..training.stage2 import Stage2TrainingOptions
+
+    return Stage2TrainingOptions(crop_size=tuple(args.crop_size), stage1=args.stage1, segmenter=args.segmenter,
+                                 segmenter_input_order=_split(args.segmenter_inputs),
+                                 segmenter_output_order=_split(args.segmenter_outputs),
+                                 ssim_weight=args.ssim_weight, dice_weight=args.dice_weight,
+                                 **_explicit(args, "input_patterns", "crops", "tumour_fraction"),
+                                 **_common_options(args))
 
 
 def run_train_stage2(args: argparse.Namespace) -> int:
     """``train stage2``."""
-    from ..training.stage2 import Stage2TrainingOptions, train_stage2
+    from ..training.stage2 import train_stage2
 
-    options = Stage2TrainingOptions(crop_size=tuple(args.crop_size), stage1=args.stage1, segmenter=args.segmenter,
-                                    segmenter_input_order=_split(args.segmenter_inputs),
-                                    segmenter_output_order=_split(args.segmenter_outputs),
-                                    ssim_weight=args.ssim_weight, dice_weight=args.dice_weight,
-                                    input_patterns=args.input_patterns, **_common_options(args))
-    return _run(train_stage2, options, "train stage2")
+    return _run(train_stage2, stage2_options(args), "train stage2")

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import UsageError, add_model_options, load_inputs, output_plan, parse_inputs
+from .common import (UsageError, add_model_options, add_protocol_option, add_uncertainty_options, load_inputs,
+                     output_plan, parse_inputs, print_distribution_check, uncertainty_settings)
 from .study import add_case_inputs, add_study_options
 
 
@@ -21,17 +22,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_case_inputs(parser, "BraTS-style case folder with all four sequences")
     parser.add_argument("-o", "--output-dir", type=Path, required=True, help="folder for the results")
     add_model_options(parser)
+    add_uncertainty_options(parser)
+    add_protocol_option(parser)
     add_study_options(parser, validation=True)
     parser.set_defaults(handler=run_validate)
 
 
-def validation_rows(result) -> list:
-    """One row per target and stage (stage 1 and final) with the image metrics."""
+def validation_rows(result, protocol: str = "brain") -> list:
+    """One row per target and stage (stage 1 and final) with the scoring ``protocol`` and its image metrics."""
     rows = []
     for sequence, target in result.targets.items():
         for stage, values in (("stage1", target.stage1_metrics), ("final", target.metrics)):
             if values:
-                rows.append({"target": sequence.value, "stage": stage, **values})
+                rows.append({"target": sequence.value, "stage": stage, "protocol": protocol, **values})
     return rows
 
 
@@ -82,7 +85,8 @@ def run_validate(args: argparse.Namespace) -> int:
     written volumes and error maps lie on the reference series' own grid, like ``synthesize --prepare``'s.
     """
     from ..core.io import write_text
-    from ..evaluation.tables import metrics_table_markdown, rows_to_csv
+    from ..evaluation.tables import metrics_table_markdown, protocol_line, rows_to_csv
+    from ..metrics.protocols import protocol_columns, protocol_provenance
     from ..core.result_files import build_report, write_report, write_result
     from ..core.pipeline import synthesize
     from ..core.progress import terminal_progress
@@ -91,6 +95,7 @@ def run_validate(args: argparse.Namespace) -> int:
     from . import study
 
     study.check_study_options(args)  # contradictory options, then missing sequences, before any image is read
+    samples, seed = uncertainty_settings(args)
     if args.dicom is None:  # which sequences there are is known before any image is read
         _, files = parse_inputs(args.case_dir, args.input)
         _check_all_four(args, files)
@@ -107,24 +112,30 @@ def run_validate(args: argparse.Namespace) -> int:
     label = _case_label(args, prepared, run)
     with terminal_progress(description=f"validating {case_id}") as progress:
         result = synthesize(images, bundle, targets=list(SEQUENCES), device=args.device, progress=progress,
-                            ground_truth=images, label=label, intensity=args.intensity)
+                            ground_truth=images, label=label, intensity=args.intensity,
+                            metrics_protocol=args.protocol, uncertainty=samples, uncertainty_seed=seed)
     native = prepared.result_on_grid(result) if prepared is not None else result
-    rows = validation_rows(result)
+    rows = validation_rows(result, args.protocol)
     space = " in the model space, after the same preparation" if prepared is not None else ""
     table = metrics_table_markdown(
-        [dict(row, target=f"{row['target']} ({row['stage']})") for row in rows])
+        [dict(row, target=f"{row['target']} ({row['stage']})") for row in rows], protocol_columns(args.protocol))
+    scoring = (f"metrics on [0, 1]-normalised images inside the brain{space}" if args.protocol == "brain" else
+               f"metrics by the BraSyn protocol (whole volume){space}")
     with plan.staged() as staging:
         written = write_result(native, staging, case_id, final_dir=args.output_dir)
         extras = study.write_study_extras(args, staging, case_id, result, prepared, run)
         write_text(rows_to_csv(rows, list(rows[0]) if rows else None), staging / f"{case_id}-validation.csv")
         write_text(f"# Leave-one-out validation of {case_id} (MRISynthesis)\n\nModel: {bundle.name} ({bundle.stages}). "
-                   "Each sequence synthesised from the other three; metrics on [0, 1]-normalised "
-                   f"images inside the brain{space}.\n\n" + table, staging / f"{case_id}-validation.md")
+                   f"Each sequence synthesised from the other three; {scoring}.\n\n"
+                   f"{protocol_line(args.protocol)}.\n\n" + table, staging / f"{case_id}-validation.md")
         report = build_report(native, case_id, run.files, written, bundle)
         report["preparation"] = prepared.report() if prepared is not None else None
         report["preconditions"] = preconditions.to_json() if preconditions is not None else None
         report["study_outputs"] = extras or None
+        report.update(protocol_provenance(args.protocol))
         write_report(report, staging / f"{case_id}-report.json")
+    print(protocol_line(args.protocol))
+    print_distribution_check(native)
     print(table, end="")
     if extras.get("brain_mask"):
         print(f"brain mask (check it): {extras['brain_mask']}")

@@ -97,6 +97,17 @@ def save_bundle(folder: str | Path, name: str, stage1: Any, refiner: Any = None,
     return folder
 
 
+def set_bundle_metadata(folder: str | Path, key: str, value: Any) -> Path:
+    """Set ``metadata[key]`` in a bundle folder's ``bundle.json`` (checked first), keeping every other field;
+    written atomically. Used to add facts learnt after training, such as the training statistics."""
+    from .io import write_text
+
+    folder = Path(folder)
+    manifest = _read_manifest(folder)
+    manifest.setdefault("metadata", {})[key] = jsonable(value)
+    return write_text(json.dumps(manifest, indent=2) + "\n", folder / BUNDLE_FILE)
+
+
 def _read_manifest(folder: Path) -> dict[str, Any]:
     """A bundle folder's ``bundle.json``, read and checked by :func:`check_manifest`.
 
@@ -251,6 +262,39 @@ def load_bundle_file(path: str | Path) -> ModelBundle:
         model = load_reference_generator(payload, path)
         description = "HF-GAN state dict in the reference layout (stage 1 only)"
     return ModelBundle(name=path.stem, stage1=model, description=description, source=str(path))
+
+
+def load_segmenter(path: str | Path) -> Any:
+    """A tumour segmenter on its own (``mrisynth evaluate --segmenter``): an MRISynthesis segmenter
+    checkpoint file, or a folder holding one (a bundle folder whose ``bundle.json`` lists a segmenter,
+    or a folder with ``segmenter.pt``).
+
+    Other formats (a MONAI bundle's ``configs/``, FeTS weights, a bare state dict) are refused in one
+    line: their network, channel order and output regions are not described anywhere this loader reads.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if (path / BUNDLE_FILE).is_file():
+            name = _read_manifest(path)["files"].get("segmenter")
+            if name is None:
+                raise CheckpointError(f"{path / BUNDLE_FILE}: the bundle lists no segmenter (field 'files.segmenter')")
+            real = resolve_bundle_file(path, name, f"{path / BUNDLE_FILE}: field 'files.segmenter'")
+        elif (path / "segmenter.pt").exists():
+            real = resolve_bundle_file(path, "segmenter.pt", f"{path}: file 'segmenter.pt'")
+        else:
+            raise CheckpointError(f"{path}: no segmenter in this folder (neither {BUNDLE_FILE} nor segmenter.pt)")
+        return _load_bundle_network("segmenter", real)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such segmenter checkpoint file or folder")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file or folder")
+    payload = read_checkpoint(path)
+    if not is_project_checkpoint(payload):
+        raise CheckpointError(f"{path}: not an MRISynthesis segmenter checkpoint (MONAI bundle configs, FeTS and "
+                              "other foreign weights cannot be read)")
+    if payload.get("kind") != "segmenter":
+        raise CheckpointError(f"{path}: holds a {str(payload.get('kind'))[:40]} checkpoint, not a segmenter")
+    return build_model(payload, path)
 
 
 def list_bundles(catalogue: str | Path | None = None) -> list[BundleInfo]:

@@ -225,13 +225,15 @@ def run_stage1(
     channels: np.ndarray,
     available: list[int],
     target: int,
-    intensity: float,
+    intensity: Optional[float],
     brain_slices: np.ndarray,
     device,
     options: Optional[Stage1Options] = None,
     hooks: Optional[RunHooks] = None,
 ) -> np.ndarray:
     """Synthesise channel ``target`` slice by slice: ``channels`` [Z, 4, H, W] in [-1, 1] -> [Z, H, W].
+
+    ``intensity``: the intensity code, or ``None`` for a generator without intensity encoding.
 
     Slices without brain (``brain_slices`` False) stay -1 (background) unless the options ask
     for every slice. Missing channels are filled with -1 by the generator itself. The
@@ -297,7 +299,7 @@ def _placed_stage1_model(generator, device, compile_model: bool):
     return torch.compile(generator) if compile_model else generator
 
 
-def _stage1_batch(model, slices: np.ndarray, available: list[int], target: int, intensity: float,
+def _stage1_batch(model, slices: np.ndarray, available: list[int], target: int, intensity: Optional[float],
                   device, options: Stage1Options, channels_last: bool) -> np.ndarray:
     """One batch of slices through the generator; returns float32 numpy [b, H, W]."""
     import torch
@@ -309,7 +311,8 @@ def _stage1_batch(model, slices: np.ndarray, available: list[int], target: int, 
     mask = torch.zeros((count, slices.shape[1]), dtype=torch.bool)
     mask[:, list(available)] = True
     target_t = torch.full((count,), int(target), dtype=torch.long, device=device)
-    intensity_t = torch.full((count,), float(intensity), dtype=torch.float32, device=device)
+    intensity_t = None if intensity is None else torch.full((count,), float(intensity), dtype=torch.float32,
+                                                            device=device)
     grad_context = torch.inference_mode() if options.inference_mode else torch.enable_grad()
     with grad_context, _autocast(device, options.autocast):
         y = model(x, mask, target_t, intensity_t)
@@ -319,12 +322,22 @@ def _stage1_batch(model, slices: np.ndarray, available: list[int], target: int, 
 # --------------------------------------------------------------------------- stage 2
 
 
+#: Window overlap of the refiner on every device (the reference's). One value for all devices, so that
+#: a model gives the same result on the CPU and on a GPU (it used to be 0.25 on the CPU). Cost on the
+#: CPU (small refiner, one thread of a busy 2-core VM): with the default 128^3 windows a 1 mm brain box
+#: of 140 x 176 x 144 needs 8 windows at either overlap (103 s against 100 s), and smaller grids (the
+#: 1.5 and 2.5 mm models) are refined as one window, so nothing changes; only with smaller windows
+#: does it cost more (64^3 windows on 104 x 144 x 112: 36 instead of 12 windows, 72 s against 26 s).
+DEFAULT_OVERLAP = 0.5
+
+
 @dataclasses.dataclass
 class Stage2Options:
     """Sliding-window settings for the refiner (``None``: chosen for the device).
 
-    ``overlap``: 0.25 on the CPU (fewest windows), 0.5 on CUDA (smoother seams, cheap
-    there). ``sw_batch_size``: windows per batch, 1 on the CPU (bounded memory: one
+    ``overlap``: :data:`DEFAULT_OVERLAP` (0.5) on every device, so the result does not depend
+    on the device; give another value to trade seams for speed. ``sw_batch_size``: windows
+    per batch (the same windows either way), 1 on the CPU (bounded memory: one
     window's activations at a time), on CUDA what fits in the free memory.
     ``single_window_ratio``: a volume whose size, rounded up to the U-Net's multiple, has at
     most this many times the voxels of ``roi_size`` is refined as one window (no seams,
@@ -334,14 +347,14 @@ class Stage2Options:
     """
 
     roi_size: tuple[int, int, int] = (128, 128, 128)
-    overlap: Optional[float] = None
+    overlap: float = DEFAULT_OVERLAP
     sw_batch_size: Optional[int] = None
     autocast: bool = True
     single_window_ratio: float = 1.25
     slab: int = 16
 
     def __post_init__(self) -> None:
-        if self.overlap is not None and not 0.0 <= float(self.overlap) < 1.0:
+        if self.overlap is None or isinstance(self.overlap, bool) or not 0.0 <= float(self.overlap) < 1.0:
             raise InferenceOptionsError(f"Stage2Options.overlap must be in [0, 1), got {self.overlap!r}")
         if self.sw_batch_size is not None and int(self.sw_batch_size) < 1:
             raise InferenceOptionsError(
@@ -351,10 +364,8 @@ class Stage2Options:
                                         f"got {self.slab!r} and {self.single_window_ratio!r}")
 
     def overlap_for(self, device) -> float:
-        """The window overlap on ``device``."""
-        if self.overlap is not None:
-            return float(self.overlap)
-        return 0.5 if device.type == "cuda" else 0.25
+        """The window overlap on ``device``: ``overlap``, the same on every device."""
+        return float(self.overlap)
 
 
 def refiner_bytes_per_window(config, roi: tuple) -> float:

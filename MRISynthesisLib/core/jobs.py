@@ -301,10 +301,11 @@ def _load_bundle(bundle: Any, context: JobContext) -> Any:
 
 def synthesis_task(images: Mapping[Sequence, Any], bundle: Any, *, targets=None, device: str = "auto",
                    tumour_maps: bool = True, ground_truth: Optional[Mapping] = None,
-                   synthesize: Optional[Callable] = None) -> Callable[[JobContext], Any]:
+                   synthesize: Optional[Callable] = None, uncertainty: int = 0) -> Callable[[JobContext], Any]:
     """A job function: synthesise the missing sequences of ``images`` and return the SynthesisResult.
 
     ``bundle`` is a loaded model bundle or a catalogue name / path (the engine loads it, with progress).
+    ``uncertainty``: samples of the uncertainty map (0: none; see :mod:`.uncertainty`).
     """
     inputs = dict(images)
 
@@ -313,7 +314,8 @@ def synthesis_task(images: Mapping[Sequence, Any], bundle: Any, *, targets=None,
         context.check_cancel()
         try:
             result = function(inputs, bundle, targets=targets, device=device, progress=context.progress,
-                              cancel=context.cancel_event, tumour_maps=tumour_maps, ground_truth=ground_truth)
+                              cancel=context.cancel_event, tumour_maps=tumour_maps, ground_truth=ground_truth,
+                              **({"uncertainty": uncertainty} if uncertainty else {}))
         finally:
             release_cached_memory()  # a worker process returns it by ending
         context.check_cancel()
@@ -323,13 +325,17 @@ def synthesis_task(images: Mapping[Sequence, Any], bundle: Any, *, targets=None,
 
 
 def validation_task(images: Mapping[Sequence, Any], bundle: Any, *, device: str = "auto",
-                    tumour_maps: bool = True, synthesize: Optional[Callable] = None
-                    ) -> Callable[[JobContext], list]:
+                    tumour_maps: bool = True, synthesize: Optional[Callable] = None,
+                    metrics_protocol: str = "brain", uncertainty: int = 0) -> Callable[[JobContext], list]:
     """A job function: leave-one-out on a complete case, one SynthesisResult per sequence.
 
     The bundle is loaded once for the four runs. Each sequence is synthesised from the other three and compared with the acquired one
-    (``ground_truth``), which gives its error map and metrics.
+    (``ground_truth``), which gives its error map and metrics, scored by ``metrics_protocol`` (``brain`` or
+    ``brasyn``, see :mod:`MRISynthesisLib.metrics.protocols`; checked before the job starts).
     """
+    from ..metrics.protocols import check_protocol
+
+    check_protocol(metrics_protocol)
     inputs = {Sequence(k): v for k, v in images.items()}
     missing = [s.display_name for s in SEQUENCES if s not in inputs]
     if missing:
@@ -351,7 +357,8 @@ def validation_task(images: Mapping[Sequence, Any], bundle: Any, *, device: str 
             try:
                 results.append(function(others, model, targets=[target], device=device, progress=progress,
                                         cancel=context.cancel_event, tumour_maps=tumour_maps,
-                                        ground_truth={target: inputs[target]}))
+                                        ground_truth={target: inputs[target]}, metrics_protocol=metrics_protocol,
+                                        **({"uncertainty": uncertainty} if uncertainty else {})))
             finally:
                 release_cached_memory()
         context.check_cancel()

@@ -23,6 +23,7 @@ from .inference import Stage1Options, Stage2Options
 from .input_checks import check_acquired, find_duplicate
 from .io import InputError, check_image, resample_to, same_grid
 from .model_grid_inputs import ModelGridInputs, brain_box, prepare_model_grid_inputs
+from .ood_check import check_distribution
 from .preprocessing import UnitRangeScaling, fit_unit_range, prior_intensity
 from .progress import ProgressCallback, check_cancel, scaled
 from .stages import completed_set, refine_on_model_grid, segment_whole_tumour, stage1_on_model_grid
@@ -40,7 +41,8 @@ INTENSITY_CHOICES = "'mean', '+Ksigma'/'-Ksigma' or a value in [0, 1]"
 
 
 #: The image fields of a :class:`TargetResult`, in order (``synthetic`` always set, the others optional).
-TARGET_IMAGE_ROLES = ("synthetic", "stage1", "refinement_map", "tumour_map", "tumour_mask", "error_map")
+TARGET_IMAGE_ROLES = ("synthetic", "stage1", "refinement_map", "tumour_map", "tumour_mask", "error_map",
+                      "uncertainty_map")
 
 
 @dataclasses.dataclass
@@ -59,6 +61,10 @@ class TargetResult:
     sources: list = dataclasses.field(default_factory=list)
     intensity: float = float("nan")
     tumour_region_source: str = ""
+    #: Per-voxel spread of ``synthetic`` over test-time variations (:mod:`.uncertainty`), same units; None when off.
+    uncertainty_map: Optional[sitk.Image] = None
+    #: Mean uncertainty in the brain, the tumour region and the healthy rest, with the samples' settings.
+    uncertainty: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -88,6 +94,9 @@ class SynthesisResult:
     #: With a prepared clinical study: the brain mask used, on the reference grid, and how it was prepared.
     brain_mask: Optional[sitk.Image] = None
     preparation: Optional[dict] = None
+    #: The out-of-distribution check of the inputs against the bundle's training statistics
+    #: (:meth:`~MRISynthesisLib.core.ood_check.DistributionCheck.to_json`); None when none was made.
+    distribution_check: Optional[dict] = None
 
 
 def _as_sequence_dict(images: Mapping) -> dict:
@@ -149,6 +158,18 @@ def _check_call(targets, cancel, progress, device, ground_truth, label, bundle, 
         if value is not None and not isinstance(value, expected):
             raise TypeError(f"{name} must be a {expected.__module__}.{expected.__qualname__} or None, got "
                             f"{type(value).__name__}")
+
+
+def _check_metrics_protocol(protocol: str, ground_truth: Optional[Mapping]) -> None:
+    """Refuse an unknown scoring protocol, and for ``brasyn`` with ground truth a torchmetrics that cannot be
+    imported, both before the model is loaded."""
+    from ..metrics.protocols import check_protocol
+
+    check_protocol(protocol)
+    if protocol == "brasyn" and ground_truth:
+        from ..metrics.brasyn import load_torchmetrics
+
+        load_torchmetrics()
 
 
 def _check_ground_truth(ground_truth: Optional[Mapping], plan: dict) -> dict:
@@ -261,6 +282,9 @@ def synthesize(
     stage1_options: Optional[Stage1Options] = None,
     stage2_options: Optional[Stage2Options] = None,
     keep_model_grid: bool = False,
+    metrics_protocol: str = "brain",
+    uncertainty: int = 0,
+    uncertainty_seed: int = 0,
 ) -> SynthesisResult:
     """Synthesise ``targets`` (default: every missing sequence) from the acquired ``images``.
 
@@ -274,16 +298,25 @@ def synthesize(
     wrong type, all before the model is loaded.
     ``progress(fraction, message)`` is called often; setting ``cancel`` raises
     :class:`~MRISynthesisLib.core.progress.Cancelled` within about a second and returns nothing. ``keep_model_grid`` keeps the
-    model-grid volumes in ``result.model_grid`` (memory; for evaluation).
+    model-grid volumes in ``result.model_grid`` (memory; for evaluation). ``metrics_protocol`` (one of
+    :data:`~MRISynthesisLib.metrics.protocols.PROTOCOLS`) chooses the metrics against ``ground_truth``:
+    ``"brain"`` (this project's, over the brain) or ``"brasyn"`` (the BraSyn challenge's, whole volume,
+    torchmetrics; its tumour region is the ``label`` only). ``uncertainty`` (0: off, else at least 2 samples)
+    adds each target's ``uncertainty_map`` and ``uncertainty`` summary, seeded by ``uncertainty_seed``
+    (see :mod:`.uncertainty`).
     """
     from .devices import MPS_FALLBACK_NOTE, resolve_device
     from .bundles import load_bundle
+    from . import uncertainty as spread
 
     started = time.perf_counter()
     timings: dict = {}
     messages: list = []
     _check_call(targets, cancel, progress, device, ground_truth, label, bundle, tumour_maps, stage1_options,
                 stage2_options, keep_model_grid)
+    _check_metrics_protocol(metrics_protocol, ground_truth)
+    samples = spread.check_samples(uncertainty)
+    uncertainty_seed = spread.check_seed(uncertainty_seed)
     report = progress or (lambda fraction, message: None)
     source_images = _as_sequence_dict(images)
     plan = _plan_targets([s for s in SEQUENCES if s in source_images], targets)
@@ -298,6 +331,7 @@ def synthesize(
     bundle.to(torch_device)
     report(0.02, "preparing inputs")
     prepared = prepare_model_grid_inputs(source_images, messages, bundle.stage1)
+    distribution = check_distribution(source_images, prepared, getattr(bundle, "metadata", None))
     timings["prepare_s"] = time.perf_counter() - started
     check_cancel(cancel)
 
@@ -305,9 +339,16 @@ def synthesize(
     results: dict = {}
     finals_unit: dict = {}
     stage1_unit: dict = {}
+    spreads: dict = {}
     for index, (target, sources) in enumerate(plan.items()):
-        low, high = 0.05 + 0.8 * index / n_targets, 0.05 + 0.8 * (index + 1) / n_targets
+        low, end = 0.05 + 0.8 * index / n_targets, 0.05 + 0.8 * (index + 1) / n_targets
+        high = low + (end - low) * (0.4 if samples else 1.0)  # the samples take the rest of the target's share
         value = parse_intensity(settings[target], target, getattr(bundle.stage1, "intensity_priors", None))
+        if not getattr(bundle.stage1.config, "intensity_encoding", True):  # trained without: no code is fed
+            note = "the model has no intensity encoding: the intensity setting is not used"
+            if settings[target] not in (None, "mean") and note not in messages:
+                messages.append(note)
+            value = float("nan")
         tick = time.perf_counter()
         stage1 = stage1_on_model_grid(prepared, bundle, target, sources, value, torch_device, stage1_options,
                                       scaled(report, low, low + (high - low) * 0.5), cancel, messages)
@@ -321,6 +362,12 @@ def synthesize(
             timings[f"stage2_{target.value}_s"] = time.perf_counter() - tick
         finals_unit[target] = final
         results[target] = dict(sources=sources, intensity=value)
+        if samples:
+            tick = time.perf_counter()
+            spreads[target] = spread.spread_on_model_grid(
+                prepared, bundle, target, sources, value, torch_device, samples, uncertainty_seed, stage1_options,
+                stage2_options, scaled(report, high, end), cancel, messages)
+            timings[f"uncertainty_{target.value}_s"] = time.perf_counter() - tick
 
     check_cancel(cancel)
     report(0.86, "computing maps")
@@ -348,9 +395,11 @@ def synthesize(
                 result.tumour_mask = _as_uint8(prepared.to_input_grid(region.astype(np.float32), nearest=True))
                 result.tumour_map = prepared.to_input_grid(maps.tumour_region_map(change, region))
                 result.tumour_region_source = how
+        if target in spreads:
+            _add_uncertainty(result, prepared, *spreads[target], uncertainty_seed)
         output[target] = result
     if truths:
-        _add_validation(output, truths, prepared, label, messages)
+        _add_validation(output, truths, prepared, label, messages, metrics_protocol)
     timings["total_s"] = time.perf_counter() - started
     report(1.0, "done")
     return SynthesisResult(
@@ -358,6 +407,7 @@ def synthesize(
         device=str(torch_device), timings=timings, messages=messages,
         reference=next(iter(sorted(source_images, key=SEQUENCES.index))),
         model_grid=ModelGridVolumes(prepared, stage1_unit, finals_unit) if keep_model_grid else None,
+        distribution_check=distribution.to_json(),
     )
 
 
@@ -385,22 +435,42 @@ def _tumour_regions(prepared: ModelGridInputs, bundle, finals: dict, stage1: dic
     return regions
 
 
+def _add_uncertainty(result: TargetResult, prepared: ModelGridInputs, spread_unit: np.ndarray, plan, seed: int) -> None:
+    """The uncertainty map on the input grid and its summary (tumour region: the tumour map's)."""
+    from .uncertainty import region_summary
+
+    result.uncertainty_map = prepared.to_input_grid(spread_unit * SYNTHETIC_SCALE)
+    tumour = None if result.tumour_mask is None else sitk.GetArrayViewFromImage(result.tumour_mask) > 0
+    summary = region_summary(sitk.GetArrayViewFromImage(result.uncertainty_map), prepared.input_brain, tumour)
+    result.uncertainty = {"samples": plan.count, "seed": seed, "sources": list(plan.sources), **summary,
+                          "tumour_region": result.tumour_region_source or None}
+
+
 def _as_uint8(image: sitk.Image) -> sitk.Image:
     return sitk.Cast(sitk.BinaryThreshold(image, 0.5, 1e9, 1, 0), sitk.sitkUInt8)
 
 
 def _add_validation(output: dict, ground_truth: Mapping, prepared: ModelGridInputs, label: Optional[sitk.Image],
-                    messages: list) -> None:
-    """Error maps and metrics against the acquired versions of the targets (leave-one-out)."""
-    from .. import metrics
+                    messages: list, protocol: str = "brain") -> None:
+    """Error maps and metrics (``protocol``) against the acquired versions of the targets (leave-one-out).
+
+    The brain protocol's tumour region is the label inside the brain, or without a label the region the
+    pipeline found; BraSyn's is the label (> 0) only, so without one its tumour and healthy scores are NaN.
+    """
+    from ..metrics.protocols import protocol_metrics, protocol_provenance
 
     reference = prepared.reference
     brain = prepared.input_brain
     tumour = None
+    labelled = None
     if label is not None:
         if not same_grid(label, reference):
             label = resample_to(label, reference, sitk.sitkNearestNeighbor)
-        tumour = (sitk.GetArrayFromImage(label) > 0) & brain
+        labelled = sitk.GetArrayFromImage(label) > 0
+        tumour = labelled & brain
+    if protocol != "brain":
+        provenance = protocol_provenance(protocol)
+        messages.append(f"metrics: {protocol} protocol (torchmetrics {provenance['torchmetrics_version']})")
     for sequence, acquired_image in ground_truth.items():
         if not same_grid(acquired_image, reference):
             acquired_image = resample_to(acquired_image, reference)
@@ -415,9 +485,11 @@ def _add_validation(output: dict, ground_truth: Mapping, prepared: ModelGridInpu
         region = tumour
         if region is None and result.tumour_mask is not None:
             region = sitk.GetArrayFromImage(result.tumour_mask) > 0
-        result.metrics = metrics.image_metrics(acquired, synthetic, brain, region)
-        result.stage1_metrics = metrics.image_metrics(acquired, sitk.GetArrayFromImage(result.stage1), brain,
-                                                      region)
+        if protocol == "brasyn":
+            region = labelled
+        result.metrics = protocol_metrics(protocol, acquired, synthetic, brain, region)
+        result.stage1_metrics = protocol_metrics(protocol, acquired, sitk.GetArrayFromImage(result.stage1), brain,
+                                                 region)
 
 
 def _like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:

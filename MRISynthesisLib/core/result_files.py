@@ -24,6 +24,7 @@ import SimpleITK as sitk
 
 from .. import __version__
 from .io import InputError, write_image, write_text
+from .ood_check import report_fields
 from ..sequences import SEQUENCES, Sequence
 
 #: Output roles, their file-name suffixes and the attribute of TargetResult that holds them.
@@ -33,6 +34,7 @@ ROLES: tuple[tuple[str, str, str], ...] = (
     ("refinement_map", "-refinement", "refinement_map"),
     ("tumour_map", "-tumor-map", "tumour_map"),
     ("error_map", "-error-map", "error_map"),
+    ("uncertainty_map", "-uncertainty", "uncertainty_map"),
 )
 
 
@@ -303,7 +305,7 @@ def description_for(role: str, sequence: Sequence, model_name: str, inputs: list
     """Header description: says SYNTHETIC, what the volume is, the model and the inputs."""
     sources = "+".join(s.short_name for s in inputs)
     what = {"synthetic": "", "stage1": " stage1", "refinement_map": " refinement map",
-            "tumour_map": " tumour map", "error_map": " error map"}[role]
+            "tumour_map": " tumour map", "error_map": " error map", "uncertainty_map": " uncertainty map"}[role]
     return f"SYNTHETIC {sequence.short_name}{what} from {sources} by MRISynthesis {model_name}"
 
 
@@ -331,11 +333,12 @@ def build_report(result, case_id: str, input_files: Mapping, written: Mapping, b
         targets[sequence.value] = {
             "sequence": sequence.display_name,
             "synthesised_from": [s.value for s in target.sources],
-            "intensity_encoding": target.intensity,
+            "intensity_encoding": target.intensity if math.isfinite(target.intensity) else None,  # None: no code
             "tumour_region": target.tumour_region_source or None,
             "outputs": written.get(sequence.value, {}),
             "metrics": _clean(target.metrics) or None,
             "stage1_metrics": _clean(target.stage1_metrics) or None,
+            "uncertainty": _clean(getattr(target, "uncertainty", None) or {}) or None,
         }
     return {
         "software": f"MRISynthesis {__version__}",
@@ -351,6 +354,7 @@ def build_report(result, case_id: str, input_files: Mapping, written: Mapping, b
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
         "targets": targets,
         "messages": list(result.messages),
+        **report_fields(getattr(result, "distribution_check", None)),
     }
 
 

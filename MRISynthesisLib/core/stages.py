@@ -54,11 +54,13 @@ def stage1_on_model_grid(prepared: ModelGridInputs, bundle, target: Sequence, so
     """Stage 1 of ``target`` from ``sources`` on the model grid, in unit-range intensities (brain only).
 
     Public so that training (the stage-2 cache) and evaluation run exactly the inference code.
+    A generator built without intensity encoding gets no intensity code (``intensity`` is unused).
     """
     generator = bundle.stage1
     channels, available = _generator_channels(prepared, generator, sources)
     brain_slices = prepared.brain.reshape(prepared.brain.shape[0], -1).any(axis=1)
-    stage1 = run_stage1(generator, channels, available, generator.modality_order.index(target), intensity,
+    code = intensity if getattr(generator.config, "intensity_encoding", True) else None
+    stage1 = run_stage1(generator, channels, available, generator.modality_order.index(target), code,
                         brain_slices, device, options, RunHooks(progress, cancel, messages.append))
     unit = _unit_from_stage1(stage1, prepared.brain)
     check_network_output(stage1, unit, prepared.brain, target, "stage 1")

@@ -1,16 +1,20 @@
 """Evaluation of a model bundle on complete cases: finding the cases, and one row per case x target x
 stage with image similarity and the segmentation of the completed set.
 
-For every case (all four sequences and a BraTS label map) and every target, the target is
-synthesised from the other three acquired sequences and compared with the acquired one:
+For every case (all four sequences; a BraTS label map when there is one) and every target, the
+target is synthesised from the other three acquired sequences and compared with the acquired one:
 
 * image similarity before (stage 1) and after refinement: SSIM over the brain, the tumour
   region (label > 0) and the healthy rest, PSNR, NMSE and MAE (from :func:`pipeline.synthesize`,
-  which computes them with :mod:`metrics`);
-* tumour segmentation: the bundle's segmenter on the *completed set* (three acquired + the
-  synthetic target, on the model grid and z-scored as the pipeline does), mapped back to the
-  case grid and scored with Dice and HD95 (WT, TC, ET) against the label map; the segmenter on
-  all four acquired sequences is the reference upper bound.
+  which computes them with :mod:`metrics`); without a label map the tumour region is the
+  pseudo-label's (below), as in the paper's Table 2;
+* tumour segmentation: the segmenter (the bundle's, or another one) on the four acquired
+  sequences gives the *pseudo-label* (the reference row, computed first); the segmenter on the
+  *completed set* (three acquired + the synthetic target, on the model grid and z-scored as the
+  pipeline does), mapped back to the case grid, is scored with Dice and HD95 (WT, TC, ET) against
+  the label map (``dice_*``, ``hd95_*``; empty without one) and against the pseudo-label
+  (``pseudo_dice_*``, ``pseudo_hd95_*``: the paper's Table 3 protocol);
+* the intensity-encoding value comes from :mod:`.intensity` (``mean``, ``2sigma`` or ``gt``).
 
 One row per case x target x stage (``stage1``, ``final``; ``acquired`` for the reference, with
 target ``none``). :func:`writing.write_evaluation` turns the rows into a CSV, a Markdown summary
@@ -26,7 +30,7 @@ import SimpleITK as sitk
 
 from ..core.io import CaseFiles, InputError, find_case_files, is_image_file, read_image, same_grid, resample_to
 from ..core.progress import ProgressCallback, scaled
-from ..metrics import IMAGE_METRICS
+from ..metrics import protocol_columns
 from ..sequences import SEQUENCES, Sequence, parse_sequence
 from .rows import REFERENCE_TARGET, reported_stages
 
@@ -54,8 +58,9 @@ def _holds_images(folder: Path) -> bool:
 def find_evaluation_cases(data_dir: str | Path, limit: Optional[int] = None) -> list[CaseFiles]:
     """Complete cases under ``data_dir``: its sub-folders (sorted), or the folder itself if it is one.
 
-    Every case must hold the four sequences and a label map; the first that does not is a
-    one-line :class:`EvaluationError` naming it. ``limit`` keeps the first cases only.
+    Every case must hold the four sequences (a label map is optional: without one, Dice is scored
+    against the pseudo-label only); the first that does not is a one-line :class:`EvaluationError`
+    naming it. ``limit`` keeps the first cases only.
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
@@ -69,13 +74,12 @@ def find_evaluation_cases(data_dir: str | Path, limit: Optional[int] = None) -> 
                    if entry.is_dir() and not entry.name.startswith(".") and _holds_images(entry)]
     if not folders:
         raise EvaluationError(f"{data_dir}: no case folders (BraTS-style folders with t1n, t1c, t2w, t2f "
-                              "and seg images)")
+                              "and, optionally, seg images)")
     cases = []
     for folder in folders[:limit]:
         files = find_case_files(folder)
-        reason = files.incomplete_reason("evaluation")
-        if reason:
-            raise EvaluationError(reason)
+        if any(sequence not in files.sequences for sequence in SEQUENCES):
+            raise EvaluationError(files.incomplete_reason("evaluation"))
         cases.append(files)
     return cases
 
@@ -85,6 +89,8 @@ def find_evaluation_cases(data_dir: str | Path, limit: Optional[int] = None) -> 
 
 def read_label(files: CaseFiles, reference: sitk.Image) -> sitk.Image:
     """The case's label map on ``reference``'s grid, BraTS 2021 enhancing label 4 read as 3."""
+    if files.label is None:
+        raise EvaluationError(f"{files.folder}: no label map (*-seg file)")
     label = read_image(files.label, check=False)
     if label.GetDimension() != 3:
         raise EvaluationError(f"{files.label}: label map is not 3D")
@@ -130,15 +136,17 @@ def _label_on_input_grid(label: np.ndarray, prepared) -> sitk.Image:
 
 
 class _Segmentation:
-    """The bundle's segmenter on completed sets of one case (model grid), scored against its label map."""
+    """A segmenter on completed sets of one case (model grid), scored against its label map and the
+    pseudo-label (the segmenter on the four acquired sequences, made first by :meth:`pseudo_label`)."""
 
-    def __init__(self, prepared, bundle, truth: sitk.Image, device) -> None:
+    def __init__(self, prepared, segmenter, truth: Optional[sitk.Image], device) -> None:
         self.prepared = prepared
-        self.segmenter = bundle.segmenter
+        self.segmenter = segmenter
         self.device = device
-        self.truth = sitk.GetArrayFromImage(truth)
+        self.truth = None if truth is None else sitk.GetArrayFromImage(truth)
+        self.pseudo: Optional[np.ndarray] = None
         # metrics take spacing in array axis order (z, y, x)
-        self.spacing = tuple(truth.GetSpacing()[::-1])
+        self.spacing = tuple(prepared.reference.GetSpacing()[::-1])
 
     def predict(self, synthetic: Mapping) -> sitk.Image:
         """Label image (case grid) of the completed set with ``{target: model-grid volume}`` put in."""
@@ -148,11 +156,26 @@ class _Segmentation:
         label = segment_label(self.segmenter, volumes, self.prepared.brain, self.device)
         return _label_on_input_grid(label, self.prepared)
 
-    def score(self, predicted: sitk.Image) -> dict:
-        """Dice and HD95 (mm) of WT, TC and ET."""
-        from ..metrics import segmentation_metrics
+    def pseudo_label(self) -> sitk.Image:
+        """The segmenter on the four acquired sequences, kept as the pseudo-label of every later score."""
+        predicted = self.predict({})
+        self.pseudo = sitk.GetArrayFromImage(predicted)
+        return predicted
 
-        return segmentation_metrics(sitk.GetArrayFromImage(predicted), self.truth, self.spacing)
+    def score(self, predicted: sitk.Image) -> dict:
+        """Dice and HD95 (mm) of WT, TC and ET against the label map (None without one) and, as
+        ``pseudo_*``, against the pseudo-label."""
+        from ..metrics import SEGMENTATION_METRICS, segmentation_metrics
+
+        array = sitk.GetArrayFromImage(predicted)
+        scores = {key: None for key in SEGMENTATION_METRICS}
+        if self.truth is not None:
+            scores.update(segmentation_metrics(array, self.truth, self.spacing))
+        if self.pseudo is None:
+            raise RuntimeError("the pseudo-label must be made before a completed set is scored")
+        pseudo = segmentation_metrics(array, self.pseudo, self.spacing)
+        scores.update({f"pseudo_{key}": value for key, value in pseudo.items()})
+        return scores
 
 
 def _segmentation_file(case_id: str, target: Optional[Sequence], stage: str) -> str:
@@ -163,36 +186,65 @@ def _segmentation_file(case_id: str, target: Optional[Sequence], stage: str) -> 
 
 
 def evaluate_case(files: CaseFiles, bundle, device: str = "auto", targets: Optional[Iterable] = None,
-                  progress: Optional[ProgressCallback] = None, volumes_dir: Optional[Path] = None) -> list:
-    """Rows for one complete case (see the module docstring); ``bundle`` is a loaded ModelBundle.
+                  progress: Optional[ProgressCallback] = None, volumes_dir: Optional[Path] = None,
+                  protocol: str = "brain", intensity: str = "mean", intensity_seed: int = 0,
+                  segmenter=None, uncertainty: int = 0, uncertainty_seed: int = 0) -> list:
+    """Rows for one case (see the module docstring); ``bundle`` is a loaded ModelBundle.
 
-    ``volumes_dir`` also receives the synthetic volumes (via :func:`result_files.write_result`) and the
-    predicted label maps ``<case>-<target>-segmentation[-stage1].nii.gz`` and
-    ``<case>-segmentation-acquired.nii.gz``.
+    ``uncertainty`` (samples, 0: off) adds each target's uncertainty map and its calibration columns
+    (:mod:`.calibration`) to the final-stage rows, with the reliability curve under ``reliability``.
+
+    ``segmenter`` (a loaded network) replaces the bundle's; ``intensity``/``intensity_seed`` choose the
+    intensity-encoding value (:mod:`.intensity`). ``volumes_dir`` also receives the synthetic volumes
+    (via :func:`result_files.write_result`) and the predicted label maps
+    ``<case>-<target>-segmentation[-stage1].nii.gz`` and ``<case>-segmentation-acquired.nii.gz`` (the
+    pseudo-label).
     """
     from ..core.devices import resolve_device
+    from ..core.model_grid_inputs import prepare_model_grid_inputs
     from ..core.pipeline import synthesize
+    from .intensity import check_intensity_mode, intensity_values, model_priors
 
+    check_intensity_mode(intensity)
     report = progress or (lambda fraction, message: None)
     images = {s: read_image(p) for s, p in sorted(files.sequences.items(), key=lambda i: SEQUENCES.index(i[0]))}
     reference = images[SEQUENCES[0]]
-    label = read_label(files, reference)
+    label = read_label(files, reference) if files.label is not None else None
     wanted = [s for s in SEQUENCES if targets is None or s in {parse_sequence(t) for t in targets}]
-    has_segmenter = bundle.segmenter is not None
+    segmenter = segmenter if segmenter is not None else bundle.segmenter
+    has_segmenter = segmenter is not None
+    # The case on the model grid as synthesize prepares it: the pseudo-label and the true intensity
+    # must exist before the synthetic images are made and scored.
+    prepared = prepare_model_grid_inputs(images, [], bundle.stage1) if has_segmenter or intensity == "gt" else None
+    segmentation = None
+    pseudo_label = None
+    if has_segmenter:
+        torch_device = resolve_device(device)
+        segmenter.to(torch_device)
+        segmentation = _Segmentation(prepared, segmenter, label, torch_device)
+        report(0.0, "segmenting the acquired sequences (pseudo-label)")
+        pseudo_label = segmentation.pseudo_label()
+    label_source = "truth" if label is not None else ("pseudo" if pseudo_label is not None else "none")
+    settings = intensity_values(intensity, wanted, model_priors(bundle), files.case_id, intensity_seed, prepared)
+    run = {"label_source": label_source, "intensity": intensity}
     result = synthesize(images, bundle, targets=wanted, device=device, tumour_maps=False,
-                        ground_truth={s: images[s] for s in wanted}, label=label, keep_model_grid=has_segmenter,
-                        progress=scaled(report, 0.0, 0.7 if has_segmenter else 0.95))
+                        ground_truth={s: images[s] for s in wanted}, label=label if label is not None else pseudo_label,
+                        intensity=settings, keep_model_grid=has_segmenter,
+                        progress=scaled(report, 0.05 if has_segmenter else 0.0, 0.7 if has_segmenter else 0.95),
+                        metrics_protocol=protocol, uncertainty=uncertainty, uncertainty_seed=uncertainty_seed)
     stages = reported_stages(bundle.refiner is not None)
     rows = []
     for sequence, target in result.targets.items():
         values = {"stage1": target.stage1_metrics, "final": target.metrics}
         for stage in stages:
             rows.append({"case": files.case_id, "target": sequence.value, "stage": stage,
-                         **{k: values[stage].get(k) for k in IMAGE_METRICS}})
+                         "protocol": protocol, **{k: values[stage].get(k) for k in protocol_columns(protocol)},
+                         **run, "intensity_value": target.intensity})
+    if uncertainty:
+        _add_calibration(rows, result, images, stages[-1])
     predictions = {}
-    if has_segmenter:
+    if segmentation is not None:
         model_grid = result.model_grid
-        segmentation = _Segmentation(model_grid.prepared, bundle, label, resolve_device(device))
         by_key = {(row["target"], row["stage"]): row for row in rows}
         jobs = [(sequence, stage) for sequence in result.targets for stage in stages]
         for index, (sequence, stage) in enumerate(jobs):
@@ -201,16 +253,27 @@ def evaluate_case(files: CaseFiles, bundle, device: str = "auto", targets: Optio
             predicted = segmentation.predict({sequence: volume})
             by_key[(sequence.value, stage)].update(segmentation.score(predicted))
             predictions[_segmentation_file(files.case_id, sequence, stage)] = predicted
-        report(0.95, "segmenting the acquired sequences (reference)")
-        predicted = segmentation.predict({})
+        report(0.95, "scoring the acquired sequences (reference, the pseudo-label itself)")
         reference_row = {"case": files.case_id, "target": REFERENCE_TARGET, "stage": "acquired",
-                         **{k: None for k in IMAGE_METRICS}, **segmentation.score(predicted)}
+                         "protocol": protocol, **{k: None for k in protocol_columns(protocol)},
+                         **segmentation.score(pseudo_label), **run, "intensity_value": None}
         rows.append(reference_row)
-        predictions[_segmentation_file(files.case_id, None, "acquired")] = predicted
+        predictions[_segmentation_file(files.case_id, None, "acquired")] = pseudo_label
     if volumes_dir is not None:
         _write_volumes(result, predictions, Path(volumes_dir), files.case_id)
     report(1.0, f"{files.case_id} done")
     return rows
+
+
+def _add_calibration(rows: list, result, images: Mapping, stage: str) -> None:
+    """The calibration columns of each target's uncertainty map, on its ``stage`` row (the final result)."""
+    from .calibration import synthesis_brain, target_calibration
+
+    brain = synthesis_brain(images)
+    for row in rows:
+        if row["stage"] == stage:
+            scores = target_calibration(result.targets[parse_sequence(row["target"])], brain)
+            row.update(scores or {})
 
 
 def _write_volumes(result, predictions: Mapping, folder: Path, case_id: str) -> None:
@@ -224,21 +287,32 @@ def _write_volumes(result, predictions: Mapping, folder: Path, case_id: str) -> 
 
 def evaluate_cases(case_dirs: Iterable, bundle, device: str = "auto",
                    progress: Optional[ProgressCallback] = None, targets: Optional[Iterable] = None,
-                   volumes_dir: Optional[Path] = None) -> list:
+                   volumes_dir: Optional[Path] = None, protocol: str = "brain", intensity: str = "mean",
+                   intensity_seed: int = 0, segmenter=None, uncertainty: int = 0,
+                   uncertainty_seed: int = 0) -> list:
     """Evaluate ``bundle`` (loaded or a name/path) on complete case folders; returns all rows.
 
     ``case_dirs`` are case folders (or :class:`io.CaseFiles`); ``targets`` defaults to all four.
+    ``segmenter`` (a loaded network, or a path for :func:`bundles.load_segmenter`) replaces the
+    bundle's; ``intensity`` is ``mean``, ``2sigma`` or ``gt`` (:mod:`.intensity`).
     """
-    from ..core.bundles import load_bundle
+    from ..core.bundles import load_bundle, load_segmenter
+    from .intensity import check_intensity_mode, check_intensity_seed
 
+    check_intensity_mode(intensity)
+    check_intensity_seed(intensity_seed)
     bundle = load_bundle(bundle)
+    if isinstance(segmenter, (str, Path)):
+        segmenter = load_segmenter(segmenter)
     cases = [c if isinstance(c, CaseFiles) else _complete_case(Path(c)) for c in case_dirs]
     if not cases:
         raise EvaluationError("no cases to evaluate")
     rows: list = []
     for index, files in enumerate(cases):
         low, high = index / len(cases), (index + 1) / len(cases)
-        rows.extend(evaluate_case(files, bundle, device, targets, scaled(progress, low, high), volumes_dir))
+        rows.extend(evaluate_case(files, bundle, device, targets, scaled(progress, low, high), volumes_dir,
+                                  protocol=protocol, intensity=intensity, intensity_seed=intensity_seed,
+                                  segmenter=segmenter, uncertainty=uncertainty, uncertainty_seed=uncertainty_seed))
     return rows
 
 

@@ -1,4 +1,4 @@
-"""The evaluation's box plots: SSIM (whole brain, tumour, healthy) per target and Dice per region,
+"""The evaluation's box plots: SSIM (the protocol's main SSIM, tumour, healthy) per target and Dice per region,
 one box per stage with the data points on top. Figures use matplotlib's object API with the Agg
 canvas, so no global backend is touched."""
 from __future__ import annotations
@@ -65,14 +65,23 @@ def _figure_legend(figure, entries: int) -> None:
 
 def save_boxplots(rows: list, folder: Path, refiner: bool = True) -> list:
     """``ssim_boxplot.png`` (SSIM whole/tumour/healthy per target) and, with Dice rows,
-    ``dice_boxplot.png`` (Dice per region); returns the paths written."""
+    ``dice_boxplot.png`` (Dice per region); returns the paths written.
+
+    The first SSIM panel is the rows' protocol's main SSIM: over the brain (``ssim``, brain protocol) or
+    over the whole volume (``ssim_whole``, brasyn protocol).
+    """
     from ..core.result_files import png_metadata
+    from ..metrics.protocols import main_ssim_key
+    from .tables import rows_protocol
 
     folder = Path(folder)
     stages = reported_stages(refiner)
     figure = _new_figure(13.5, 4.2)
     targets = [s for s in PAPER_ORDER if any(r["target"] == s.value for r in rows)]
-    titles = {"ssim": "SSIM whole brain", "ssim_tumour": "SSIM tumour region", "ssim_healthy": "SSIM healthy region"}
+    protocol = rows_protocol(rows)
+    main_title = "SSIM whole volume (BraSyn)" if protocol == "brasyn" else "SSIM whole brain"
+    titles = {main_ssim_key(protocol): main_title, "ssim_tumour": "SSIM tumour region",
+              "ssim_healthy": "SSIM healthy region"}
     for index, key in enumerate(titles):
         axes = figure.add_subplot(1, 3, index + 1)
         _boxes(axes, [s.value for s in targets], stages, rows,

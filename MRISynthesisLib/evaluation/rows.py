@@ -6,6 +6,7 @@ from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
 
+from ..metrics import SEGMENTATION_METRICS
 from ..sequences import Sequence
 
 __all__ = [
@@ -14,6 +15,8 @@ __all__ = [
     "PAPER_REGIONS",
     "STAGE_NAMES",
     "REFERENCE_TARGET",
+    "PSEUDO_SEGMENTATION_METRICS",
+    "RUN_COLUMNS",
     "reported_stages",
     "has_segmentation",
     "select_rows",
@@ -32,6 +35,12 @@ STAGE_NAMES: Dict[str, str] = {"stage1": "HF-GAN + IE (mean) [stage 1]", "final"
                                "acquired": "all four acquired (reference)"}
 #: ``target`` of the reference row (the segmenter on all four acquired sequences).
 REFERENCE_TARGET = "none"
+#: Dice/HD95 of a completed set against the pseudo-label (the segmenter on the four acquired sequences),
+#: the paper's Table 3 protocol for cases without a label map.
+PSEUDO_SEGMENTATION_METRICS: Tuple[str, ...] = tuple(f"pseudo_{key}" for key in SEGMENTATION_METRICS)
+#: How a row was made: where the tumour mask came from (``truth``: the label map, ``pseudo``: the
+#: pseudo-label, ``none``), the intensity-encoding setting (``mean``, ``2sigma``, ``gt``) and its value.
+RUN_COLUMNS: Tuple[str, ...] = ("label_source", "intensity", "intensity_value")
 
 
 def reported_stages(refiner: bool) -> Tuple[str, ...]:

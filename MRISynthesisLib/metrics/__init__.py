@@ -10,13 +10,24 @@ dtype is read as ``mask != 0``. torch and MONAI are imported only by the segment
 functions, so importing this package stays cheap. The ground of the project: it imports
 nothing of it. Modules: :mod:`.checks` (input checks), :mod:`.image` (SSIM and error metrics),
 :mod:`.normalisation` (percentile scalings), :mod:`.volume` (one volume's scores),
-:mod:`.segmentation` (BraTS regions, Dice, HD95), :mod:`.names` (the metric-name table).
+:mod:`.segmentation` (BraTS regions, Dice, HD95), :mod:`.names` (the metric-name table),
+:mod:`.brasyn` (the BraSyn challenge's scores, torchmetrics) and :mod:`.protocols` (the scoring
+protocols ``brain`` and ``brasyn``: which of those sets scores a synthesis).
 """
 from __future__ import annotations
 
 from .checks import MetricsError
 from .image import SSIM_K1, SSIM_K2, UNIFORM_WINDOW_SIZE, mae, mse, nmse, psnr, ssim, ssim_map
-from .names import IMAGE_METRICS, METRIC_TITLES, SEGMENTATION_METRICS
+from .names import BRASYN_METRICS, IMAGE_METRICS, METRIC_TITLES, SEGMENTATION_METRICS
+from .protocols import (
+    DEFAULT_PROTOCOL,
+    PROTOCOLS,
+    check_protocol,
+    protocol_columns,
+    protocol_description,
+    protocol_metrics,
+    protocol_provenance,
+)
 from .normalisation import normalise_for_metrics, normalise_whole_volume
 from .segmentation import (
     BRATS_HD95_PENALTY,
@@ -32,6 +43,14 @@ from .volume import enhancement_contrast, image_metrics, region_psnr, volume_ssi
 __all__ = [
     "MetricsError",
     "IMAGE_METRICS",
+    "BRASYN_METRICS",
+    "PROTOCOLS",
+    "DEFAULT_PROTOCOL",
+    "check_protocol",
+    "protocol_columns",
+    "protocol_description",
+    "protocol_metrics",
+    "protocol_provenance",
     "SEGMENTATION_METRICS",
     "METRIC_TITLES",
     "SSIM_K1",

@@ -62,8 +62,9 @@ __all__ = [
 Availability = Union[torch.Tensor, SequenceType[SequenceType[int]]]
 #: The target channel: one per item ([B] long tensor) or one int for the whole batch.
 TargetChannel = Union[torch.Tensor, int]
-#: The intensity-encoding value: one per item ([B] float tensor) or one float for the whole batch.
-IntensityCode = Union[torch.Tensor, float]
+#: The intensity-encoding value: one per item ([B] float tensor) or one float for the whole batch;
+#: ``None`` for a generator built without intensity encoding (the paper's HF-GAN ablation rows).
+IntensityCode = Union[torch.Tensor, float, None]
 
 
 def inference_intensity(
@@ -105,6 +106,11 @@ class HFGANGenerator(nn.Module):
         self.intensity_priors: Dict[Sequence, Tuple[float, float]] = dict(INTENSITY_PRIORS)
 
     @property
+    def uses_intensity_code(self) -> bool:
+        """Whether the generator is conditioned on a target intensity (built with intensity encoding)."""
+        return bool(self.config.intensity_encoding)
+
+    @property
     def modality_order(self) -> Tuple[Sequence, ...]:
         """Sequence of each input channel."""
         return tuple(Sequence(s) for s in self.config.modality_order)
@@ -119,13 +125,18 @@ class HFGANGenerator(nn.Module):
 
         ``x``: [B, 4, H, W] in ``modality_order``; ``available``: per item a list of channel
         indices (or a bool [B, 4] tensor); ``target``: [B] long (or an int for all);
-        ``intensity``: [B] float (or a float for all). Returns [B, 1, H, W].
+        ``intensity``: [B] float (or a float for all); ``None`` only for a generator without
+        intensity encoding (which ignores any value). Returns [B, 1, H, W].
         """
         return self.forward_with_features(x, available, target, intensity)[0]
 
     def forward_with_features(self, x: torch.Tensor, available: Availability, target: TargetChannel,
                               intensity: IntensityCode) -> Tuple[torch.Tensor, torch.Tensor]:
         """Output and the fused bottleneck features (for the cosine feature-consistency loss)."""
+        if intensity is None:
+            if self.uses_intensity_code:
+                raise HFGANError("HFGANGenerator: this generator has intensity encoding and needs an intensity code")
+            intensity = 0.0  # a placeholder the condition never reads
         fused, skips = self.encode(x, available)
         target_t, intensity_t = self._condition_inputs(target, intensity, x.shape[0], x.device)
         tokens = self.middle(fused, target_t, intensity_t)

@@ -22,12 +22,15 @@ __all__ = [
     "OVERLAY_DEAD_ZONE",
     "DIVERGING_COLOR_NAME",
     "MAGNITUDE_COLOR_NAME",
+    "UNCERTAINTY_COLOR_NAME",
     "brain_window",
     "map_range",
     "diverging_colours",
     "magnitude_colours",
+    "uncertainty_colours",
     "diverging_color_node",
     "magnitude_color_node",
+    "uncertainty_color_node",
     "set_volume_display",
     "set_map_display",
     "set_result_display",
@@ -48,6 +51,15 @@ OVERLAY_DEAD_ZONE = 0.05
 #: Names of the colour tables this tool adds to a scene (created once per scene).
 DIVERGING_COLOR_NAME = "MRISynthesis diverging"
 MAGNITUDE_COLOR_NAME = "MRISynthesis magnitude"
+UNCERTAINTY_COLOR_NAME = "MRISynthesis uncertainty"
+
+#: Anchors of the uncertainty colour table: viridis sampled at 0, 0.1, ..., 1 (perceptually uniform and
+#: sequential, readable with colour-vision deficiencies, and unlike the red-yellow maps of the refinement).
+UNCERTAINTY_ANCHORS = (
+    (0.267, 0.005, 0.329), (0.283, 0.141, 0.458), (0.254, 0.265, 0.530), (0.207, 0.372, 0.553),
+    (0.164, 0.471, 0.558), (0.128, 0.567, 0.551), (0.135, 0.659, 0.518), (0.267, 0.749, 0.441),
+    (0.478, 0.821, 0.318), (0.741, 0.873, 0.150), (0.993, 0.906, 0.144),
+)
 
 
 def brain_window(image: sitk.Image, percentiles: tuple[float, float] = SYNTHETIC_WINDOW_PERCENTILES
@@ -114,6 +126,21 @@ def magnitude_colours(count: int = 256, dead_zone: float = OVERLAY_DEAD_ZONE) ->
     return np.column_stack([rgb, alpha])
 
 
+def uncertainty_colours(count: int = 256, dead_zone: float = OVERLAY_DEAD_ZONE) -> np.ndarray:
+    """RGBA rows for the uncertainty map: transparent near zero, then :data:`UNCERTAINTY_ANCHORS` (viridis)."""
+    t = np.linspace(0.0, 1.0, count)
+    anchors = np.asarray(UNCERTAINTY_ANCHORS)
+    positions = np.linspace(0.0, 1.0, len(anchors))
+    rgb = np.column_stack([np.interp(t, positions, anchors[:, channel]) for channel in range(3)])
+    alpha = (t > dead_zone).astype(float)
+    return np.column_stack([rgb, alpha])
+
+
+def uncertainty_color_node(scene: Any) -> Any:
+    """The scene's colour table for uncertainty maps (:func:`uncertainty_colours`), created on first use."""
+    return _color_table(scene, UNCERTAINTY_COLOR_NAME, uncertainty_colours())
+
+
 def diverging_color_node(scene: Any) -> Any:
     """The scene's colour table for signed maps (:func:`diverging_colours`), created on first use."""
     return _color_table(scene, DIVERGING_COLOR_NAME, diverging_colours())
@@ -143,11 +170,13 @@ def set_volume_display(node: Any, image: sitk.Image) -> None:
     display.SetWindowLevelMinMax(low, high)
 
 
-def set_map_display(scene: Any, node: Any, image: sitk.Image, signed: bool) -> None:
-    """Colour a map: diverging and symmetric about 0 when ``signed``, else magnitude from 0."""
+def set_map_display(scene: Any, node: Any, image: sitk.Image, signed: bool, colour: Any = None) -> None:
+    """Colour a map: diverging and symmetric about 0 when ``signed``, else magnitude from 0 (``colour``: another
+    colour table for it)."""
     display = _display_node(node)
     limit = map_range(image)
-    colour = diverging_color_node(scene) if signed else magnitude_color_node(scene)
+    if colour is None:
+        colour = diverging_color_node(scene) if signed else magnitude_color_node(scene)
     display.SetAndObserveColorNodeID(colour.GetID())
     display.AutoWindowLevelOff()
     display.SetWindowLevelMinMax(-limit if signed else 0.0, limit)
@@ -164,6 +193,9 @@ def set_result_display(scene: Any, nodes: TargetNodes, target: Any) -> None:
         set_map_display(scene, nodes.tumour_map, target.tumour_map, signed=False)
     if nodes.error_map is not None:
         set_map_display(scene, nodes.error_map, target.error_map, signed=False)
+    if getattr(nodes, "uncertainty_map", None) is not None:
+        set_map_display(scene, nodes.uncertainty_map, target.uncertainty_map, signed=False,
+                        colour=uncertainty_color_node(scene))
 
 
 # --------------------------------------------------------------------------- slice views

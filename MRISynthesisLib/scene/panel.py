@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any, Mapping
+from typing import Any, Iterable, List, Mapping, Optional
 
 from ..sequences import SEQUENCES, Sequence
 
-__all__ = ["PanelReason", "SelectionState", "selection_state"]
+__all__ = ["PanelReason", "SelectionState", "selection_state", "DistributionReason", "DistributionNote",
+           "distribution_notes"]
 
 
 class PanelReason(str, enum.Enum):
@@ -75,3 +76,56 @@ def selection_state(selected: Mapping[Sequence, Any], has_model: bool = True, bu
     else:
         validate = PanelReason.NONE
     return SelectionState(present=present, missing=missing, synthesize_reason=synthesize, validate_reason=validate)
+
+
+class DistributionReason(str, enum.Enum):
+    """Why a result may not be trusted as much as on the model's training data (the out-of-distribution
+    check, :mod:`MRISynthesisLib.core.ood_check`); the widget words each one, with the note's values."""
+
+    #: The model's bundle has no training statistics: nothing was compared (said once).
+    NOT_CHECKED = "not_checked"
+    #: Non-zero voxels outside the brain (values: percent, trained_percent).
+    NOT_SKULL_STRIPPED = "not_skull_stripped"
+    #: Brain volume outside the trained range (values: ml, trained_min, trained_max).
+    BRAIN_VOLUME = "brain_volume"
+    #: Voxel size unlike the training data's (values: spacing, trained; text such as "1 x 1 x 5.5").
+    VOXEL_SIZE = "voxel_size"
+    #: Normalised brain intensities outside the trained range (values: level, value, trained_min, trained_max).
+    INTENSITY = "intensity"
+    #: Intensities related to another input unlike in training (values: other, a Sequence; value, trained_min,
+    #: trained_max).
+    INTENSITY_RELATION = "intensity_relation"
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributionNote:
+    """One out-of-distribution reason for the panel: the code, the input it concerns (or None) and its values."""
+
+    reason: DistributionReason
+    sequence: Optional[Sequence]
+    values: Mapping
+
+
+def distribution_notes(results: Any) -> List[DistributionNote]:
+    """The notes of one synthesis result, or of a validation's results (their inputs overlap: each reason
+    once). Results without a check count as not checked."""
+    items: Iterable = results if isinstance(results, (list, tuple)) else [results]
+    notes: List[DistributionNote] = []
+    for result in items:
+        check = getattr(result, "distribution_check", None) or {}
+        if not check.get("checked"):
+            found = [DistributionNote(DistributionReason.NOT_CHECKED, None, {})]
+        else:
+            found = [DistributionNote(DistributionReason(w["code"]),
+                                      Sequence(w["sequence"]) if w.get("sequence") else None,
+                                      _note_values(w.get("values") or {})) for w in check.get("warnings", [])]
+        notes += [note for note in found if note not in notes]
+    return notes
+
+
+def _note_values(values: Mapping) -> dict:
+    """A warning's values for the widget: the other sequence of a relation as a :class:`Sequence`."""
+    out = dict(values)
+    if "other" in out:
+        out["other"] = Sequence(out["other"])
+    return out

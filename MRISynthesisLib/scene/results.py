@@ -25,6 +25,7 @@ __all__ = [
     "ROLE_REFINEMENT",
     "ROLE_TUMOUR",
     "ROLE_ERROR",
+    "ROLE_UNCERTAINTY",
     "ROLE_NAME_SUFFIX",
     "NO_RESULT_MESSAGE",
     "TargetNodes",
@@ -47,6 +48,7 @@ ROLE_STAGE1 = "stage1"
 ROLE_REFINEMENT = "refinement map"
 ROLE_TUMOUR = "tumour map"
 ROLE_ERROR = "error map"
+ROLE_UNCERTAINTY = "uncertainty map"
 
 #: Node-name suffix per role, after the target's short name ("... T1c (synthetic)").
 ROLE_NAME_SUFFIX: dict[str, str] = {
@@ -55,6 +57,7 @@ ROLE_NAME_SUFFIX: dict[str, str] = {
     ROLE_REFINEMENT: "refinement map",
     ROLE_TUMOUR: "tumour map",
     ROLE_ERROR: "error map",
+    ROLE_UNCERTAINTY: "uncertainty map",
 }
 
 #: Message when a caller passes no result (``Job.take_result()`` is None for a cancelled or failed job).
@@ -71,14 +74,17 @@ class TargetNodes:
     refinement_map: Any = None
     tumour_map: Any = None
     error_map: Any = None
+    uncertainty_map: Any = None
 
     def maps(self) -> list:
-        """Map nodes present, in the order they are preferred as overlay (error, refinement, tumour)."""
-        return [n for n in (self.error_map, self.refinement_map, self.tumour_map) if n is not None]
+        """Map nodes present, in the order they are preferred as overlay (error, uncertainty, refinement,
+        tumour)."""
+        return [n for n in (self.error_map, self.uncertainty_map, self.refinement_map, self.tumour_map)
+                if n is not None]
 
     def all_nodes(self) -> list:
-        return [n for n in (self.synthetic, self.stage1, self.refinement_map, self.tumour_map, self.error_map)
-                if n is not None]
+        return [n for n in (self.synthetic, self.stage1, self.refinement_map, self.tumour_map, self.error_map,
+                            self.uncertainty_map) if n is not None]
 
 
 @dataclasses.dataclass
@@ -157,6 +163,9 @@ def result_description(role: str, sequence: Sequence, model: str, inputs_text: s
                      "|refinement| inside the tumour region.",
         ROLE_ERROR: f"Error map of the SYNTHETIC {sequence.display_name} volume: "
                     "|synthetic - acquired| (validation).",
+        ROLE_UNCERTAINTY: f"Uncertainty map of the SYNTHETIC {sequence.display_name} volume: per-voxel standard "
+                          "deviation over test-time variations (flips, bottleneck dropout, intensity codes, "
+                          "shifted refiner windows), in the volume's units.",
     }[role]
     return f"{what} {made}"
 
@@ -277,7 +286,7 @@ def add_result_nodes(scene: Any, result: Any, selected_inputs: SelectedInputs, k
         sequence = Sequence(key)
         images = {ROLE_SYNTHETIC: target.synthetic, ROLE_STAGE1: target.stage1 if keep_stage1 else None,
                   ROLE_REFINEMENT: target.refinement_map, ROLE_TUMOUR: target.tumour_map,
-                  ROLE_ERROR: target.error_map}
+                  ROLE_ERROR: target.error_map, ROLE_UNCERTAINTY: getattr(target, "uncertainty_map", None)}
         nodes: dict[str, Any] = {}
         for role, image in images.items():
             if image is None:
@@ -292,7 +301,7 @@ def add_result_nodes(scene: Any, result: Any, selected_inputs: SelectedInputs, k
         made[sequence] = TargetNodes(
             sequence=sequence, synthetic=nodes[ROLE_SYNTHETIC], stage1=nodes.get(ROLE_STAGE1),
             refinement_map=nodes.get(ROLE_REFINEMENT), tumour_map=nodes.get(ROLE_TUMOUR),
-            error_map=nodes.get(ROLE_ERROR))
+            error_map=nodes.get(ROLE_ERROR), uncertainty_map=nodes.get(ROLE_UNCERTAINTY))
         set_result_display(scene, made[sequence], target)
     mask_node = None
     if getattr(result, "brain_mask", None) is not None:

@@ -1,5 +1,9 @@
 """Leave-one-out validation in the scene: the metrics table node (one row per sequence, one column per metric)
-and :func:`add_validation_nodes`, which puts every result and the table in one folder."""
+and :func:`add_validation_nodes`, which puts every result and the table in one folder.
+
+The table's columns are those of the scoring protocol the validation ran with (``brain`` or ``brasyn``,
+:mod:`MRISynthesisLib.metrics.protocols`); the protocol, and for BraSyn the torchmetrics release, are kept
+as attributes of the table node so that a saved scene says which numbers it holds."""
 from __future__ import annotations
 
 from typing import Any, Iterable
@@ -7,7 +11,9 @@ from typing import Any, Iterable
 import vtk
 
 from .. import __version__
+from ..core.python_packages import installed_version
 from ..metrics import METRIC_TITLES
+from ..metrics.protocols import protocol_of_metrics
 from ..sequences import SEQUENCES, Sequence
 from .inputs import SelectedInputs
 from .nodes import ATTRIBUTE_PREFIX, check_scene, one_line
@@ -22,10 +28,15 @@ from .results import (
     place_in_folder,
 )
 
-__all__ = ["VALIDATION_TABLE_ROLE", "metrics_rows", "metrics_table_node", "add_validation_nodes"]
+__all__ = ["VALIDATION_TABLE_ROLE", "PROTOCOL_ATTRIBUTE", "TORCHMETRICS_ATTRIBUTE", "metrics_rows",
+           "metrics_table_node", "add_validation_nodes"]
 
 #: ``MRISynthesis.Role`` of the metrics table node.
 VALIDATION_TABLE_ROLE = "validation table"
+#: Attribute of the table node naming the scoring protocol of its numbers (``brain`` or ``brasyn``).
+PROTOCOL_ATTRIBUTE = f"{ATTRIBUTE_PREFIX}.MetricsProtocol"
+#: Attribute with the torchmetrics release that computed BraSyn numbers (absent for the brain protocol).
+TORCHMETRICS_ATTRIBUTE = f"{ATTRIBUTE_PREFIX}.TorchmetricsVersion"
 
 
 def metrics_rows(results: Iterable[Any]) -> tuple[list[str], list[tuple[Sequence, list[float]]]]:
@@ -42,8 +53,10 @@ def metrics_rows(results: Iterable[Any]) -> tuple[list[str], list[tuple[Sequence
 
 
 def metrics_table_node(scene: Any, results: Iterable[Any], name: str = "MRISynthesis validation") -> Any:
-    """A table node: one row per synthesised sequence, one column per metric (titled by ``METRIC_TITLES``)."""
+    """A table node: one row per synthesised sequence, one column per metric (titled by ``METRIC_TITLES``), with
+    the scoring protocol (read from the metric keys) and, for BraSyn, the torchmetrics release as attributes."""
     keys, rows = metrics_rows(results)
+    protocol = protocol_of_metrics(keys)
     table_node = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName(name))
     table = table_node.GetTable()
     names = vtk.vtkStringArray()
@@ -59,6 +72,10 @@ def metrics_table_node(scene: Any, results: Iterable[Any], name: str = "MRISynth
         table.AddColumn(column)
     table_node.SetAttribute(f"{ATTRIBUTE_PREFIX}.Role", VALIDATION_TABLE_ROLE)
     table_node.SetAttribute(f"{ATTRIBUTE_PREFIX}.Version", __version__)
+    if protocol is not None:
+        table_node.SetAttribute(PROTOCOL_ATTRIBUTE, protocol)
+    if protocol == "brasyn":  # the worker that computed them runs this same Python environment
+        table_node.SetAttribute(TORCHMETRICS_ATTRIBUTE, installed_version("torchmetrics") or "unknown")
     table_node.Modified()
     return table_node
 

@@ -9,6 +9,7 @@ The commands:
 What they share:
 
 * :mod:`.options` - the options every command takes, their checks, and ``TrainingError``.
+* :mod:`.presets` - what ``--config small|paper`` stands for (the paper's recipe and the project's).
 * :mod:`.loop` - opening a run (``start_run``), the epoch trainer, time budget, best-epoch choice.
 * :mod:`.run_files` - the run folder's log, metrics, resumable checkpoints and model bundle.
 * :mod:`.optimisation` - schedule, optimiser, mixed precision, device, RNG seeding and state.

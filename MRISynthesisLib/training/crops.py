@@ -1,5 +1,6 @@
-"""3D crops for the segmenter and stage 2: the crop size, a random centre on brain or tumour, and
-the crop itself (zero-padded where the volume is smaller than the crop).
+"""3D crops for the segmenter and stage 2: the crop size, where a crop goes (a random centre on
+brain or tumour, or a uniformly random position as the paper's stage 2), and the crop itself
+(zero-padded where the volume is smaller than the crop).
 """
 from __future__ import annotations
 
@@ -12,7 +13,19 @@ from .options import TrainingError
 if TYPE_CHECKING:  # only a type here: prepared cases crop with take_crop
     from .prepared_cases import PreparedCase
 
-__all__ = ["crop_size_for", "random_centre", "crop_box", "take_crop"]
+__all__ = ["CROP_MODES", "check_crop_mode", "crop_size_for", "random_centre", "uniform_box", "crop_box",
+           "take_crop"]
+
+#: Stage-2 ``--crops``: ``uniform`` (any position of the crop in the volume alike, the paper's
+#: "randomly cropped") or ``centred`` (on a random brain voxel, or a tumour voxel for
+#: ``--tumour-fraction`` of the crops: this project's choice for short runs).
+CROP_MODES = ("uniform", "centred")
+
+
+def check_crop_mode(mode: str) -> None:
+    """One-line :class:`TrainingError` unless ``mode`` is one of :data:`CROP_MODES`."""
+    if mode not in CROP_MODES:
+        raise TrainingError(f"--crops must be one of {', '.join(CROP_MODES)}, got {mode!r}")
 
 
 def crop_size_for(requested: SequenceT[int], factor: int) -> tuple:
@@ -38,6 +51,16 @@ def random_centre(case: PreparedCase, rng: np.random.Generator, tumour_fraction:
         if mask[point]:
             return point
     return tuple((sl.start + sl.stop) // 2 for sl in box)
+
+
+def uniform_box(shape: SequenceT[int], size: SequenceT[int], rng: np.random.Generator) -> tuple:
+    """Slices of a ``size`` crop whose start is uniform over every position where it fits (0 where
+    the volume is smaller than the crop: :func:`take_crop` pads it)."""
+    box = []
+    for dim, length in zip(shape, size):
+        start = int(rng.integers(0, max(int(dim) - int(length), 0) + 1))
+        box.append(slice(start, min(start + int(length), int(dim))))
+    return tuple(box)
 
 
 def crop_box(shape: SequenceT[int], size: SequenceT[int], centre: SequenceT[int]) -> tuple:

@@ -1,4 +1,4 @@
-"""How a run optimises: the warm-up + cosine schedule, AdamW, mixed precision (autocast and the
+"""How a run optimises: the learning-rate schedules, AdamW or Adam, mixed precision (autocast and the
 gradient scaler), the training device, frozen modules, and the seeding and saved state of every RNG.
 """
 from __future__ import annotations
@@ -11,7 +11,8 @@ import numpy as np
 
 from .options import TrainOptions
 
-__all__ = ["warmup_cosine", "make_optimizer", "autocast_context", "amp_dtype", "make_scaler", "training_device",
+__all__ = ["warmup_cosine", "hfgan_schedule", "schedule_factor", "make_optimizer", "autocast_context", "amp_dtype",
+           "make_scaler", "training_device",
            "frozen", "seed_everything", "rng_state", "restore_rng_state"]
 
 
@@ -32,13 +33,44 @@ def warmup_cosine(total_steps: int, warmup_steps: int, floor: float = 0.01) -> C
     return factor
 
 
+def hfgan_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """LR factor of the HF-GAN reference: linear from 0 to 1 over ``warmup_steps``, then one cosine to 0.
+
+    (The reference's warm-restart cosine schedule with a single cycle as long as the run; the
+    first step's factor is 0, as there.)
+    """
+    total = max(1, int(total_steps))
+    warmup = max(0, min(int(warmup_steps), total - 1))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def schedule_factor(name: str, total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """The LR factor function of ``--lr-schedule`` ``name`` (``warmup-cosine`` or ``hfgan``)."""
+    if name == "hfgan":
+        return hfgan_schedule(total_steps, warmup_steps)
+    if name == "warmup-cosine":
+        return warmup_cosine(total_steps, warmup_steps)
+    raise ValueError(f"unknown learning-rate schedule {name!r}")
+
+
 def make_optimizer(parameters, learning_rate: float, weight_decay: float, total_steps: int, warmup_steps: int,
-                   betas: tuple = (0.9, 0.999)):
-    """AdamW with a warm-up + cosine LambdaLR schedule (stepped once per optimiser step)."""
+                   betas: tuple = (0.9, 0.999), kind: str = "adamw", schedule: str = "warmup-cosine"):
+    """``kind`` (AdamW, or Adam as the HF-GAN reference) with a LambdaLR ``schedule`` stepped once per
+    optimiser step; returns (optimizer, scheduler)."""
     import torch
 
-    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay, betas=betas)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, warmup_steps))
+    if kind not in ("adamw", "adam"):
+        raise ValueError(f"unknown optimizer {kind!r}")
+    make = torch.optim.AdamW if kind == "adamw" else torch.optim.Adam
+    optimizer = make(parameters, lr=learning_rate, weight_decay=weight_decay, betas=betas)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_factor(schedule, total_steps, warmup_steps))
     return optimizer, scheduler
 
 

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
-__all__ = ["TrainingError", "KEEP_CHOICES", "TrainOptions", "INPUT_PATTERNS", "check_input_patterns",
-           "SynthesisTrainOptions", "validation_targets"]
+__all__ = ["TrainingError", "KEEP_CHOICES", "OPTIMIZERS", "LR_SCHEDULES", "TrainOptions", "INPUT_PATTERNS",
+           "check_input_patterns", "SynthesisTrainOptions", "validation_targets"]
 
 
-#: Network size presets of ``--config``.
+#: Network size presets of ``--config`` (for stage 1 and 2 also the recipe: see :mod:`.presets`).
 MODEL_PRESETS = ("small", "paper")
+#: ``--optimizer``: AdamW (decoupled weight decay) or Adam (the HF-GAN reference).
+OPTIMIZERS = ("adamw", "adam")
+#: ``--lr-schedule``: ``warmup-cosine`` (warm-up from lr/(w+1), cosine down to 1 %) or ``hfgan`` (the
+#: reference's: warm-up from 0, one cosine down to 0 at the end of the run).
+LR_SCHEDULES = ("warmup-cosine", "hfgan")
 
 
 class TrainingError(ValueError):
@@ -45,6 +50,8 @@ class TrainOptions:
     cpu_threads: Optional[int] = None
     val_targets: Optional[tuple] = None
     keep: str = "best"
+    optimizer: str = "adamw"
+    lr_schedule: str = "warmup-cosine"
 
     def check(self) -> None:
         """Raise :class:`TrainingError` for option values no run can use."""
@@ -65,6 +72,13 @@ class TrainOptions:
             raise TrainingError(f"learning rate must be positive, got {self.learning_rate}")
         if self.keep not in KEEP_CHOICES:
             raise TrainingError(f"--keep must be one of {', '.join(KEEP_CHOICES)}, got {self.keep!r}")
+        if not self.weight_decay >= 0 or int(self.warmup_steps) < 0:
+            raise TrainingError(f"--weight-decay and --warmup-steps must be 0 or more, got {self.weight_decay} "
+                                f"and {self.warmup_steps}")
+        for option, value, choices in (("optimizer", self.optimizer, OPTIMIZERS),
+                                       ("lr-schedule", self.lr_schedule, LR_SCHEDULES)):
+            if value not in choices:
+                raise TrainingError(f"--{option} must be one of {', '.join(choices)}, got {value!r}")
 
     def to_dict(self) -> dict:
         """JSON-ready dict (paths as strings)."""
@@ -84,13 +98,58 @@ def check_input_patterns(scheme: str, option: str = "input patterns") -> None:
 
 @dataclasses.dataclass
 class SynthesisTrainOptions(TrainOptions):
-    """Options shared by the two synthesis stages, which draw the inputs of each sample."""
+    """Options shared by the two synthesis stages, which draw the inputs of each sample.
 
-    input_patterns: str = "hfgan"
+    ``config`` names the preset of network sizes *and* training recipe (:mod:`.presets`): every
+    recipe field left ``None`` takes the preset's value in :meth:`resolved`, a value given
+    explicitly is kept (and listed in ``overrides``). The trainers work on resolved options.
+    """
+
+    #: The command whose recipe :meth:`resolved` reads (``stage1`` or ``stage2``).
+    command: ClassVar[str] = ""
+
+    config: str = "small"
+    epochs: Optional[int] = None
+    batch_size: Optional[int] = None
+    learning_rate: Optional[float] = None
+    weight_decay: Optional[float] = None
+    warmup_steps: Optional[int] = None
+    optimizer: Optional[str] = None
+    lr_schedule: Optional[str] = None
+    input_patterns: Optional[str] = None
+    tumour_fraction: Optional[float] = None
+    #: Recipe fields given explicitly rather than by the preset (set by :meth:`resolved`).
+    overrides: Optional[tuple] = None
+
+    def resolved(self):
+        """These options with every recipe field left ``None`` filled from the ``config`` preset."""
+        from .presets import preset_values
+
+        values = preset_values(self.command, self.config)
+        missing = {name: value for name, value in values.items() if getattr(self, name) is None}
+        if self.overrides is not None and not missing:
+            return self
+        given = self.overrides if self.overrides is not None else tuple(
+            name for name in values if getattr(self, name) is not None)
+        return dataclasses.replace(self, overrides=tuple(given), **missing)
+
+    def recipe(self) -> dict:
+        """The resolved recipe for logs and metadata: preset, values, which were given, which are assumed."""
+        from .presets import ASSUMED, preset_values
+
+        options = self.resolved()
+        names = list(preset_values(self.command, options.config))
+        return {"preset": options.config, "values": {name: getattr(options, name) for name in names},
+                "overrides": list(options.overrides or ()),
+                "assumed": list(ASSUMED.get(self.command, ())) if options.config == "paper" else []}
 
     def check(self) -> None:
+        """The checks of the resolved options (an unknown preset is an error)."""
+        self.resolved()._check_resolved()
+
+    def _check_resolved(self) -> None:
         """The common checks, and a known input-pattern scheme."""
-        super().check()
+        TrainOptions.check(self)
         check_input_patterns(self.input_patterns, "--input-patterns")
 
 

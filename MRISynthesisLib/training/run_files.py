@@ -3,7 +3,8 @@ the best epoch's weights and the model bundle that ``mrisynth synthesize --model
 
 A *run folder* (``RUN_DIR``) holds one training project: the case split, caches, a log per
 command, ``<command>-metrics.csv``/``.json``, checkpoints under ``checkpoints/`` and the bundle
-(``stage1.pt``, ``segmenter.pt``, ``refiner.pt``, ``bundle.json``).
+(``stage1.pt``, ``segmenter.pt``, ``refiner.pt``, ``bundle.json``); the synthesis stages also
+write ``<command>-recipe.json``, the resolved ``--config`` recipe and ablation switches of the run.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from .options import TrainingError
 
 __all__ = ["LogCallback", "TRAINING_STATE_FORMAT", "CHECKPOINT_DIR", "RunLog", "write_metrics", "json_number",
            "training_state_path", "best_weights_path", "save_training_state", "load_training_state", "file_sha256",
-           "load_run_model", "write_run_bundle"]
+           "load_run_model", "write_run_bundle", "write_recipe", "recipe_line"]
 
 #: Written into resumable training checkpoints so foreign files are refused.
 TRAINING_STATE_FORMAT = "mrisynthesis-training-state"
@@ -65,6 +66,22 @@ def write_metrics(run_dir: Path, name: str, history: list) -> tuple:
     csv_path = run_dir / f"{name}-metrics.csv"
     write_text(rows_to_csv([{k: _csv_value(v) for k, v in row.items()} for row in history], columns), csv_path)
     return csv_path, json_path
+
+
+def write_recipe(run_dir: Path, name: str, recipe: Mapping) -> Path:
+    """Write the resolved recipe (preset, values, overrides, ablation switches) as ``<name>-recipe.json``."""
+    path = Path(run_dir) / f"{name}-recipe.json"
+    write_text(json.dumps(dict(recipe), indent=2, default=json_number) + "\n", path)
+    return path
+
+
+def recipe_line(recipe: Mapping) -> str:
+    """The recipe as one log line: ``name value`` pairs, explicit ones marked ``(given)``."""
+    given = set(recipe.get("overrides", ()))
+    parts = [f"{name} {value}" + (" (given)" if name in given else "")
+             for name, value in recipe.get("values", {}).items()]
+    parts += [f"{name} {value}" for name, value in recipe.get("ablation", {}).items()]
+    return ", ".join(parts)
 
 
 def _csv_value(value: Any) -> Any:

@@ -257,7 +257,8 @@ def train_segmenter(options: SegmenterTrainingOptions, progress: Optional[Callab
     steps = options.steps_per_epoch or max(1, len(train_cases) // options.batch_size)
     total_updates = max(1, options.epochs * steps // options.accumulation)
     optimizer = make_optimizer(model.parameters(), options.learning_rate, options.weight_decay, total_updates,
-                               min(options.warmup_steps, total_updates // 10))
+                               min(options.warmup_steps, total_updates // 10), kind=options.optimizer,
+                               schedule=options.lr_schedule)
     trainer = EpochTrainer("segmenter", options, {"segmenter": model}, {"segmenter": optimizer}, device, rng, log,
                            progress, config={"segmenter": config.to_dict(), "image_size": image_size,
                                              "crop_size": list(crop), "options": options.to_dict()}, budget=budget,

@@ -1,14 +1,18 @@
 """Stage-1 training slices: axial slices with enough brain, drawn epoch by epoch into batches with
-a random target and a random missing-sequence pattern.
+a target and a random missing-sequence pattern.
 
 A slice is used when it holds at least 2000 mm^2 of brain (2000 pixels at 1 mm); each item of a
-batch draws its target and one to three inputs (never the target) from the input-pattern scheme.
+batch has a target and one to three inputs (never the target) from the input-pattern scheme.
+The target (:data:`SLICE_TARGETS`) is either drawn at random per item (``random``: one
+(slice, target) pair per slice and epoch) or, as the HF-GAN reference trains, every batch of
+slices is used four times in a row with each item's target shifted by one sequence each time
+(``all``: all four targets of every slice in each epoch, four times the pairs and the steps).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterator, Sequence as SequenceT
+from typing import Iterator, Optional, Sequence as SequenceT
 
 import numpy as np
 
@@ -18,13 +22,22 @@ from .input_patterns import sample_pattern
 from .options import TrainingError
 from .prepared_cases import PreparedCase
 
-__all__ = ["MIN_BRAIN_AREA_MM2", "TUMOUR_CORE_LABELS", "min_brain_pixels", "eligible_slices", "Stage1Batch",
+__all__ = ["MIN_BRAIN_AREA_MM2", "TUMOUR_CORE_LABELS", "SLICE_TARGETS", "check_slice_targets", "min_brain_pixels",
+           "eligible_slices", "Stage1Batch",
            "make_stage1_batch", "SliceSampler", "tumour_items_per_batch"]
 
 #: Slices with less brain than this are not used for stage-1 training (paper: 2000 pixels at 1 mm).
 MIN_BRAIN_AREA_MM2 = 2000.0
 #: BraTS 2023 labels of the tumour core (necrosis and enhancing tumour), which stage 1 can oversample.
 TUMOUR_CORE_LABELS = BRATS_REGIONS["TC"]
+#: ``--slice-targets``: one random target per slice and epoch, or all four in turn (HF-GAN reference).
+SLICE_TARGETS = ("random", "all")
+
+
+def check_slice_targets(value: str) -> None:
+    """One-line :class:`TrainingError` unless ``value`` is one of :data:`SLICE_TARGETS`."""
+    if value not in SLICE_TARGETS:
+        raise TrainingError(f"--slice-targets must be one of {', '.join(SLICE_TARGETS)}, got {value!r}")
 
 
 def min_brain_pixels(pixel_area_mm2: float, area_mm2: float = MIN_BRAIN_AREA_MM2) -> int:
@@ -64,8 +77,10 @@ class Stage1Batch:
 
 
 def make_stage1_batch(cases: SequenceT[PreparedCase], items: SequenceT[tuple], order: SequenceT[Sequence],
-                      rng: np.random.Generator, patterns: str = "hfgan") -> Stage1Batch:
-    """Build a batch from ``(case index, slice index)`` items with random targets and ``patterns`` inputs."""
+                      rng: np.random.Generator, patterns: str = "hfgan",
+                      targets: Optional[SequenceT[Sequence]] = None) -> Stage1Batch:
+    """Build a batch from ``(case index, slice index)`` items with ``patterns`` inputs; ``targets`` gives
+    each item's target (default: one drawn at random per item)."""
     order = list(order)
     size = len(items)
     first = cases[items[0][0]]
@@ -81,7 +96,7 @@ def make_stage1_batch(cases: SequenceT[PreparedCase], items: SequenceT[tuple], o
         case = cases[case_index]
         for channel, sequence in enumerate(order):
             images[b, channel] = case.scaled[sequence][z]
-        target = SEQUENCES[int(rng.integers(len(SEQUENCES)))]
+        target = SEQUENCES[int(rng.integers(len(SEQUENCES)))] if targets is None else targets[b]
         sources = sample_pattern(rng, target, patterns)
         if len(sources) > 1:  # re-synthesise one input from the others plus the synthetic target
             redo = sources[int(rng.integers(len(sources)))]
@@ -108,14 +123,19 @@ class SliceSampler:
     comes from the slices that hold tumour core instead: enhancement and necrosis fill
     about a quarter of BraTS-like slices and a few percent of their pixels, too little
     for a short run to learn them (0, the default, samples every slice alike, as HF-GAN).
+    ``targets`` is ``random`` (one random target per item) or ``all`` (each group of slices
+    is yielded four times, once per target, as the HF-GAN reference trains).
     """
 
     def __init__(self, cases: SequenceT[PreparedCase], order: SequenceT[Sequence], batch_size: int,
-                 area_mm2: float = MIN_BRAIN_AREA_MM2, patterns: str = "hfgan", tumour_fraction: float = 0.0) -> None:
+                 area_mm2: float = MIN_BRAIN_AREA_MM2, patterns: str = "hfgan", tumour_fraction: float = 0.0,
+                 targets: str = "random") -> None:
+        check_slice_targets(targets)
         self.cases = list(cases)
         self.order = tuple(order)
         self.batch_size = int(batch_size)
         self.patterns = patterns
+        self.targets = targets
         self.index = [(ci, int(z)) for ci, case in enumerate(self.cases)
                       for z in eligible_slices(case.brain, case.pixel_area_mm2, area_mm2)]
         if not self.index:
@@ -128,21 +148,43 @@ class SliceSampler:
                                 f"(label 1 or 3)")
 
     @property
+    def passes_per_group(self) -> int:
+        """Batches made of each group of slices: 1 (``random``) or one per target (``all``)."""
+        return len(SEQUENCES) if self.targets == "all" else 1
+
+    @property
     def full_epoch_steps(self) -> int:
-        """Steps that visit every eligible slice once."""
-        return max(1, len(self.index) // self.batch_size)
+        """Steps that visit every eligible slice once (with every target, for ``all``)."""
+        return max(1, len(self.index) // self.batch_size) * self.passes_per_group
 
     def epoch(self, steps: int, rng: np.random.Generator) -> Iterator[Stage1Batch]:
         """``steps`` batches in a random order drawn from ``rng`` at the start of the epoch."""
+        passes = self.passes_per_group
+        yielded = 0
+        for chosen in self._groups(-(-steps // passes), rng):
+            if passes == 1:
+                yield make_stage1_batch(self.cases, chosen, self.order, rng, self.patterns)
+                yielded += 1
+                continue
+            first = rng.integers(len(SEQUENCES), size=len(chosen))  # each item's first target
+            for shift in range(passes):
+                if yielded == steps:
+                    return
+                targets = [SEQUENCES[(int(f) + shift) % len(SEQUENCES)] for f in first]
+                yield make_stage1_batch(self.cases, chosen, self.order, rng, self.patterns, targets)
+                yielded += 1
+
+    def _groups(self, groups: int, rng: np.random.Generator) -> Iterator[list]:
+        """``groups`` lists of ``batch_size`` (case, slice) items, ``tumour_per_batch`` from tumour core."""
         from_tumour = self.tumour_per_batch
         from_anywhere = self.batch_size - from_tumour
-        anywhere = _epoch_order(len(self.index), steps * from_anywhere, rng)
-        tumour = _epoch_order(len(self.tumour_core_index), steps * from_tumour, rng) if from_tumour else None
-        for step in range(steps):
-            chosen = [self.index[i] for i in anywhere[step * from_anywhere:(step + 1) * from_anywhere]]
+        anywhere = _epoch_order(len(self.index), groups * from_anywhere, rng)
+        tumour = _epoch_order(len(self.tumour_core_index), groups * from_tumour, rng) if from_tumour else None
+        for group in range(groups):
+            chosen = [self.index[i] for i in anywhere[group * from_anywhere:(group + 1) * from_anywhere]]
             if tumour is not None:
-                chosen += [self.tumour_core_index[i] for i in tumour[step * from_tumour:(step + 1) * from_tumour]]
-            yield make_stage1_batch(self.cases, chosen, self.order, rng, self.patterns)
+                chosen += [self.tumour_core_index[i] for i in tumour[group * from_tumour:(group + 1) * from_tumour]]
+            yield chosen
 
 
 def tumour_items_per_batch(fraction: float, batch_size: int) -> int:

@@ -15,6 +15,12 @@ following what HF-GAN's reference training computes:
 * ``L_ssim``: ``1 - SSIM`` of the slice on [0, 1]; ``L_ssim-tumour`` the same averaged over
   the tumour (label > 0) only, for slices that contain tumour.
 
+Ablation switches (the rows of the paper's Table 1): ``intensity_encoding=False`` builds a
+generator without the intensity input (its checkpoint config says so, and the inference code
+then feeds no intensity code); ``ssim_loss=False`` / ``tumour_ssim_loss=False`` drop
+``L_ssim`` / ``L_ssim-tumour`` (neither computed nor logged). ``--config`` picks the recipe
+(:mod:`.presets`); the run records both in ``bundle.json`` and ``stage1-recipe.json``.
+
 The discriminator minimises ``0.25 (BCE(real, 1) + BCE(fake, 0)) + 0.25 CE(real) + 0.25 CE(fake)``
 with a learning rate 0.1 x the generator's, as in the reference. Intensity encoding during
 training is the median brain intensity of the target volume (the cycle pass uses the
@@ -41,8 +47,8 @@ from .losses import adversarial_loss, feature_similarity_loss, ssim_loss_from_ma
 from .optimisation import autocast_context, frozen, make_optimizer
 from .options import MODEL_PRESETS, SynthesisTrainOptions, TrainingError, validation_targets
 from .prepared_cases import PreparedCaseStore
-from .run_files import write_run_bundle
-from .slices import MIN_BRAIN_AREA_MM2, SliceSampler, Stage1Batch, tumour_items_per_batch
+from .run_files import recipe_line, write_recipe, write_run_bundle
+from .slices import MIN_BRAIN_AREA_MM2, SliceSampler, Stage1Batch, check_slice_targets, tumour_items_per_batch
 from .stage1_outputs import stage1_volume
 
 
@@ -60,37 +66,68 @@ class Stage1LossWeights:
     ssim_tumour: float = 5.0
 
 
+#: Table 1 of the paper: its row for each (intensity encoding, SSIM loss, tumour SSIM loss) switch set.
+TABLE1_ROWS = {(False, False, False): "HF-GAN", (False, True, True): "+SSIM loss",
+               (True, True, True): "+Intensity Encoding"}
+
+
+def ablation_record(intensity_encoding: bool, ssim_loss: bool, tumour_ssim_loss: bool) -> dict:
+    """The ablation switches of a stage-1 run and the paper's Table-1 row they make (``custom`` for none)."""
+    key = (bool(intensity_encoding), bool(ssim_loss), bool(tumour_ssim_loss))
+    return {"intensity_encoding": key[0], "ssim_loss": key[1], "tumour_ssim_loss": key[2],
+            "table1_row": TABLE1_ROWS.get(key, "custom")}
+
+
 @dataclasses.dataclass
 class Stage1TrainingOptions(SynthesisTrainOptions):
-    """``mrisynth train stage1`` options: model preset and size, loss weights, the slice filter."""
+    """``mrisynth train stage1`` options: model preset and size, recipe, loss weights and ablation
+    switches, the slice filter; ``None`` recipe fields come from the ``config`` preset."""
 
-    config: str = "small"
+    command = "stage1"
+
     image_size: Optional[int] = None
     model_config: Optional[HFGANConfig] = None
     discriminator_config: Optional[DiscriminatorConfig] = None
     loss_weights: Stage1LossWeights = dataclasses.field(default_factory=Stage1LossWeights)
     discriminator_lr_ratio: float = 0.1
     min_brain_area_mm2: float = MIN_BRAIN_AREA_MM2
-    tumour_fraction: float = 0.0
+    slice_targets: Optional[str] = None
+    intensity_encoding: bool = True
+    ssim_loss: bool = True
+    tumour_ssim_loss: bool = True
 
-    def check(self) -> None:
-        """The synthesis checks, and a tumour fraction in [0, 1]."""
-        super().check()
+    def _check_resolved(self) -> None:
+        """The synthesis checks, a tumour fraction in [0, 1] and a known ``slice_targets``."""
+        super()._check_resolved()
         tumour_items_per_batch(self.tumour_fraction, self.batch_size)
+        check_slice_targets(self.slice_targets)
 
     def generator_config(self) -> HFGANConfig:
-        """The generator to build: ``model_config`` or the ``config`` preset at ``image_size``."""
+        """The generator to build: ``model_config`` or the ``config`` preset at ``image_size``, with or
+        without the intensity input as ``intensity_encoding`` says."""
         if self.model_config is not None:
-            return self.model_config
+            return dataclasses.replace(self.model_config, intensity_encoding=bool(self.intensity_encoding))
         if self.config not in MODEL_PRESETS:
             raise TrainingError(f"--config must be one of {', '.join(MODEL_PRESETS)}, got {self.config!r}")
         size = int(self.image_size or 240)
         try:
-            if self.config == "paper":
-                return dataclasses.replace(HFGANConfig.paper(), image_size=size)
-            return HFGANConfig.small(image_size=size)
+            base = HFGANConfig.paper() if self.config == "paper" else HFGANConfig.small(image_size=size)
+            return dataclasses.replace(base, image_size=size, intensity_encoding=bool(self.intensity_encoding))
         except ValueError as error:
             raise TrainingError(f"--image-size {size}: {error}") from error
+
+    def effective_loss_weights(self) -> Stage1LossWeights:
+        """``loss_weights`` with the terms the ablation switches drop set to 0 (not computed then)."""
+        return dataclasses.replace(self.loss_weights, ssim=self.loss_weights.ssim if self.ssim_loss else 0.0,
+                                   ssim_tumour=self.loss_weights.ssim_tumour if self.tumour_ssim_loss else 0.0)
+
+    def ablation(self) -> dict:
+        """The ablation switches of this run (:func:`ablation_record`)."""
+        return ablation_record(self.intensity_encoding, self.ssim_loss, self.tumour_ssim_loss)
+
+    def recipe(self) -> dict:
+        """The resolved recipe with the ablation switches."""
+        return dict(super().recipe(), ablation=self.ablation())
 
     def discriminator_for(self, generator_config: HFGANConfig) -> DiscriminatorConfig:
         """The discriminator: ``discriminator_config`` or the preset's width at the generator's size."""
@@ -122,27 +159,35 @@ def _pick(images: torch.Tensor, channel: torch.Tensor) -> torch.Tensor:
 
 def generator_losses(generator: HFGANGenerator, discriminator: PatchDiscriminator, batch: Mapping,
                      weights: Stage1LossWeights) -> tuple:
-    """Equation 6 for one batch: (total loss, {term: tensor}, synthetic target [B, 1, H, W])."""
+    """Equation 6 for one batch: (total loss, {term: tensor}, synthetic target [B, 1, H, W]).
+
+    An SSIM term of weight 0 is neither computed nor returned; a generator without intensity
+    encoding is called without an intensity code (``None``).
+    """
     images = batch["images"]
+    coded = generator.config.intensity_encoding
     fake, features = generator.forward_with_features(images, batch["available"], batch["target"],
-                                                     batch["intensity"])
+                                                     batch["intensity"] if coded else None)
     real = _pick(images, batch["target"])
     slot = F.one_hot(batch["target"], images.shape[1]).bool()[:, :, None, None]
     cycle_inputs = torch.where(slot, fake.to(images.dtype), images)
     cycle, cycle_features = generator.forward_with_features(cycle_inputs, batch["cycle_available"],
-                                                            batch["cycle_target"], batch["cycle_intensity"])
+                                                            batch["cycle_target"],
+                                                            batch["cycle_intensity"] if coded else None)
     patch, classes = discriminator(fake)
-    ssim_values = ssim_map(to_unit(fake.float()), to_unit(real.float()))  # one map for both SSIM terms
-    tumour = (batch["label"] > 0).unsqueeze(1)
     terms = {
         "reconstruction": (fake.float() - real.float()).abs().mean(),
         "similarity": feature_similarity_loss(features, cycle_features),
         "cycle": (cycle.float() - _pick(images, batch["cycle_target"]).float()).abs().mean(),
         "adversarial": adversarial_loss(patch, real=True),
         "classification": F.cross_entropy(classes.float(), batch["target_class"]),
-        "ssim": ssim_loss_from_map(ssim_values),
-        "ssim_tumour": ssim_loss_from_map(ssim_values, tumour),
     }
+    if weights.ssim or weights.ssim_tumour:
+        ssim_values = ssim_map(to_unit(fake.float()), to_unit(real.float()))  # one map for both SSIM terms
+        if weights.ssim:
+            terms["ssim"] = ssim_loss_from_map(ssim_values)
+        if weights.ssim_tumour:
+            terms["ssim_tumour"] = ssim_loss_from_map(ssim_values, (batch["label"] > 0).unsqueeze(1))
     total = sum(getattr(weights, name) * value for name, value in terms.items())
     return total, terms, fake
 
@@ -212,9 +257,15 @@ def validate_stage1(generator: HFGANGenerator, cases: list, device, targets: tup
 def train_stage1(options: Stage1TrainingOptions, progress: Optional[Callable[[float, str], None]] = None,
                  echo: Optional[Callable[[str], None]] = None) -> TrainingResult:
     """Train (or resume) the stage-1 generator in ``options.run_dir`` and write the bundle's ``stage1.pt``."""
+    options = options.resolved()  # the --config recipe under the values given explicitly
     preset = None if options.resume else options.generator_config()  # a bad preset fails before any write
     budget, cases, run_dir, log, device, rng, state = start_run(options, "stage1", echo)
     config = HFGANConfig.from_dict(state["config"]["generator"]) if state else preset
+    if config.intensity_encoding != bool(options.intensity_encoding):
+        raise TrainingError(f"{run_dir}: the run was trained {'with' if config.intensity_encoding else 'without'} "
+                            "intensity encoding; resume it with the same --no-intensity-encoding setting")
+    recipe = options.recipe()
+    log(f"recipe --config {options.config}: {recipe_line(recipe)}")
     d_config = (DiscriminatorConfig.from_dict(state["config"]["discriminator"]) if state
                 else options.discriminator_for(config))
     log(f"stage 1 on {device}: generator {config.to_dict()}, discriminator {d_config.to_dict()}")
@@ -230,32 +281,40 @@ def train_stage1(options: Stage1TrainingOptions, progress: Optional[Callable[[fl
     generator.intensity_priors = estimate_intensity_priors(case.intensity for case in train_cases)
     discriminator = PatchDiscriminator(d_config).to(device)
     sampler = SliceSampler(train_cases, generator.modality_order, options.batch_size, options.min_brain_area_mm2,
-                           options.input_patterns, options.tumour_fraction)
+                           options.input_patterns, options.tumour_fraction, options.slice_targets)
     steps = options.steps_per_epoch or sampler.full_epoch_steps
+    # what an uncapped epoch is, so that a short run can say how long the whole recipe takes
+    recipe["full_epoch_steps"] = sampler.full_epoch_steps
     total_updates = max(1, options.epochs * steps // options.accumulation)
     warmup = min(options.warmup_steps, total_updates // 10)
     log(f"{len(sampler.index)} training slices with >= {options.min_brain_area_mm2:g} mm^2 of brain; "
         f"{steps} steps of {options.batch_size} per epoch"
+        + (" (each slice for all four targets)" if sampler.passes_per_group > 1 else "")
         + (f", {sampler.tumour_per_batch} of each batch from the {len(sampler.tumour_core_index)} slices with "
            f"tumour core" if sampler.tumour_per_batch else ""))
     g_opt = make_optimizer(generator.parameters(), options.learning_rate, options.weight_decay, total_updates,
-                           warmup)
+                           warmup, kind=options.optimizer, schedule=options.lr_schedule)
     d_opt = make_optimizer(discriminator.parameters(), options.learning_rate * options.discriminator_lr_ratio,
-                           options.weight_decay, total_updates, warmup)
+                           options.weight_decay, total_updates, warmup, kind=options.optimizer,
+                           schedule=options.lr_schedule)
+    weights = options.effective_loss_weights()
     trainer = EpochTrainer("stage1", options, {"generator": generator, "discriminator": discriminator},
                            {"generator": g_opt, "discriminator": d_opt}, device, rng, log, progress,
                            config={"generator": config.to_dict(), "discriminator": d_config.to_dict(),
-                                   "loss_weights": dataclasses.asdict(options.loss_weights),
-                                   "options": options.to_dict()}, budget=budget, select_by=("val_ssim",))
+                                   "loss_weights": dataclasses.asdict(weights), "options": options.to_dict(),
+                                   "recipe": recipe}, budget=budget, select_by=("val_ssim",))
     if state:
         trainer.restore(state)
-    step = make_step(trainer, generator, discriminator, options.loss_weights)
+    step = make_step(trainer, generator, discriminator, weights)
     targets = validation_targets(options)
     result = trainer.run(steps, sampler.epoch, step, lambda: validate_stage1(generator, val_cases, device, targets))
     info = bundle_training_info(result, trainer.select_weights())
     generator.eval()
     info.update({"config": options.config, "image_size": config.image_size, "input_patterns": options.input_patterns,
-                 "tumour_fraction": options.tumour_fraction, "train_cases": len(split.train)})
+                 "tumour_fraction": options.tumour_fraction, "train_cases": len(split.train),
+                 "slice_targets": options.slice_targets, "loss_weights": dataclasses.asdict(weights),
+                 "ablation": options.ablation(), "recipe": recipe})
+    write_recipe(run_dir, "stage1", recipe)
     result.bundle = write_run_bundle(run_dir, "stage1", generator.cpu(), info, log)
     if (run_dir / "refiner.pt").is_file():
         log("note: refiner.pt was trained on an earlier stage-1 model; run 'mrisynth train stage2' again")

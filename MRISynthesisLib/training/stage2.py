@@ -2,8 +2,10 @@
 
 ``L = lambda_1 L_ssim + lambda_2 L_Dice`` with both lambdas 1:
 
-* Each step draws a random target and a random non-empty set of the other sequences as
-  inputs, and random crops (half centred on tumour) of training cases.
+* Each step draws a random target and its inputs (``--input-patterns``: any non-empty set of
+  the other sequences, or always the other three, the paper's task), and random crops of
+  training cases (``--crops``: uniformly placed, as the paper, or centred on brain and, for
+  ``--tumour-fraction`` of them, on tumour). ``--config`` picks the recipe (:mod:`.presets`).
 * The refiner's input is the stage-1 output of that target from those inputs, made once per
   (case, target, inputs) with the inference code and cached under the stage-1 checkpoint's
   SHA-256; it and the inputs are z-scored over the brain exactly as ``stages.refine_on_model_grid``.
@@ -33,14 +35,14 @@ from ..models.segmenter import label_to_regions
 from ..core.preprocessing import fit_zscore
 from ..sequences import SEQUENCES
 from .cases import load_or_create_split
-from .crops import crop_box, crop_size_for, random_centre, take_crop
+from .crops import check_crop_mode, crop_box, crop_size_for, random_centre, take_crop, uniform_box
 from .input_patterns import input_sets
 from .loop import EpochTrainer, TrainingResult, bundle_training_info, start_run
 from .losses import scale_by_target, ssim_loss
 from .optimisation import autocast_context, make_optimizer
 from .options import SynthesisTrainOptions, TrainingError, preset_config, validation_targets
 from .prepared_cases import PreparedCase, PreparedCaseStore
-from .run_files import write_run_bundle
+from .run_files import recipe_line, write_recipe, write_run_bundle
 from .segmenter import load_segmenter_weights, region_dice, segment_regions
 from .stage1_outputs import Stage1OutputCache
 
@@ -48,9 +50,10 @@ from .stage1_outputs import Stage1OutputCache
 
 @dataclasses.dataclass
 class Stage2TrainingOptions(SynthesisTrainOptions):
-    """``mrisynth train stage2`` options."""
+    """``mrisynth train stage2`` options; ``None`` recipe fields come from the ``config`` preset."""
 
-    config: str = "small"
+    command = "stage2"
+
     refiner_config: Optional[RefinerConfig] = None
     crop_size: tuple = (128, 128, 128)
     stage1: Optional[Path] = None
@@ -59,7 +62,17 @@ class Stage2TrainingOptions(SynthesisTrainOptions):
     segmenter_output_order: Optional[tuple] = None
     ssim_weight: float = 1.0
     dice_weight: float = 1.0
-    tumour_fraction: float = 0.5
+    crops: Optional[str] = None
+
+    def _check_resolved(self) -> None:
+        """The synthesis checks, a known crop mode, and a tumour fraction only for centred crops."""
+        super()._check_resolved()
+        check_crop_mode(self.crops)
+        if not 0.0 <= float(self.tumour_fraction) <= 1.0:
+            raise TrainingError(f"--tumour-fraction must be between 0 and 1, got {self.tumour_fraction:g}")
+        if self.crops == "uniform" and self.tumour_fraction and "tumour_fraction" in (self.overrides or ()):
+            raise TrainingError(f"--tumour-fraction {self.tumour_fraction:g} needs --crops centred "
+                                "(uniform crops are placed without regard to the tumour)")
 
     def model_config(self) -> RefinerConfig:
         """``refiner_config`` or the ``config`` preset."""
@@ -70,22 +83,33 @@ class Stage2TrainingOptions(SynthesisTrainOptions):
 
 
 def stage2_batch(cases: SequenceT[PreparedCase], cache: Stage1OutputCache, batch_size: int, crop: tuple,
-                 rng: np.random.Generator, tumour_fraction: float = 0.5, patterns: str = "hfgan") -> dict:
+                 rng: np.random.Generator, tumour_fraction: float = 0.5, patterns: str = "hfgan",
+                 crops: str = "centred") -> dict:
     """One batch: a random target and input set shared by ``batch_size`` random crops.
+
+    ``crops``: ``centred`` on a random brain voxel (a tumour voxel with probability
+    ``tumour_fraction``) or ``uniform`` (any position alike, ``tumour_fraction`` unused).
 
     Returns numpy arrays: ``stage1`` [B,1,...] and ``truth`` [B,1,...] in the stage-1 volume's
     z-score units, ``inputs`` [B,4,...] (z-scored sources, other channels 0, as the pipeline),
     ``acquired`` [B,4,...] (every real sequence z-scored, for the segmenter), ``regions``
-    [B,3,...], ``brain`` [B,1,...]; and ``target``/``sources`` as canonical indices.
+    [B,3,...], ``brain`` [B,1,...]; ``target``/``sources`` as canonical indices and ``origins``,
+    each crop's (case index, first voxel).
     """
     target = SEQUENCES[int(rng.integers(len(SEQUENCES)))]
     choices = input_sets(target, patterns)
     sources = choices[int(rng.integers(len(choices)))]
     fields: dict = {k: [] for k in ("stage1", "truth", "inputs", "acquired", "regions", "brain")}
+    origins = []
     for _ in range(batch_size):
-        case = cases[int(rng.integers(len(cases)))]
+        index = int(rng.integers(len(cases)))
+        case = cases[index]
         stage1 = cache.get(case, target, sources)
-        box = crop_box(case.brain.shape, crop, random_centre(case, rng, tumour_fraction))
+        if crops == "uniform":
+            box = uniform_box(case.brain.shape, crop, rng)
+        else:
+            box = crop_box(case.brain.shape, crop, random_centre(case, rng, tumour_fraction))
+        origins.append((index, tuple(sl.start for sl in box)))
         brain = take_crop(case.brain, box, crop, fill=0).astype(bool)
         stage1_zscore = fit_zscore(stage1, case.brain)  # whole volume, as stages.refine_on_model_grid
         fields["stage1"].append(stage1_zscore.forward(take_crop(stage1, box, crop), brain)[None])
@@ -101,16 +125,17 @@ def stage2_batch(cases: SequenceT[PreparedCase], cache: Stage1OutputCache, batch
     batch = {k: np.stack(v).astype(np.float32) for k, v in fields.items()}
     batch["target"] = SEQUENCES.index(target)
     batch["sources"] = [SEQUENCES.index(s) for s in sources]
+    batch["origins"] = origins
     return batch
 
 
 def stage2_batches(cases: SequenceT[PreparedCase], cache: Stage1OutputCache, batch_size: int, crop: tuple,
-                   tumour_fraction: float, patterns: str = "hfgan"):
+                   tumour_fraction: float, patterns: str = "hfgan", crops: str = "centred"):
     """``batches(steps, rng)`` for the epoch loop."""
 
     def epoch(steps: int, rng: np.random.Generator) -> Iterator[dict]:
         for _ in range(steps):
-            yield stage2_batch(cases, cache, batch_size, crop, rng, tumour_fraction, patterns)
+            yield stage2_batch(cases, cache, batch_size, crop, rng, tumour_fraction, patterns, crops)
 
     return epoch
 
@@ -213,7 +238,10 @@ def train_stage2(options: Stage2TrainingOptions, progress: Optional[Callable[[fl
     """Train (or resume) the Refiner in ``options.run_dir``; writes ``refiner.pt`` (and the segmenter used)."""
     from ..core.bundles import load_bundle_file
 
+    options = options.resolved()
     budget, cases, run_dir, log, device, rng, state = start_run(options, "stage2", echo)
+    recipe = options.recipe()
+    log(f"recipe --config {options.config}: {recipe_line(recipe)}")
     stage1_path = _stage1_path(options)
     generator = load_bundle_file(stage1_path).stage1.to(device).eval()
     segmenter = _load_segmenter(options).to(device).eval()
@@ -231,13 +259,17 @@ def train_stage2(options: Stage2TrainingOptions, progress: Optional[Callable[[fl
     val_cases = store.get_all([by_id[i] for i in split.validation])
     cache = Stage1OutputCache(run_dir / "cache" / "stage1", stage1_path, generator, device, log)
 
-    steps = options.steps_per_epoch or max(1, len(train_cases) // options.batch_size)
+    full_epoch_steps = max(1, len(train_cases) // options.batch_size)
+    recipe["full_epoch_steps"] = full_epoch_steps  # what an uncapped epoch is (time estimates)
+    steps = options.steps_per_epoch or full_epoch_steps
     total_updates = max(1, options.epochs * steps // options.accumulation)
     optimizer = make_optimizer(refiner.parameters(), options.learning_rate, options.weight_decay, total_updates,
-                               min(options.warmup_steps, total_updates // 10))
+                               min(options.warmup_steps, total_updates // 10), kind=options.optimizer,
+                               schedule=options.lr_schedule)
     trainer = EpochTrainer("stage2", options, {"refiner": refiner}, {"refiner": optimizer}, device, rng, log,
                            progress, config={"refiner": config.to_dict(), "crop_size": list(crop),
-                                             "stage1_sha256": cache.key, "options": options.to_dict()}, budget=budget,
+                                             "stage1_sha256": cache.key, "options": options.to_dict(),
+                                             "recipe": recipe}, budget=budget,
                            select_by=("val_ssim", "val_dice"))
     if state:
         trainer.restore(state)
@@ -254,13 +286,15 @@ def train_stage2(options: Stage2TrainingOptions, progress: Optional[Callable[[fl
         return record
 
     result = trainer.run(steps, stage2_batches(train_cases, cache, options.batch_size, crop, options.tumour_fraction,
-                                              options.input_patterns),
+                                              options.input_patterns, options.crops),
                          step, lambda: validate_stage2(refiner, segmenter, cache, val_cases, device,
                                                           validation_targets(options)))
     log(f"stage-1 cache: {cache.hits} reused, {cache.misses} computed")
     info = bundle_training_info(result, trainer.select_weights())
     refiner.eval()
-    info.update({"crop_size": list(crop), "input_patterns": options.input_patterns, "stage1_sha256": cache.key})
+    info.update({"config": options.config, "crop_size": list(crop), "input_patterns": options.input_patterns,
+                 "crops": options.crops, "stage1_sha256": cache.key, "recipe": recipe})
+    write_recipe(run_dir, "stage2", recipe)
     _adopt_stage1(run_dir, stage1_path, cache.key, log)
     if options.segmenter:  # the bundle carries the segmenter the refiner was trained with
         write_run_bundle(run_dir, "segmenter", segmenter.cpu(), {"source": str(options.segmenter)}, log)

@@ -17,6 +17,7 @@ import numbers
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from ..metrics.protocols import PROTOCOLS as METRICS_PROTOCOLS
 from ..sequences import SEQUENCES, Sequence, UnknownSequenceError, parse_sequence
 
 __all__ = ["PROTOCOL_VERSION", "JOB_KINDS", "RequestError", "WorkerRequest", "read_request", "write_request",
@@ -30,6 +31,8 @@ JOB_KINDS = ("synthesis", "validation")
 EVENT_KINDS = ("progress", "log", "failed", "result")
 #: More CPU threads than any machine this runs on has.
 MAX_CPU_THREADS = 1024
+#: Most uncertainty samples a request may ask for (each costs about one refinement).
+MAX_UNCERTAINTY_SAMPLES = 64
 #: Key that marks a line as one of ours.
 _MARK = "mrisynth"
 
@@ -63,6 +66,10 @@ class WorkerRequest:
     bias_correction: bool = False
     #: Send the stage-1 volumes back too (the module asks only when it shows them: less to write and read).
     keep_stage1: bool = True
+    #: Scoring protocol of a validation's metrics (``brain`` or ``brasyn``; see ``metrics.protocols``).
+    metrics_protocol: str = "brain"
+    #: Samples of the uncertainty map per target (0: no map; see ``core.uncertainty``).
+    uncertainty_samples: int = 0
 
     def to_json(self) -> dict:
         """The request as written to the file (sequences by their BraTS suffix)."""
@@ -81,6 +88,8 @@ class WorkerRequest:
             "brain_extraction": self.brain_extraction,
             "bias_correction": bool(self.bias_correction),
             "keep_stage1": bool(self.keep_stage1),
+            "metrics_protocol": self.metrics_protocol,
+            "uncertainty_samples": int(self.uncertainty_samples),
         }
 
 
@@ -145,6 +154,13 @@ def read_request(path: Path) -> WorkerRequest:
     extraction = data.get("brain_extraction", "mask")
     if extraction not in ("mask", "hd-bet"):
         raise bad("brain_extraction", f"is {extraction!r}; expected mask or hd-bet")
+    metrics_protocol = data.get("metrics_protocol", "brain")
+    if metrics_protocol not in METRICS_PROTOCOLS:
+        raise bad("metrics_protocol", f"is {metrics_protocol!r}; expected {' or '.join(METRICS_PROTOCOLS)}")
+    samples = data.get("uncertainty_samples", 0)
+    if type(samples) is not int or samples < 0 or samples == 1 or samples > MAX_UNCERTAINTY_SAMPLES:
+        raise bad("uncertainty_samples", f"must be 0 or a whole number from 2 to {MAX_UNCERTAINTY_SAMPLES}, "
+                                         f"got {samples!r}")
     mask = data.get("brain_mask")
     if mask is not None and not _plain_name(mask):
         raise bad("brain_mask", "must be a file name inside the request's folder or null")
@@ -152,7 +168,8 @@ def read_request(path: Path) -> WorkerRequest:
                          targets=targets, cpu_threads=threads, results_folder=results_folder,
                          prepare=flags["prepare"], brain_mask=None if mask is None else str(path.parent / mask),
                          brain_extraction=extraction, bias_correction=flags["bias_correction"],
-                         keep_stage1=flags["keep_stage1"])
+                         keep_stage1=flags["keep_stage1"], metrics_protocol=metrics_protocol,
+                         uncertainty_samples=samples)
 
 
 def _plain_name(name: Any) -> bool:

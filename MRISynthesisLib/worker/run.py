@@ -163,11 +163,12 @@ def run_request(request: WorkerRequest, request_folder: Path, context: JobContex
     if prepared is not None:  # one bar: the preparation's share, then the synthesis
         context = context.part(PREPARATION_SHARE, 1.0)
     if request.kind == "validation":
-        task = validation_task(images, bundle, device=request.device, tumour_maps=request.tumour_maps)
+        task = validation_task(images, bundle, device=request.device, tumour_maps=request.tumour_maps,
+                               metrics_protocol=request.metrics_protocol, uncertainty=request.uncertainty_samples)
         results = task(context)
     else:
         task = synthesis_task(images, bundle, targets=request.targets, device=request.device,
-                              tumour_maps=request.tumour_maps)
+                              tumour_maps=request.tumour_maps, uncertainty=request.uncertainty_samples)
         results = [task(context)]
     if prepared is not None:
         results = [prepared.result_on_grid(result) for result in results]

@@ -204,7 +204,8 @@ class ProcessJob(JobBase):
                  python: Optional[str] = None, cpu_threads: Optional[int] = None,
                  silence_limit_s: float = DEFAULT_SILENCE_LIMIT_S, use_standby: bool = False,
                  prepare: bool = False, brain_mask: Any = None, brain_extraction: str = "mask",
-                 bias_correction: bool = False, keep_stage1: bool = True, name: Optional[str] = None):
+                 bias_correction: bool = False, keep_stage1: bool = True, name: Optional[str] = None,
+                 metrics_protocol: str = "brain", uncertainty_samples: int = 0):
         if kind not in JOB_KINDS:
             raise ValueError(f"kind must be one of {', '.join(JOB_KINDS)}, got {kind!r}")
         if not images:
@@ -219,7 +220,8 @@ class ProcessJob(JobBase):
         self._request = WorkerRequest(kind=kind, inputs={}, model=None if model is None else str(model),
                                       device=device, tumour_maps=tumour_maps, targets=targets,
                                       cpu_threads=cpu_threads, prepare=prepare, brain_extraction=brain_extraction,
-                                      bias_correction=bias_correction, keep_stage1=keep_stage1)
+                                      bias_correction=bias_correction, keep_stage1=keep_stage1,
+                                      metrics_protocol=metrics_protocol, uncertainty_samples=uncertainty_samples)
         #: A brain mask image (in the reference's physical space) for preparing the study, or None.
         self._brain_mask = brain_mask
         self._python = python

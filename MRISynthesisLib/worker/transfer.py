@@ -83,6 +83,8 @@ def save_results(results: list, folder: Path) -> Path:
                 "sources": [Sequence(s).value for s in target.sources],
                 "intensity": _number(float(target.intensity)),
                 "tumour_region_source": target.tumour_region_source,
+                "uncertainty": {k: _number(v) if isinstance(v, float) else v
+                                for k, v in (getattr(target, "uncertainty", None) or {}).items()},
             }
         extras = {}
         if getattr(result, "brain_mask", None) is not None:
@@ -90,6 +92,7 @@ def save_results(results: list, folder: Path) -> Path:
         entries.append({
             "extras": extras,
             "preparation": getattr(result, "preparation", None),
+            "distribution_check": getattr(result, "distribution_check", None),
             "targets": targets,
             "inputs": [Sequence(s).value for s in result.inputs],
             "model_name": str(result.model_name),
@@ -160,13 +163,16 @@ def _result_from_entry(folder: Path, entry: Mapping) -> SynthesisResult:
             stage1_metrics={k: _from_number(v) for k, v in info.get("stage1_metrics", {}).items()},
             sources=[parse_sequence(s) for s in info.get("sources", [])],
             intensity=float(_from_number(info.get("intensity", "nan"))),
-            tumour_region_source=str(info.get("tumour_region_source", "")))
+            tumour_region_source=str(info.get("tumour_region_source", "")),
+            uncertainty={k: _from_number(v) for k, v in (info.get("uncertainty") or {}).items()})
     reference = entry.get("reference")
     extras = entry.get("extras") or {}
     preparation = entry.get("preparation")
     return SynthesisResult(
         brain_mask=_read(folder, extras["brain_mask"]) if "brain_mask" in extras else None,
         preparation=preparation if isinstance(preparation, dict) else None,
+        distribution_check=entry.get("distribution_check") if isinstance(entry.get("distribution_check"), dict)
+        else None,
         targets={s: targets[s] for s in SEQUENCES if s in targets},
         inputs=[parse_sequence(s) for s in entry["inputs"]], model_name=entry["model_name"],
         device=entry["device"], timings=dict(entry.get("timings", {})), messages=list(entry.get("messages", [])),

@@ -1,0 +1,270 @@
+"""Per-voxel uncertainty of a synthesis: the spread (standard deviation) of several cheap variations of it.
+
+Each sample varies the synthesis in every way the model allows without retraining:
+
+* ``flip``: every other sample flips the inputs along the patient's left-right axis on the model grid
+  (the LPS arrays' last axis), synthesises and flips the result back;
+* ``dropout``: the dropout layers of the transformer bottleneck (the HF-GAN "modality infuser") stay on,
+  when the network has any with a rate above 0 (the bundled demo model: 0.1);
+* ``intensity``: the intensity-encoding value is drawn from the target's prior (normal, the model's own
+  mean and sigma) and clipped to mean +- 2 sigma, the paper's 2-sigma idea; only with intensity encoding;
+* ``refiner_shift``: the box the Refiner sees around the brain moves by up to :data:`MAX_SHIFT` voxels
+  along each axis (it has that much margin; zeros beyond the volume), so the U-Net's pooling grid and the
+  sliding windows fall elsewhere on the anatomy, at the cost of a plain refinement.
+
+The cost is kept low by sharing work: the encoder (most of stage 1) runs once per slice for the plain
+and once for the flipped inputs, and only the bottleneck and decoder run per sample, several samples'
+slices in one batch. Everything is seeded (``seed`` and the target), so the same seed gives the same map.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import numbers
+from typing import Iterator, Optional, Tuple
+
+import numpy as np
+
+from .inference import RunHooks, Stage1Options, _autocast, auto_batch_size, run_refiner
+from .model_grid_inputs import ModelGridInputs, brain_box
+from .preprocessing import fit_zscore
+from .progress import ProgressCallback, check_cancel
+from .stages import _generator_channels, _unit_from_stage1, check_network_output
+from ..sequences import SEQUENCES, Sequence
+
+__all__ = ["SOURCES", "INTENSITY_SIGMA_LIMIT", "SamplePlan", "check_samples", "check_seed", "has_dropout",
+           "plan_samples", "dropout_on", "stage1_samples", "refined_samples", "spread_on_model_grid",
+           "region_summary"]
+
+#: The kinds of variation a sample may combine (the report lists those a model allowed).
+SOURCES = ("flip", "dropout", "intensity", "refiner_shift")
+#: Largest move (voxels, each axis) of the Refiner's box: the margin the pipeline leaves around the brain.
+MAX_SHIFT = 4
+#: Intensity-encoding draws are clipped to the prior mean +- this many sigma (the paper's 2-sigma idea).
+INTENSITY_SIGMA_LIMIT = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplePlan:
+    """What each of the ``len(flips)`` samples does: flip or not, its intensity code, its refiner offset."""
+
+    flips: Tuple[bool, ...]
+    intensities: Tuple[Optional[float], ...]
+    offsets: Tuple[Tuple[int, int, int], ...]
+    dropout: bool
+    sources: Tuple[str, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.flips)
+
+
+def check_samples(samples: object, name: str = "uncertainty") -> int:
+    """The number of samples as an int; 0 turns the map off, 1 is refused (a spread needs two)."""
+    if isinstance(samples, bool) or not isinstance(samples, numbers.Integral):
+        raise TypeError(f"{name} must be a whole number of samples, got {type(samples).__name__}")
+    if int(samples) < 0:
+        raise ValueError(f"{name} must be 0 or more, got {int(samples)}")
+    if int(samples) == 1:
+        raise ValueError(f"{name} must be 0 (off) or at least 2: a spread needs two samples")
+    return int(samples)
+
+
+def check_seed(seed: object, name: str = "uncertainty seed") -> int:
+    """A non-negative int seed."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or int(seed) < 0:
+        raise ValueError(f"{name} must be a whole number 0 or more, got {seed!r}")
+    return int(seed)
+
+
+def _dropout_modules(generator) -> list:
+    """The bottleneck's modules whose output depends on train mode through dropout (rate above 0)."""
+    from torch import nn
+
+    found = []
+    for module in generator.middle.modules():
+        if isinstance(module, nn.Dropout) and module.p > 0:
+            found.append(module)
+        elif float(getattr(module, "attn_dropout", 0.0) or 0.0) > 0:  # SelfAttention: dropout inside SDPA
+            found.append(module)
+    return found
+
+
+def has_dropout(generator) -> bool:
+    """True when the generator's transformer bottleneck has dropout that can be kept on at inference."""
+    return bool(_dropout_modules(generator))
+
+
+@contextlib.contextmanager
+def dropout_on(generator) -> Iterator[None]:
+    """Eval mode for the whole generator except the bottleneck's dropout, restored afterwards."""
+    was_training = generator.training
+    generator.eval()
+    modules = _dropout_modules(generator)
+    for module in modules:
+        module.train()
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.eval()
+        generator.train(was_training)
+
+
+def plan_samples(samples: int, seed: int, target: Sequence, generator, refiner, intensity: float) -> SamplePlan:
+    """Draw every sample's variation from ``np.random.default_rng([seed, target index])``."""
+    rng = np.random.default_rng([check_seed(seed), SEQUENCES.index(target)])
+    sources = ["flip"]
+    dropout = has_dropout(generator)
+    if dropout:
+        sources.append("dropout")
+    encoded = bool(getattr(generator.config, "intensity_encoding", True)) and np.isfinite(intensity)
+    intensities: list = []
+    if encoded:
+        sources.append("intensity")
+        mean, sigma = generator.intensity_priors[target]
+        draws = rng.normal(mean, sigma, size=samples)
+        limit = INTENSITY_SIGMA_LIMIT * sigma
+        intensities = [float(np.clip(v, max(mean - limit, 0.0), min(mean + limit, 1.0))) for v in draws]
+    else:
+        intensities = [None] * samples
+    offsets = [(0, 0, 0)] * samples
+    if refiner is not None:
+        sources.append("refiner_shift")
+        offsets = [tuple(int(v) for v in rng.integers(-MAX_SHIFT, MAX_SHIFT + 1, size=3)) for _ in range(samples)]
+    flips = tuple(index % 2 == 1 for index in range(samples))
+    return SamplePlan(flips=flips, intensities=tuple(intensities), offsets=tuple(offsets), dropout=dropout,
+                      sources=tuple(sources))
+
+
+@contextlib.contextmanager
+def _seeded_torch(seed: int, device) -> Iterator[None]:
+    """Torch's random state seeded for the block (dropout masks) and restored afterwards."""
+    import torch
+
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def stage1_samples(prepared: ModelGridInputs, generator, target: Sequence, sources: list, plan: SamplePlan,
+                   device, seed: int, options: Optional[Stage1Options] = None,
+                   progress: Optional[ProgressCallback] = None, cancel=None) -> np.ndarray:
+    """Stage 1 of every sample, ``[samples, Z, H, W]`` in unit range (brain only).
+
+    Per chunk of brain slices the encoder runs once on the inputs and once on their left-right mirror;
+    the bottleneck and decoder then run on several samples' slices per batch.
+    """
+    import torch
+
+    channels, available = _generator_channels(prepared, generator, sources)
+    brain = prepared.brain
+    indices = np.flatnonzero(brain.reshape(brain.shape[0], -1).any(axis=1))
+    out = np.full((plan.count,) + brain.shape, -1.0, dtype=np.float32)
+    batch = (options.batch_size if options and options.batch_size else None) or auto_batch_size(device, generator)
+    chunk = max(1, batch // 2)  # plain + mirrored slices make one encoder batch
+    group = max(1, batch // chunk)  # samples whose slices share one decoder batch
+    target_index = generator.modality_order.index(target)
+    generator.to(device)
+    with _seeded_torch(seed, device), dropout_on(generator) if plan.dropout else _plain_eval(generator), \
+            torch.inference_mode(), _autocast(device, True):
+        for start in range(0, indices.size, chunk):
+            check_cancel(cancel)
+            rows = indices[start:start + chunk]
+            plain = np.ascontiguousarray(channels[rows])
+            x = torch.from_numpy(np.concatenate([plain, plain[..., ::-1]])).to(device)
+            mask = torch.zeros((x.shape[0], 4), dtype=torch.bool)
+            mask[:, available] = True
+            fused, skips = generator.encode(x, mask)
+            for first in range(0, plan.count, group):
+                members = list(range(first, min(first + group, plan.count)))
+                pick = torch.cat([torch.arange(rows.size) + (rows.size if plan.flips[m] else 0) for m in members])
+                pick = pick.to(device)
+                codes = [plan.intensities[m] if plan.intensities[m] is not None else 0.0 for m in members]
+                intensity = torch.tensor(np.repeat(codes, rows.size), dtype=torch.float32, device=device)
+                target_t = torch.full((pick.numel(),), target_index, dtype=torch.long, device=device)
+                tokens = generator.middle(fused[pick], target_t, intensity)
+                y = generator.decoder(tokens, [skip[pick] for skip in skips])[:, 0].float().cpu().numpy()
+                for n, member in enumerate(members):
+                    slices = y[n * rows.size:(n + 1) * rows.size]
+                    out[member, rows] = slices[..., ::-1] if plan.flips[member] else slices
+            if progress:
+                progress(min(1.0, (start + rows.size) / indices.size), "uncertainty: stage 1 samples")
+    units = np.stack([_unit_from_stage1(volume, brain) for volume in out])
+    for volume, unit in zip(out, units):
+        check_network_output(volume, unit, brain, target, "stage 1 (uncertainty sample)")
+    return units
+
+
+@contextlib.contextmanager
+def _plain_eval(generator) -> Iterator[None]:
+    was_training = generator.training
+    generator.eval()
+    try:
+        yield
+    finally:
+        generator.train(was_training)
+
+
+def refined_samples(prepared: ModelGridInputs, refiner, target: Sequence, sources: list, stage1: np.ndarray,
+                    plan: SamplePlan, device, options=None, progress: Optional[ProgressCallback] = None,
+                    cancel=None, messages: Optional[list] = None) -> np.ndarray:
+    """The Refiner on every stage-1 sample, each with its own window offset; ``[samples, Z, H, W]``."""
+    brain = prepared.brain
+    inputs = np.zeros((4,) + brain.shape, dtype=np.float32)
+    for sequence in sources:
+        inputs[SEQUENCES.index(sequence)] = fit_zscore(prepared.raw[sequence], brain).forward(
+            prepared.raw[sequence], brain)
+    # On volumes padded by twice the largest shift, the box (brain + MAX_SHIFT) is never cut by an edge and
+    # stays inside after any shift, so every sample refines the whole brain.
+    pad = 2 * MAX_SHIFT
+    box = brain_box(np.pad(brain, pad), margin=MAX_SHIFT)
+    padded_inputs = np.pad(inputs, [(0, 0)] + [(pad, pad)] * 3)
+    finals = np.empty_like(stage1)
+    log = messages.append if messages is not None else None
+    for index, (volume, offset) in enumerate(zip(stage1, plan.offsets)):
+        check_cancel(cancel)
+        zscore = fit_zscore(volume, brain)
+        normalised = zscore.forward(volume, brain)
+        moved = tuple(slice(s.start + o, s.stop + o) for s, o in zip(box, offset))
+        padded = np.pad(normalised, pad)
+        padded[moved] = run_refiner(refiner, padded[moved], padded_inputs[(slice(None),) + moved],
+                                    SEQUENCES.index(target), [SEQUENCES.index(s) for s in sources], device, options,
+                                    RunHooks(None, cancel, log))
+        refined = padded[(slice(pad, -pad),) * 3]
+        finals[index] = np.clip(zscore.inverse(refined, brain), 0.0, None)
+        check_network_output(refined, finals[index], brain, target, "the refiner (uncertainty sample)")
+        if progress:
+            progress((index + 1) / plan.count, f"uncertainty: refined sample {index + 1}/{plan.count}")
+    return finals
+
+
+def spread_on_model_grid(prepared: ModelGridInputs, bundle, target: Sequence, sources: list, intensity: float,
+                         device, samples: int, seed: int = 0, stage1_options: Optional[Stage1Options] = None,
+                         stage2_options=None, progress: Optional[ProgressCallback] = None, cancel=None,
+                         messages: Optional[list] = None) -> Tuple[np.ndarray, SamplePlan]:
+    """(per-voxel standard deviation over ``samples`` variations in unit range, 0 outside the brain; the plan)."""
+    report = progress or (lambda fraction, message: None)
+    plan = plan_samples(samples, seed, target, bundle.stage1, bundle.refiner, intensity)
+    torch_seed = int(np.random.default_rng([check_seed(seed), SEQUENCES.index(target), 1]).integers(2 ** 31))
+    share = 0.3 if bundle.refiner is not None else 1.0
+    volumes = stage1_samples(prepared, bundle.stage1, target, sources, plan, device, torch_seed, stage1_options,
+                             lambda f, m: report(share * f, m), cancel)
+    if bundle.refiner is not None:
+        volumes = refined_samples(prepared, bundle.refiner, target, sources, volumes, plan, device, stage2_options,
+                                  lambda f, m: report(share + (1 - share) * f, m), cancel, messages)
+    spread = volumes.std(axis=0, dtype=np.float64).astype(np.float32)
+    spread[~prepared.brain] = 0.0
+    return spread, plan
+
+
+def region_summary(spread: np.ndarray, brain: np.ndarray, tumour: Optional[np.ndarray]) -> dict:
+    """Mean uncertainty over the brain, the tumour region and the healthy rest (None where a region is empty
+    or unknown); arrays on one grid."""
+    def mean(region: Optional[np.ndarray]) -> Optional[float]:
+        return float(spread[region].mean()) if region is not None and region.any() else None
+
+    region = None if tumour is None else (tumour & brain)
+    return {"mean_brain": mean(brain), "mean_tumour": mean(region),
+            "mean_healthy": mean(brain & ~region) if region is not None else None}
