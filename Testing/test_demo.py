@@ -97,15 +97,15 @@ def test_montage_has_the_planned_size_and_content(tmp_path, toy):
     path = montage.save_montage(tmp_path / "m.png", inputs, toy["target"], ground_truth=toy["images"][Sequence.T1C],
                                 label=toy["label"], title="toy")
     assert path.read_bytes()[:8] == PNG_SIGNATURE
-    assert montage.montage_size(7) == (1585, 850)  # 0.45 + 7 x 2.2 in by 0.85 + 3 x 2.3 + 0.75 in at 100 dpi
+    assert montage.montage_size(7) == (1585, 1080)  # 0.45 + 7 x 2.2 in by 0.85 + 4 x 2.3 + 0.75 in at 100 dpi
     with Image.open(path) as picture:
-        assert picture.size == (1585, 850)
+        assert picture.size == montage.montage_size(7)
         pixels = np.asarray(picture.convert("L"), dtype=float)
     assert pixels.std() > 20
     bare = TargetResult(sequence=Sequence.T1C, synthetic=toy["target"].synthetic, stage1=toy["target"].stage1)
     path = montage.save_montage(tmp_path / "bare.png", inputs, bare)
     with Image.open(path) as picture:
-        assert picture.size == (925, 850)  # three inputs + the synthetic
+        assert picture.size == montage.montage_size(4)  # three inputs + the synthetic
 
 
 def test_montage_slices_through_the_tumour_centre(toy):
@@ -140,7 +140,7 @@ def test_demo_writes_exactly_the_expected_files(demo_run):
     expected |= {f"{case}-report.json", "montage.png", ".mrisynth-demo.json"}
     assert {p.name for p in demo_run["out"].iterdir()} == expected
     with Image.open(demo_run["out"] / "montage.png") as picture:
-        assert picture.size == (1585, 850)
+        assert picture.size == montage.montage_size(7)
     report = json.loads((demo_run["out"] / f"{case}-report.json").read_text())
     assert report["demo"]["phantom_seed"] == 7 and report["demo"]["hidden"] == "t1c"
     assert report["targets"]["t1c"]["synthesised_from"] == ["t1n", "t2w", "t2f"]

@@ -1,10 +1,12 @@
 """A one-picture summary of a synthesis: inputs, synthetic, ground truth and the maps, in 3 views.
 
 Rows are axial, coronal and sagittal slices through the tumour centre (radiological
-convention: the patient's right on the image's left); columns are the acquired inputs,
+convention: the patient's right on the image's left) and an axial close-up, 80 mm square around
+the tumour centre, in which cortical folding, vessels and enhancement are visible at the
+montage's size (the whole-brain panels show about 1.3 pixels per mm); columns are the acquired inputs,
 the synthetic volume, the hidden ground truth when there is one, the refinement map
-(final - stage 1, diverging colours with symmetric limits) and the tumour-region map over
-the synthetic. Each grey-scale image is windowed to its own brain 0.5-99.5 percentiles.
+(final - stage 1, diverging colours with symmetric limits), the tumour-region map over
+the synthetic and, when the synthesis made one, the uncertainty map (viridis, from 0). Each grey-scale image is windowed to its own brain 0.5-99.5 percentiles.
 Drawn with matplotlib's object API on an Agg canvas: no pyplot, no global backend, so the
 same code runs in the CLI, tests and inside 3D Slicer.
 """
@@ -32,7 +34,9 @@ LABEL_WIDTH = 0.45
 TITLE_HEIGHT = 0.85
 COLORBAR_HEIGHT = 0.75
 DPI = 100
-VIEWS = ("Axial", "Coronal", "Sagittal")
+VIEWS = ("Axial", "Coronal", "Sagittal", "Axial\nclose-up")
+#: Side of the close-up square, in mm.
+CLOSE_UP_MM = 80.0
 BRAIN_MARGIN_VOXELS = 4
 
 
@@ -72,18 +76,31 @@ def _box(brain: np.ndarray) -> tuple:
     return tuple(box)
 
 
-def _views(volume: np.ndarray, centre: tuple, box: tuple) -> list:
-    """Axial, coronal, sagittal 2D slices (LPS arrays; superior up, anterior up in axial)."""
+def _close_up(volume: np.ndarray, centre: tuple, spacing: tuple) -> np.ndarray:
+    """The axial slice through ``centre`` cut to a :data:`CLOSE_UP_MM` square around it (inside the volume)."""
+    z, y, x = centre
+    bounds = []
+    for position, size, step in ((y, volume.shape[1], spacing[1]), (x, volume.shape[2], spacing[2])):
+        side = min(int(round(CLOSE_UP_MM / step)), size)
+        start = min(max(position - side // 2, 0), size - side)
+        bounds.append(slice(start, start + side))
+    return volume[z][tuple(bounds)]
+
+
+def _views(volume: np.ndarray, centre: tuple, box: tuple, spacing: tuple) -> list:
+    """Axial, coronal, sagittal 2D slices and the axial close-up (LPS arrays; superior up, anterior up in
+    axial)."""
     z, y, x = centre
     cropped = volume[box]
-    z, y, x = z - box[0].start, y - box[1].start, x - box[2].start
-    return [cropped[z], np.flipud(cropped[:, y, :]), np.flipud(cropped[:, :, x])]
+    zc, yc, xc = z - box[0].start, y - box[1].start, x - box[2].start
+    return [cropped[zc], np.flipud(cropped[:, yc, :]), np.flipud(cropped[:, :, xc]),
+            _close_up(volume, centre, spacing)]
 
 
 def _aspects(spacing_zyx: tuple) -> list:
     """imshow aspect (row spacing / column spacing) of each view."""
     sz, sy, sx = spacing_zyx
-    return [sy / sx, sz / sx, sz / sy]
+    return [sy / sx, sz / sx, sz / sy, sy / sx]
 
 
 def _window(volume: np.ndarray, brain: np.ndarray) -> tuple:
@@ -112,6 +129,8 @@ def _columns(inputs: Mapping, target, ground_truth) -> list:
         columns.append(("Refinement\n(final - stage 1)", ("refinement", None)))
     if target.tumour_map is not None:
         columns.append(("Tumour-region map\non synthetic", ("tumour", None)))
+    if getattr(target, "uncertainty_map", None) is not None:
+        columns.append(("Uncertainty\n(SD over samples)", ("uncertainty", None)))
     return columns
 
 
@@ -149,6 +168,8 @@ def save_montage(path: str | Path, inputs: Mapping, target, ground_truth: Option
         if target.tumour_mask is not None:
             region = _lps_array(target.tumour_mask, reference, nearest=True) > 0
 
+    if getattr(target, "uncertainty_map", None) is not None:
+        arrays[("uncertainty", None)] = _lps_array(target.uncertainty_map, reference)
     columns = _columns(inputs, target, ground_truth)
     figure = _draw(columns, arrays, brain, region, centre, box, spacing, title)
     path = Path(path)
@@ -171,13 +192,14 @@ def _draw(columns: list, arrays: dict, brain: np.ndarray, region: Optional[np.nd
         len(VIEWS), len(columns), left=LABEL_WIDTH / width, right=0.995,
         top=1.0 - TITLE_HEIGHT / height, bottom=COLORBAR_HEIGHT / height, wspace=0.03, hspace=0.05)
     aspects = _aspects(spacing)
-    views = {key: _views(array, centre, box) for key, array in arrays.items()}
-    brain_views = _views(brain, centre, box)
-    region_views = _views(region, centre, box) if region is not None else None
+    views = {key: _views(array, centre, box, spacing) for key, array in arrays.items()}
+    brain_views = _views(brain, centre, box, spacing)
+    region_views = _views(region, centre, box, spacing) if region is not None else None
     windows = {key: _window(array, brain) for key, array in arrays.items()
                if key[0] in ("input", "synthetic", "truth")}
     limit = _symmetric_limit(arrays.get(("refinement", None)), brain)
     tumour_top = _tumour_limit(arrays.get(("tumour", None)), region)
+    spread_top = _spread_limit(arrays.get(("uncertainty", None)), brain)
     mappables = {}
     for row, view in enumerate(VIEWS):
         for col, (heading, key) in enumerate(columns):
@@ -191,6 +213,9 @@ def _draw(columns: list, arrays: dict, brain: np.ndarray, region: Optional[np.nd
                 mappables[key] = _panel(axes, shown, aspects[row], cmap=_diverging_colormap(), vmin=-limit,
                                         vmax=limit)
                 axes.contour(brain_views[row].astype(float), levels=[0.5], colors="#808080", linewidths=0.6)
+            elif key[0] == "uncertainty":
+                shown = np.ma.masked_where(~brain_views[row], views[key][row])
+                mappables[key] = _panel(axes, shown, aspects[row], cmap="viridis", vmin=0.0, vmax=spread_top)
             else:
                 low, high = windows[("synthetic", None)]
                 _panel(axes, views[("synthetic", None)][row], aspects[row], cmap="gray", vmin=low, vmax=high)
@@ -204,8 +229,8 @@ def _draw(columns: list, arrays: dict, brain: np.ndarray, region: Optional[np.nd
             if row == 0:
                 axes.set_title(heading, color="white", fontsize=10, pad=4)
             if col == 0:
-                axes.set_ylabel(view, color="white", fontsize=11)
-                if row < 2:
+                axes.set_ylabel(view, color="white", fontsize=11 if "\n" not in view else 9)
+                if row != 2:  # the sagittal view has no left-right
                     axes.text(0.02, 0.5, "R", color="#ffd54f", fontsize=8, transform=axes.transAxes,
                               ha="left", va="center")
     _colorbars(figure, columns, mappables, grid)
@@ -220,6 +245,14 @@ def _symmetric_limit(change: Optional[np.ndarray], brain: np.ndarray) -> float:
     if change is None or not brain.any():
         return 1.0
     value = float(np.percentile(np.abs(change[brain]), 99.5))
+    return value if value > 0 else 1.0
+
+
+def _spread_limit(spread: Optional[np.ndarray], brain: np.ndarray) -> float:
+    """Colour limit of the uncertainty map: its 99.5th percentile in the brain (> 0)."""
+    if spread is None or not brain.any():
+        return 1.0
+    value = float(np.percentile(spread[brain], 99.5))
     return value if value > 0 else 1.0
 
 
@@ -240,7 +273,8 @@ def _diverging_colormap() -> str:
 
 def _colorbars(figure, columns: list, mappables: dict, grid) -> None:
     """Horizontal colour bars under the refinement and tumour-map columns, three plain ticks each."""
-    labels = {"refinement": "change (synthetic units)", "tumour": "|change| in tumour region"}
+    labels = {"refinement": "change (synthetic units)", "tumour": "|change| in tumour region",
+              "uncertainty": "SD (synthetic units)"}
     height = figure.get_figheight()
     for col, (_, key) in enumerate(columns):
         if key not in mappables:
