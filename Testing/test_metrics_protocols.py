@@ -208,7 +208,7 @@ def test_worker_request_carries_the_protocol(tmp_path):
     request = WorkerRequest(kind="validation", inputs={Sequence.T1N: image.name}, metrics_protocol="brasyn")
     path = write_request(request, tmp_path / "request.json")
     assert read_request(path).metrics_protocol == "brasyn"
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text(encoding="utf-8"))
     data.pop("metrics_protocol")
     path.write_text(json.dumps(data))
     assert read_request(path).metrics_protocol == "brain"  # older requests: the default
@@ -231,14 +231,14 @@ def test_validate_brasyn_writes_the_protocol_the_version_and_torchmetrics_number
     assert f"Scoring protocol: brasyn (torchmetrics {torchmetrics.__version__})" in printed
     assert "ssim_whole" in printed and "t1c (final)" in printed
     case = case_dir.name
-    with open(out / f"{case}-validation.csv", newline="") as handle:
+    with open(out / f"{case}-validation.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["target", "stage", "protocol", *BRASYN_KEYS] and len(rows) == 8
     assert {row["protocol"] for row in rows} == {"brasyn"}
-    report = json.loads((out / f"{case}-report.json").read_text())
+    report = json.loads((out / f"{case}-report.json").read_text(encoding="utf-8"))
     assert report["metrics_protocol"] == "brasyn" and report["torchmetrics_version"] == torchmetrics.__version__
     assert set(report["targets"]["t2w"]["metrics"]) == set(BRASYN_KEYS)
-    summary = (out / f"{case}-validation.md").read_text()
+    summary = (out / f"{case}-validation.md").read_text(encoding="utf-8")
     assert f"torchmetrics {torchmetrics.__version__}" in summary and "BraSyn protocol" in summary
 
     final = next(row for row in rows if row["target"] == "t2w" and row["stage"] == "final")
@@ -255,9 +255,9 @@ def test_validate_brain_says_its_protocol_and_keeps_its_columns(tmp_path, tiny_b
     assert main(["validate", str(case_dir), "-o", str(out), "--model", str(tiny_bundle), "--device", "cpu"]) == 0
     assert "Scoring protocol: brain\n" in capsys.readouterr().out
     case = case_dir.name
-    header = (out / f"{case}-validation.csv").read_text().splitlines()[0].split(",")
+    header = (out / f"{case}-validation.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
     assert header == ["target", "stage", "protocol", *metrics.IMAGE_METRICS]
-    report = json.loads((out / f"{case}-report.json").read_text())
+    report = json.loads((out / f"{case}-report.json").read_text(encoding="utf-8"))
     assert report["metrics_protocol"] == "brain" and "torchmetrics_version" not in report
 
 
@@ -271,12 +271,12 @@ def test_evaluate_brasyn_writes_the_protocol_column_and_the_papers_tables(tmp_pa
     printed = capsys.readouterr().out
     line = f"Scoring protocol: brasyn (torchmetrics {torchmetrics.__version__})"
     assert line in printed and "SSIM-Tumour region" in printed
-    with open(out / "evaluation.csv", newline="") as handle:
+    with open(out / "evaluation.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0])[:4 + len(BRASYN_KEYS)] == ["case", "target", "stage", "protocol", *BRASYN_KEYS]
     assert [(r["target"], r["stage"], r["protocol"]) for r in rows] == [("t1c", "stage1", "brasyn"),
                                                                        ("t1c", "final", "brasyn")]
-    summary = (out / "evaluation.md").read_text()
+    summary = (out / "evaluation.md").read_text(encoding="utf-8")
     assert line in summary and "## Table 1. SSIM-Whole" in summary and "SSIM-Healthy region" in summary
     assert "## MSE" in summary and "## NMSE" not in summary
 

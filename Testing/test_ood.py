@@ -94,7 +94,7 @@ def test_training_statistics_are_deterministic_and_kept_beside_the_other_metadat
     generator = load_bundle("demo").stage1
     first = summarise([measure_training_case(read_case(f), generator) for f in folders])
     second = summarise([measure_training_case(read_case(f), generator) for f in folders])
-    manifest = json.loads((stats_bundle / "bundle.json").read_text())
+    manifest = json.loads((stats_bundle / "bundle.json").read_text(encoding="utf-8"))
     stored = manifest["metadata"][METADATA_KEY]
 
     assert first == second
@@ -103,7 +103,7 @@ def test_training_statistics_are_deterministic_and_kept_beside_the_other_metadat
     assert stored["cases"] == len(TRAINING_SEEDS) and stored["grid"] == {"image_size": 96, "spacing_mm": 2.5}
     assert set(stored["sequences"]) == {"t1n", "t1c", "t2w", "t2f"}
     assert "training" in manifest["metadata"]  # what was there stays
-    assert METADATA_KEY not in json.loads((CATALOGUE_DIR / "demo" / "bundle.json").read_text())["metadata"]
+    assert METADATA_KEY not in json.loads((CATALOGUE_DIR / "demo" / "bundle.json").read_text(encoding="utf-8"))["metadata"]
 
 
 # --------------------------------------------------------------------------- the check
@@ -182,7 +182,7 @@ def test_synthesize_prints_warning_lines_and_reports_them(scrambled_case, stats_
     assert main(["synthesize", str(scrambled_case), "-o", str(out), "--model", str(stats_bundle), "--device", "cpu",
                  "--no-tumour-maps"]) == 0
     printed = capsys.readouterr().out.splitlines()
-    report = json.loads(next(out.glob("*-report.json")).read_text())
+    report = json.loads(next(out.glob("*-report.json")).read_text(encoding="utf-8"))
 
     warnings = [line for line in printed if line.startswith("warning: ")]
     assert warnings and all(line.startswith("warning: T2-FLAIR ") for line in warnings)
@@ -199,7 +199,7 @@ def test_validate_without_statistics_notes_once_that_nothing_was_checked(tmp_pat
     out = tmp_path / "out"
     assert main(["validate", str(folder), "-o", str(out), "--model", "demo", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out.splitlines()
-    report = json.loads(next(out.glob("*-report.json")).read_text())
+    report = json.loads(next(out.glob("*-report.json")).read_text(encoding="utf-8"))
 
     assert printed.count(f"note: {NOT_CHECKED_NOTE}") == 1
     assert not [line for line in printed if line.startswith("warning:")]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from MRISynthesisLib import phantom
-from MRISynthesisLib.cli import main
+from MRISynthesisLib.cli.main import main
 from MRISynthesisLib.evaluation.paper_tables import PUBLISHED, read_rows
 from MRISynthesisLib.training.presets import preset_values
 from MRISynthesisLib.training.reproduction import EVALUATIONS, RUNS, full_recipe_estimate
@@ -43,14 +43,14 @@ def _cell(tables: str, row: str, column: int) -> str:
 def test_every_model_and_evaluation_exists(reproduction):
     _, output = reproduction
     for run, switches in RUNS.items():
-        bundle = json.loads((output / "runs" / run / "bundle.json").read_text())
+        bundle = json.loads((output / "runs" / run / "bundle.json").read_text(encoding="utf-8"))
         ablation = bundle["metadata"]["training"]["stage1"]["ablation"]
         assert ablation["intensity_encoding"] == ("--no-intensity-encoding" not in switches)
         assert ablation["ssim_loss"] == ("--no-ssim-loss" not in switches)
         assert ablation["tumour_ssim_loss"] == ("--no-tumour-ssim-loss" not in switches)
     expected_rows = {"hfgan": "HF-GAN", "ssim-loss": "+SSIM loss", "two-stage": "+Intensity Encoding"}
     for run, row in expected_rows.items():
-        recipe = json.loads((output / "runs" / run / "stage1-recipe.json").read_text())
+        recipe = json.loads((output / "runs" / run / "stage1-recipe.json").read_text(encoding="utf-8"))
         assert recipe["ablation"]["table1_row"] == row
     assert (output / "runs" / "two-stage" / "refiner.pt").is_file()
     assert (output / "runs" / "two-stage" / "segmenter.pt").is_file()
@@ -65,7 +65,7 @@ def test_every_model_and_evaluation_exists(reproduction):
 
 def test_tables_hold_reproduced_and_published_numbers(reproduction):
     _, output = reproduction
-    tables = (output / "tables.md").read_text()
+    tables = (output / "tables.md").read_text(encoding="utf-8")
     for heading in ("Table 1.", "Table 2.", "Table 3.", "Table 4."):
         assert heading in tables
     # Table 1, "+Intensity Encoding (mean)", T1: the mean stage-1 SSIM-Whole of the t1n rows, and the paper's.
@@ -86,17 +86,17 @@ def test_tables_hold_reproduced_and_published_numbers(reproduction):
 
 def test_time_estimate_is_measured_step_time_times_recipe_steps(reproduction):
     _, output = reproduction
-    history = json.loads((output / "runs" / "two-stage" / "stage1-metrics.json").read_text())
-    recipe = json.loads((output / "runs" / "two-stage" / "stage1-recipe.json").read_text())
+    history = json.loads((output / "runs" / "two-stage" / "stage1-metrics.json").read_text(encoding="utf-8"))
+    recipe = json.loads((output / "runs" / "two-stage" / "stage1-recipe.json").read_text(encoding="utf-8"))
     per_step = sum(e["step_s"] * e["steps"] for e in history) / sum(e["steps"] for e in history)
     steps = preset_values("stage1", "small")["epochs"] * recipe["full_epoch_steps"]
     entry = full_recipe_estimate(output, "small")["two-stage/stage1"]
     assert entry["full_recipe_steps"] == steps and entry["measured_steps"] == 2
     assert entry["full_recipe_hours"] == pytest.approx(per_step * steps / 3600.0, abs=0.01)
     # this run changed the slice size and the batch: its step is not the recipe's, and the record says so
-    recorded = json.loads((output / "reproduction.json").read_text())["full_recipe_estimate"]["two-stage/stage1"]
+    recorded = json.loads((output / "reproduction.json").read_text(encoding="utf-8"))["full_recipe_estimate"]["two-stage/stage1"]
     assert recorded["full_recipe_hours"] is None and "--image-size" in recorded["why"]
-    tables = (output / "tables.md").read_text()
+    tables = (output / "tables.md").read_text(encoding="utf-8")
     assert "changed by --stage1-epochs 1" in tables and "not comparable with the paper" in tables
 
 
@@ -113,7 +113,7 @@ def test_second_run_resumes_where_the_first_stopped(reproduction, capsys):
     assert printed.count("done earlier") == steps - 3
     assert "evaluate hfgan (mean) ..." in printed
     assert (output / "runs" / "hfgan" / "stage1.pt").is_file()
-    commands = [line for line in next((output / "logs").glob("01-*.log")).read_text().splitlines()
+    commands = [line for line in next((output / "logs").glob("01-*.log")).read_text(encoding="utf-8").splitlines()
                 if line.startswith("$ mrisynth train stage1")]
     assert len(commands) == 2 and "--resume" not in commands[0] and commands[1].endswith("--resume")
     assert (output / "evaluations" / "two-stage-gt" / "evaluation.csv").is_file()

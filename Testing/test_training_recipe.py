@@ -196,12 +196,12 @@ def test_ablation_run_records_its_switches_and_synthesises_without_an_intensity_
     result = train_stage1(options)
     row = result.history[0]
     assert "train_reconstruction" in row and "train_ssim" not in row and "train_ssim_tumour" not in row
-    record = json.loads((tmp_path / "bundle.json").read_text())["metadata"]["training"]["stage1"]
+    record = json.loads((tmp_path / "bundle.json").read_text(encoding="utf-8"))["metadata"]["training"]["stage1"]
     expected = {"intensity_encoding": False, "ssim_loss": False, "tumour_ssim_loss": False, "table1_row": "HF-GAN"}
     assert record["ablation"] == expected and record["recipe"]["ablation"] == expected
     assert record["loss_weights"]["ssim"] == 0 and record["loss_weights"]["ssim_tumour"] == 0
-    assert json.loads((tmp_path / "stage1-recipe.json").read_text())["ablation"] == expected
-    assert "intensity_encoding False" in (tmp_path / "train-stage1.log").read_text()
+    assert json.loads((tmp_path / "stage1-recipe.json").read_text(encoding="utf-8"))["ablation"] == expected
+    assert "intensity_encoding False" in (tmp_path / "train-stage1.log").read_text(encoding="utf-8")
     bundle = load_bundle(tmp_path)
     assert bundle.stage1.config.intensity_encoding is False and not bundle.stage1.uses_intensity_code
     images = read_case(data_dir / "Phantom-00042")
@@ -227,11 +227,11 @@ def test_paper_preset_stage1_run_trains_all_targets_and_records_the_recipe(data_
     cases = PreparedCaseStore(tmp_path, SIZE).get_all(find_cases(data_dir))
     slices = len(SliceSampler(cases, TINY_GENERATOR.modality_order, 1, area).index)
     assert slices >= 14 and result.global_step == 4 * (slices // 7)  # every slice for all four targets
-    log = (tmp_path / "train-stage1.log").read_text()
+    log = (tmp_path / "train-stage1.log").read_text(encoding="utf-8")
     assert "recipe --config paper" in log and "batch_size 7 (given)" in log
     assert "optimizer adam, lr_schedule hfgan, slice_targets all" in log
     assert "(each slice for all four targets)" in log
-    record = json.loads((tmp_path / "bundle.json").read_text())["metadata"]["training"]["stage1"]
+    record = json.loads((tmp_path / "bundle.json").read_text(encoding="utf-8"))["metadata"]["training"]["stage1"]
     assert record["recipe"]["preset"] == "paper" and record["recipe"]["overrides"] == ["epochs", "batch_size"]
     assert record["slice_targets"] == "all" and record["ablation"]["table1_row"] == "+Intensity Encoding"
 
@@ -277,11 +277,11 @@ def test_paper_preset_stage2_run_records_its_recipe(data_dir, tmp_path):
                                     crop_size=(32, 32, 32), **FAST)
     result = train_stage2(options)
     assert result.global_step == 2
-    record = json.loads((tmp_path / "bundle.json").read_text())["metadata"]["training"]["refiner"]
+    record = json.loads((tmp_path / "bundle.json").read_text(encoding="utf-8"))["metadata"]["training"]["refiner"]
     assert (record["crops"], record["input_patterns"], record["recipe"]["preset"]) == (
         "uniform", "missing-one", "paper")
     assert sorted(record["recipe"]["overrides"]) == ["batch_size", "epochs"]
-    assert json.loads((tmp_path / "stage2-recipe.json").read_text())["values"]["crops"] == "uniform"
+    assert json.loads((tmp_path / "stage2-recipe.json").read_text(encoding="utf-8"))["values"]["crops"] == "uniform"
     # every stage-1 volume cached is a three-input one
     cached = [p.name for p in (tmp_path / "cache" / "stage1").rglob("*.npy")]
     assert cached and all(len(name.split("__")[2][:-4].split("-")) == 3 for name in cached)

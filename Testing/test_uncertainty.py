@@ -173,7 +173,7 @@ def test_worker_request_field(tmp_path):
     (tmp_path / "t1n.nrrd").write_bytes(b"x")
     assert read_request(write_request(request, tmp_path / "request.json")).uncertainty_samples == 6
     for bad in (1, -2, "4", 1000):
-        data = json.loads((tmp_path / "request.json").read_text())
+        data = json.loads((tmp_path / "request.json").read_text(encoding="utf-8"))
         data["uncertainty_samples"] = bad
         (tmp_path / "bad.json").write_text(json.dumps(data))
         with pytest.raises(RequestError, match="uncertainty_samples"):
@@ -242,7 +242,7 @@ def test_cli_synthesize_writes_the_map(case, bundle, tmp_path):
         assert main(["synthesize", str(data), "-o", str(out), "--model", str(folder), "--device", "cpu",
                      "--uncertainty", "2"]) == 0
     [report_path] = out.glob("*-report.json")
-    report = json.loads(report_path.read_text())
+    report = json.loads(report_path.read_text(encoding="utf-8"))
     entry = report["targets"]["t1c"]
     assert Path(entry["outputs"]["uncertainty_map"]).name.endswith("-t1c-uncertainty.nii.gz")
     assert entry["uncertainty"]["samples"] == 2 and entry["uncertainty"]["mean_brain"] > 0
@@ -308,12 +308,12 @@ def test_evaluate_adds_calibration_columns_and_the_reliability_diagram(bundle, t
     with contextlib.redirect_stdout(io.StringIO()) as printed:
         assert main(["evaluate", "--data", str(tmp_path / "data"), "--model", str(folder), "-o", str(out),
                      "--device", "cpu", "--targets", "t1c", "--uncertainty", "2"]) == 0
-    header, *rows = (out / "evaluation.csv").read_text().splitlines()
+    header, *rows = (out / "evaluation.csv").read_text(encoding="utf-8").splitlines()
     columns = header.split(",")
     assert set(calibration.CALIBRATION_COLUMNS) <= set(columns)
     final = [dict(zip(columns, row.split(","))) for row in rows if ",final," in row]
     assert final and all(0.0 <= float(row["uncertainty_auroc"]) <= 1.0 for row in final)
     assert (out / "reliability.png").is_file()
-    summary = (out / "evaluation.md").read_text()
+    summary = (out / "evaluation.md").read_text(encoding="utf-8")
     assert "## Uncertainty map: calibration" in summary and "refinement magnitude" in summary
     assert "Uncertainty map: calibration" in printed.getvalue()

@@ -78,7 +78,7 @@ def _number(text: str) -> Optional[float]:
 
 def read_rows(csv_path: Path) -> List[dict]:
     """The rows of an ``evaluation.csv``: word columns as text, every other cell a float (empty: None)."""
-    with open(csv_path, newline="") as handle:
+    with open(csv_path, newline="", encoding="utf-8") as handle:
         return [{key: (value if key in TEXT_COLUMNS else _number(value)) for key, value in row.items()}
                 for row in csv.DictReader(handle)]
 

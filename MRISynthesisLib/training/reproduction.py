@@ -136,7 +136,7 @@ def split_cases(options: ReproductionOptions) -> Tuple[Path, Path]:
     train, held_out = data / "train", data / "held-out"
     source = data / "source.json"
     if train.is_dir() and held_out.is_dir():
-        recorded = json.loads(source.read_text()).get("data") if source.exists() else None
+        recorded = json.loads(source.read_text(encoding="utf-8")).get("data") if source.exists() else None
         if recorded != str(Path(options.data_dir).resolve()):
             raise ReproductionError(f"{options.output_dir}: holds a reproduction of {recorded}, not of "
                                     f"{options.data_dir}; use another --output-dir")
@@ -153,7 +153,8 @@ def split_cases(options: ReproductionOptions) -> Tuple[Path, Path]:
         (staging / folder).mkdir(parents=True)
         for case in selected:
             _link(case, staging / folder / case.name)
-    (staging / "source.json").write_text(json.dumps({"data": str(Path(options.data_dir).resolve())}) + "\n")
+    (staging / "source.json").write_text(json.dumps({"data": str(Path(options.data_dir).resolve())}) + "\n",
+                                         encoding="utf-8")
     staging.rename(data)
     return train, held_out
 
@@ -216,7 +217,7 @@ def run_plan(steps: TypingSequence[Step], log_dir: Path, echo: Callable[[str], N
     run = runner or _run_command
     for index, step in enumerate(steps, 1):
         if step.is_done():
-            made_by = json.loads(step.record(records).read_text()) if step.record(records).exists() else None
+            made_by = json.loads(step.record(records).read_text(encoding="utf-8")) if step.record(records).exists() else None
             if made_by != step.arguments:
                 raise ReproductionError(f"{step.done}: made by another command than this reproduction's "
                                         f"'mrisynth {' '.join(step.arguments)}'; use another --output-dir")
@@ -236,14 +237,14 @@ def run_plan(steps: TypingSequence[Step], log_dir: Path, echo: Callable[[str], N
         if code != 0 or not step.done.exists():
             raise ReproductionError(f"{step.name} failed (exit {code}); see {log}; run the same command again to "
                                     "continue from here")
-        step.record(records).write_text(json.dumps(step.arguments) + "\n")
+        step.record(records).write_text(json.dumps(step.arguments) + "\n", encoding="utf-8")
         echo(f"[{index}/{len(steps)}] {step.name}: {step.seconds / 60.0:.1f} min")
     return list(steps)
 
 
 def _run_command(arguments: List[str], log: Path) -> int:
     """``mrisynth ARGUMENTS`` in a child process, its output appended to ``log``."""
-    with open(log, "a") as handle:
+    with open(log, "a", encoding="utf-8") as handle:
         handle.write("$ mrisynth " + " ".join(arguments) + "\n")
         handle.flush()
         environment = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -255,7 +256,7 @@ def _run_command(arguments: List[str], log: Path) -> int:
 
 
 def _json(path: Path):
-    return json.loads(path.read_text()) if path.exists() else None
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
 #: Budget options that change the networks' inputs or batches: a step time measured with them is no
