@@ -30,6 +30,7 @@ from MRISynthesisLib.core.model_grid_inputs import brain_box
 from MRISynthesisLib.core.preprocessing import brain_mask
 from MRISynthesisLib.sequences import SEQUENCES, Sequence
 from MRISynthesisLib.core.bundles import load_bundle, save_bundle
+from markdown_tables import table_lines
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE_KEYS = ("ssim", "ssim_tumour", "ssim_healthy", "psnr", "nmse", "mae", "ssim_volume")
@@ -119,22 +120,10 @@ def _cell(values) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
-def _table_lines(text: str, heading: str) -> list:
-    """The table lines that follow ``heading`` in the Markdown text."""
-    after = text.split(heading, 1)[1].splitlines()
-    start = next(i for i, line in enumerate(after) if line.startswith("|"))
-    lines = []
-    for line in after[start:]:
-        if not line.startswith("|"):
-            break
-        lines.append(line)
-    return lines
-
-
 def test_summary_tables_follow_the_papers_layout_with_mean_and_std():
     rows = _fake_rows()
     text = tables.summary_markdown(rows, "tiny", segmenter=True, refiner=True)
-    table1 = _table_lines(text, "## Table 1. SSIM-Whole")
+    table1 = table_lines(text, "## Table 1. SSIM-Whole")
     assert table1[0] == "| Method | T1 | T2 | FLAIR | T1ce | Avg. |"
     stage1 = table1[2].split(" | ")
     order = ["t1n", "t2w", "t2f", "t1c"]
@@ -146,16 +135,16 @@ def test_summary_tables_follow_the_papers_layout_with_mean_and_std():
     assert table1[3].rstrip(" |").endswith(_cell(per_case))
     assert table1[3].startswith("| + Refiner |")
 
-    volume = _table_lines(text, "Compare this one with the paper's Table 1.")
+    volume = table_lines(text, "Compare this one with the paper's Table 1.")
     assert volume[0] == table1[0] and volume[2] != table1[2]
     assert _cell(r["ssim_volume"] for r in rows if r["stage"] == "final" and r["target"] == "t2w") in volume[3]
 
-    tumour = _table_lines(text, "SSIM-Tumour region")
-    healthy = _table_lines(text, "SSIM-Healthy region")
+    tumour = table_lines(text, "SSIM-Tumour region")
+    healthy = table_lines(text, "SSIM-Healthy region")
     assert _cell(r["ssim_tumour"] for r in rows if r["stage"] == "final" and r["target"] == "t1c") in tumour[3]
     assert _cell(r["ssim_healthy"] for r in rows if r["stage"] == "stage1" and r["target"] == "t2f") in healthy[2]
 
-    table3 = _table_lines(text, "## Table 3. Dice score")
+    table3 = table_lines(text, "## Table 3. Dice score")
     assert table3[0] == "| Method | WT | ET | TC | Avg |"
     final = [r for r in rows if r["stage"] == "final"]
     cells = table3[3].split(" | ")
@@ -320,10 +309,10 @@ def test_evaluate_markdown_and_plots(evaluated):
     out = evaluated["out"]
     text = (out / "evaluation.md").read_text(encoding="utf-8")
     rows = evaluated["rows"]
-    table1 = _table_lines(text, "## Table 1. SSIM-Whole")
+    table1 = table_lines(text, "## Table 1. SSIM-Whole")
     stage1 = [float(r["ssim"]) for r in rows if r["stage"] == "stage1"]
     assert table1[2].split(" | ")[4] == _cell(stage1)  # T1ce column
-    dice = _table_lines(text, "## Table 3. Dice score")
+    dice = table_lines(text, "## Table 3. Dice score")
     reference = [float(r["dice_ET"]) for r in rows if r["stage"] == "acquired"]
     assert dice[4].split(" | ")[2] == _cell(reference)
     for name, size in (("ssim_boxplot.png", (1350, 420)), ("dice_boxplot.png", (750, 420))):

@@ -27,6 +27,7 @@ from MRISynthesisLib.evaluation import cases as evaluation
 from MRISynthesisLib.sequences import SEQUENCES, Sequence
 
 from test_evaluation import tiny_bundle
+from markdown_tables import table_lines
 
 DEMO_SEGMENTER = CATALOGUE_DIR / "demo" / "segmenter.pt"
 IMAGE_KEYS = ("ssim", "ssim_tumour", "ssim_healthy", "psnr", "nmse", "mae", "ssim_volume")
@@ -157,24 +158,13 @@ def test_tumour_region_is_the_label_map_or_else_the_pseudo_label(evaluated):
                 assert float(row["ssim_tumour"]) != pytest.approx(with_pseudo["ssim_tumour"], rel=1e-6)
 
 
-def _table(text: str, heading: str) -> list:
-    after = text.split(heading, 1)[1].splitlines()
-    start = next(i for i, line in enumerate(after) if line.startswith("|"))
-    lines = []
-    for line in after[start:]:
-        if not line.startswith("|"):
-            break
-        lines.append(line)
-    return lines
-
-
 def test_markdown_has_the_papers_pseudo_label_table_naming_the_segmenter(evaluated):
     text = (evaluated["out"] / "evaluation.md").read_text(encoding="utf-8")
     heading = "## Table 3 (pseudo-labels). Dice score against pseudo-labels"
     assert heading in text
     section = text.split(heading, 1)[1]
     assert str(DEMO_SEGMENTER) in section.split("|", 1)[0] and "FeTS" in section.split("|", 1)[0]
-    table = _table(text, heading)
+    table = table_lines(text, heading)
     assert table[0] == "| Method | WT | ET | TC | Avg |"
     rows = evaluated["rows"]
     final = [r for r in rows if r["stage"] == "final"]
@@ -186,7 +176,7 @@ def test_markdown_has_the_papers_pseudo_label_table_naming_the_segmenter(evaluat
     averages = [np.mean([float(r[f"pseudo_dice_{g}"]) for g in ("WT", "ET", "TC")]) for r in final]
     assert cells[4] == f"{np.mean(averages):.4f} ± {np.std(averages, ddof=1):.4f}"
     # Dice against the truth: only the labelled case contributes
-    truth_table = _table(text, "## Table 3. Dice score")
+    truth_table = table_lines(text, "## Table 3. Dice score")
     labelled_final = float(_row(rows, LABELLED, "t1c", "final")["dice_WT"])
     assert truth_table[3].split(" | ")[1] == f"{labelled_final:.4f}"
     assert "Dice against the pseudo-labels" in evaluated["stdout"]

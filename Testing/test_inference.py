@@ -37,14 +37,7 @@ CPU = torch.device("cpu")
 ROOMY = torch.device("cpu", 0)  # the fallback device of the simulated small device
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks gain nothing from threads, and on a shared machine threads waiting for each other
-    make them ten times slower; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_generator(seed: int = 0) -> HFGANGenerator:

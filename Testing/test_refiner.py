@@ -15,13 +15,7 @@ from MRISynthesisLib.models.refiner import (
 )
 from MRISynthesisLib.sequences import SEQUENCES, Sequence
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small convolutions run many times faster on one thread when the cores are shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = RefinerConfig(channels=8, decoder_layers=1)

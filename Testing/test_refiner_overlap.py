@@ -21,12 +21,7 @@ CPU = torch.device("cpu")
 CUDA = torch.device("cuda")  # only its type is read: no GPU is needed
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _case(seed: int = 0):

@@ -18,13 +18,7 @@ from MRISynthesisLib.models.segmenter import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small convolutions run many times faster on one thread when the cores are shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _brats_like_label(shape=(40, 48, 44), seed: int = 0) -> np.ndarray:

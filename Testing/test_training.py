@@ -62,13 +62,7 @@ CPU = torch.device("cpu")
 FAST = dict(device="cpu", cpu_threads=1, log_every=1, val_cases=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread per test (synthesize() takes every core): on a shared 2-core machine much faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

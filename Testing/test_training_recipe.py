@@ -43,12 +43,7 @@ CPU = torch.device("cpu")
 FAST = dict(device="cpu", cpu_threads=1, log_every=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
