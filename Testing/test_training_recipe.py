@@ -165,6 +165,27 @@ def test_ssim_switches_drop_their_loss_terms(prepared):
         assert float(total.detach()) == pytest.approx(float(expected_total), rel=1e-5)
 
 
+def test_tumour_l1_term_is_the_mean_error_over_the_tumour_pixels(prepared):
+    args = _parse("stage1", "--tumour-l1-weight", "10")
+    options = cli_train.stage1_options(args)
+    assert options.loss_weights.reconstruction_tumour == 10.0
+    assert cli_train.stage1_options(_parse("stage1")).loss_weights.reconstruction_tumour == 0.0  # the paper's
+    torch.manual_seed(0)
+    generator, discriminator = HFGANGenerator(TINY_GENERATOR), PatchDiscriminator(TINY_DISCRIMINATOR)
+    sampler = SliceSampler(prepared, generator.modality_order, 4, tumour_fraction=1.0)
+    batch = batch_tensors(next(sampler.epoch(1, np.random.default_rng(3))), CPU)
+    tumour = batch["label"] > 0
+    assert tumour.any()
+    _, terms, fake = generator_losses(generator, discriminator, batch, options.effective_loss_weights())
+    real = torch.stack([batch["images"][i, t] for i, t in enumerate(batch["target"].tolist())])
+    expected = (fake[:, 0].detach() - real)[tumour].abs().mean()
+    assert float(terms["reconstruction_tumour"].detach()) == pytest.approx(float(expected), rel=1e-5)
+    assert "reconstruction_tumour" not in generator_losses(generator, discriminator, batch,
+                                                           Stage1TrainingOptions().effective_loss_weights())[1]
+    with pytest.raises(TrainingError, match="--tumour-l1-weight must be 0 or more, got -1"):
+        cli_train.stage1_options(_parse("stage1", "--tumour-l1-weight", "-1")).check()
+
+
 def test_a_generator_without_intensity_encoding_is_called_without_a_code(prepared):
     coded = Stage1TrainingOptions(model_config=TINY_GENERATOR).generator_config()
     plain = Stage1TrainingOptions(model_config=TINY_GENERATOR, intensity_encoding=False).generator_config()

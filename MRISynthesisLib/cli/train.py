@@ -123,6 +123,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-ssim-loss", action="store_true", help="ablation: drop the SSIM loss term")
     parser.add_argument("--no-tumour-ssim-loss", action="store_true",
                         help="ablation: drop the tumour-region SSIM loss term")
+    parser.add_argument("--tumour-l1-weight", type=float, default=0.0, metavar="W",
+                        help="weight of an L1 term averaged over the tumour's pixels only (not in the paper; "
+                             "default 0): keeps a short run from averaging T1c enhancement away")
     parser.set_defaults(handler=run_train_stage1)
 
     parser = commands.add_parser("segmenter", help="the SegResNet tumour segmenter (WT/TC/ET)",
@@ -215,10 +218,11 @@ def _run(train, options, description: str) -> int:
 
 def stage1_options(args: argparse.Namespace):
     """The :class:`Stage1TrainingOptions` of ``train stage1`` arguments (recipe fields not given stay None)."""
-    from ..training.stage1 import Stage1TrainingOptions
+    from ..training.stage1 import Stage1LossWeights, Stage1TrainingOptions
 
     return Stage1TrainingOptions(image_size=args.image_size, intensity_encoding=not args.no_intensity_encoding,
                                  ssim_loss=not args.no_ssim_loss, tumour_ssim_loss=not args.no_tumour_ssim_loss,
+                                 loss_weights=Stage1LossWeights(reconstruction_tumour=args.tumour_l1_weight),
                                  **_explicit(args, "input_patterns", "tumour_fraction", "slice_targets"),
                                  **_common_options(args))
 
