@@ -103,7 +103,7 @@ def test_summary_means_over_tumour_region_and_healthy_brain(made):
     target = made["seed0"].targets[T1C]
     summary = target.uncertainty
     assert summary["samples"] == 3 and summary["seed"] == 0
-    assert summary["sources"] == ["flip", "dropout", "intensity", "refiner_shift"]
+    assert summary["sources"] == ["flip", "dropout", "intensity", "refiner_shift", "position"]
     values = _array(target.uncertainty_map)
     region = _array(target.tumour_mask) > 0
     brain = calibration.synthesis_brain(made["inputs"])
@@ -185,7 +185,7 @@ def test_worker_request_field(tmp_path):
 
 def test_plan_varies_what_the_model_allows(bundle):
     plan = uncertainty.plan_samples(6, 0, T1C, bundle.stage1, bundle.refiner, 0.24)
-    assert plan.flips == (False, True, False, True, False, True)
+    assert plan.flips == (True, False, True, False, True, False)  # the unflipped synthesis comes first
     mean, sigma = bundle.stage1.intensity_priors[T1C]
     assert all(mean - 2 * sigma - 1e-9 <= v <= mean + 2 * sigma + 1e-9 for v in plan.intensities)
     assert len(set(plan.intensities)) == 6
@@ -195,8 +195,36 @@ def test_plan_varies_what_the_model_allows(bundle):
 
     no_dropout = tiny_generator(dropout=0.0)
     plain = uncertainty.plan_samples(4, 0, T1C, no_dropout, None, float("nan"))
-    assert not plain.dropout and plain.sources == ("flip",)
+    assert not plain.dropout and plain.sources == ("flip", "position")
     assert plain.intensities == (None,) * 4 and plain.offsets == ((0, 0, 0),) * 4
+
+
+def test_positional_spread_is_the_spread_over_one_voxel_moves():
+    volume = np.zeros((9, 9, 9), dtype=np.float32)
+    volume[:, :, 4:] = 1.0  # a tissue border between columns 3 and 4
+    brain = np.ones(volume.shape, dtype=bool)
+    spread = uncertainty.positional_spread(volume, brain)
+    inner = (slice(1, -1),) * 2
+    # Columns 3 and 4: a third of the 27 placements fall on the other side (sd sqrt(1/3 * 2/3)).
+    assert np.allclose(spread[inner + (slice(3, 5),)], np.sqrt(2.0) / 3.0, atol=1e-6)
+    assert np.allclose(spread[inner + (slice(0, 3),)], 0.0) and np.allclose(spread[inner + (slice(5, 8),)], 0.0)
+    # Outside the brain the synthesis has no signal: the brain's border is an edge, its flat inside is not.
+    brain[:, :, 7:] = False
+    bordered = uncertainty.positional_spread(volume, brain)
+    assert np.allclose(bordered[inner + (slice(6, 8),)], np.sqrt(2.0) / 3.0, atol=1e-6)
+    assert np.allclose(bordered[inner + (slice(5, 6),)], 0.0, atol=1e-6)
+
+
+def test_map_adds_the_samples_spread_to_the_positional_spread(made):
+    """sqrt(variance over the synthesis and its samples + positional spread^2): never below the positional
+    spread of the synthesis (the model grid is the input grid here: 2.5 mm, 96 x 96), above it where the
+    samples differ."""
+    target = made["seed0"].targets[T1C]
+    brain = calibration.synthesis_brain(made["inputs"])
+    values = _array(target.uncertainty_map)[brain]
+    position = uncertainty.positional_spread(_array(target.synthetic), brain)[brain]
+    assert np.all(values >= position - 1e-4 * position.max())
+    assert np.mean(values > position * 1.01 + 1e-6) > 0.5
 
 
 def test_dropout_is_on_only_in_the_bottleneck_and_restored():
@@ -257,14 +285,15 @@ def test_calibration_of_a_map_that_is_the_error_and_of_a_constant():
     error = rng.gamma(2.0, 10.0, size=(8, 9, 10))
     brain = np.ones(error.shape, dtype=bool)
     brain[0] = False
-    scores = calibration.calibration_scores(error, error, brain, refinement=-error)  # |refinement| = error
+    scores = calibration.calibration_scores(error, error, brain, refinement=-error, position=-error[::-1])
     assert scores["uncertainty_auroc"] == pytest.approx(1.0)
+    assert 0.35 < scores["position_auroc"] < 0.65  # |position| = the error, mirrored: unrelated
     assert scores["uncertainty_spearman"] == pytest.approx(1.0)
     assert scores["refinement_auroc"] == pytest.approx(1.0)
     assert scores["constant_auroc"] == pytest.approx(0.5)
     constant = calibration.calibration_scores(np.full(error.shape, 3.0), error, brain)
     assert constant["uncertainty_auroc"] == pytest.approx(0.5) and constant["uncertainty_spearman"] is None
-    assert constant["refinement_auroc"] is None
+    assert constant["refinement_auroc"] is None and constant["position_auroc"] is None
     inverse = calibration.calibration_scores(-error, error, brain)
     assert inverse["uncertainty_auroc"] == pytest.approx(0.0) and inverse["uncertainty_spearman"] == pytest.approx(-1)
     noise = calibration.calibration_scores(rng.random(error.shape), error, brain)
@@ -316,4 +345,5 @@ def test_evaluate_adds_calibration_columns_and_the_reliability_diagram(bundle, t
     assert (out / "reliability.png").is_file()
     summary = (out / "evaluation.md").read_text(encoding="utf-8")
     assert "## Uncertainty map: calibration" in summary and "refinement magnitude" in summary
+    assert "| positional part alone |" in summary
     assert "Uncertainty map: calibration" in printed.getvalue()

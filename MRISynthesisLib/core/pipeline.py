@@ -365,8 +365,8 @@ def synthesize(
         if samples:
             tick = time.perf_counter()
             spreads[target] = spread.spread_on_model_grid(
-                prepared, bundle, target, sources, value, torch_device, samples, uncertainty_seed, stage1_options,
-                stage2_options, scaled(report, high, end), cancel, messages)
+                prepared, bundle, target, sources, value, final, torch_device, samples, uncertainty_seed,
+                stage1_options, stage2_options, scaled(report, high, end), cancel, messages)
             timings[f"uncertainty_{target.value}_s"] = time.perf_counter() - tick
 
     check_cancel(cancel)
@@ -436,13 +436,14 @@ def _tumour_regions(prepared: ModelGridInputs, bundle, finals: dict, stage1: dic
 
 
 def _add_uncertainty(result: TargetResult, prepared: ModelGridInputs, spread_unit: np.ndarray, plan, seed: int) -> None:
-    """The uncertainty map on the input grid and its summary (tumour region: the tumour map's)."""
+    """The uncertainty map on the input grid and its summary (tumour region: the tumour map's; ``samples``
+    counts the synthesis itself and ``plan``'s samples)."""
     from .uncertainty import region_summary
 
     result.uncertainty_map = prepared.to_input_grid(spread_unit * SYNTHETIC_SCALE)
     tumour = None if result.tumour_mask is None else sitk.GetArrayViewFromImage(result.tumour_mask) > 0
     summary = region_summary(sitk.GetArrayViewFromImage(result.uncertainty_map), prepared.input_brain, tumour)
-    result.uncertainty = {"samples": plan.count, "seed": seed, "sources": list(plan.sources), **summary,
+    result.uncertainty = {"samples": plan.count + 1, "seed": seed, "sources": list(plan.sources), **summary,
                           "tumour_region": result.tumour_region_source or None}
 
 

@@ -1,9 +1,11 @@
-"""Per-voxel uncertainty of a synthesis: the spread (standard deviation) of several cheap variations of it.
+"""Per-voxel uncertainty of a synthesis: how much it changes under every variation the model allows, and
+under a one-voxel misplacement of the anatomy.
 
-Each sample varies the synthesis in every way the model allows without retraining:
+Of the ``N`` members of the spread, the first is the synthesis itself; the other ``N - 1`` are samples that
+each vary it in every way the model allows without retraining:
 
-* ``flip``: every other sample flips the inputs along the patient's left-right axis on the model grid
-  (the LPS arrays' last axis), synthesises and flips the result back;
+* ``flip``: every other sample (the first one included) flips the inputs along the patient's left-right
+  axis on the model grid (the LPS arrays' last axis), synthesises and flips the result back;
 * ``dropout``: the dropout layers of the transformer bottleneck (the HF-GAN "modality infuser") stay on,
   when the network has any with a rate above 0 (the bundled demo model: 0.1);
 * ``intensity``: the intensity-encoding value is drawn from the target's prior (normal, the model's own
@@ -12,9 +14,16 @@ Each sample varies the synthesis in every way the model allows without retrainin
   along each axis (it has that much margin; zeros beyond the volume), so the U-Net's pooling grid and the
   sliding windows fall elsewhere on the anatomy, at the cost of a plain refinement.
 
-The cost is kept low by sharing work: the encoder (most of stage 1) runs once per slice for the plain
-and once for the flipped inputs, and only the bottleneck and decoder run per sample, several samples'
-slices in one batch. Everything is seeded (``seed`` and the target), so the same seed gives the same map.
+``position``: the synthesis's standard deviation over every placement within one voxel of the model grid
+(its 3 x 3 x 3 neighbourhood), added in variance to the samples' spread. No sample moves an edge: a
+network that is sure where a tissue border lies is still wrong there when the acquired sequences
+disagree by a voxel (residual misregistration, partial volume, a thicker slice), and on held-out phantoms
+most of the worst errors sit on such borders (see ``scripts/uncertainty_calibration.py``).
+
+The cost is kept low by sharing work: the synthesis itself is a member (no second plain run), the encoder
+(most of stage 1) runs once per slice for the plain and once for the flipped inputs, and only the
+bottleneck and decoder run per sample, several samples' slices in one batch. Everything is seeded
+(``seed`` and the target), so the same seed gives the same map.
 """
 from __future__ import annotations
 
@@ -33,11 +42,12 @@ from .stages import _generator_channels, _unit_from_stage1, check_network_output
 from ..sequences import SEQUENCES, Sequence
 
 __all__ = ["SOURCES", "INTENSITY_SIGMA_LIMIT", "SamplePlan", "check_samples", "check_seed", "has_dropout",
-           "plan_samples", "dropout_on", "stage1_samples", "refined_samples", "spread_on_model_grid",
+           "plan_samples", "dropout_on", "stage1_samples", "refined_samples", "positional_spread",
+           "spread_on_model_grid",
            "region_summary"]
 
 #: The kinds of variation a sample may combine (the report lists those a model allowed).
-SOURCES = ("flip", "dropout", "intensity", "refiner_shift")
+SOURCES = ("flip", "dropout", "intensity", "refiner_shift", "position")
 #: Largest move (voxels, each axis) of the Refiner's box: the margin the pipeline leaves around the brain.
 MAX_SHIFT = 4
 #: Intensity-encoding draws are clipped to the prior mean +- this many sigma (the paper's 2-sigma idea).
@@ -46,7 +56,9 @@ INTENSITY_SIGMA_LIMIT = 2.0
 
 @dataclasses.dataclass(frozen=True)
 class SamplePlan:
-    """What each of the ``len(flips)`` samples does: flip or not, its intensity code, its refiner offset."""
+    """What each of the ``len(flips)`` samples does (the synthesis itself, the spread's first member, is not
+    among them): flip or not, its intensity code, its refiner offset; ``sources``: every kind of variation
+    the map holds."""
 
     flips: Tuple[bool, ...]
     intensities: Tuple[Optional[float], ...]
@@ -112,7 +124,8 @@ def dropout_on(generator) -> Iterator[None]:
 
 
 def plan_samples(samples: int, seed: int, target: Sequence, generator, refiner, intensity: float) -> SamplePlan:
-    """Draw every sample's variation from ``np.random.default_rng([seed, target index])``."""
+    """Draw ``samples`` samples' variations from ``np.random.default_rng([seed, target index])``; the first
+    sample is flipped (the unflipped synthesis itself precedes it in the spread)."""
     rng = np.random.default_rng([check_seed(seed), SEQUENCES.index(target)])
     sources = ["flip"]
     dropout = has_dropout(generator)
@@ -132,7 +145,8 @@ def plan_samples(samples: int, seed: int, target: Sequence, generator, refiner, 
     if refiner is not None:
         sources.append("refiner_shift")
         offsets = [tuple(int(v) for v in rng.integers(-MAX_SHIFT, MAX_SHIFT + 1, size=3)) for _ in range(samples)]
-    flips = tuple(index % 2 == 1 for index in range(samples))
+    sources.append("position")
+    flips = tuple(index % 2 == 0 for index in range(samples))
     return SamplePlan(flips=flips, intensities=tuple(intensities), offsets=tuple(offsets), dropout=dropout,
                       sources=tuple(sources))
 
@@ -240,13 +254,29 @@ def refined_samples(prepared: ModelGridInputs, refiner, target: Sequence, source
     return finals
 
 
+def positional_spread(volume: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """Standard deviation of ``volume`` over its 27 placements within one voxel (each axis -1, 0, +1), that
+    is over its 3 x 3 x 3 neighbourhood; outside the brain the volume counts as 0 (the synthesis has no
+    signal there), so the brain's own border counts as an edge."""
+    from scipy import ndimage
+
+    inside = np.where(brain, volume, 0.0).astype(np.float64)
+    mean = ndimage.uniform_filter(inside, size=3, mode="constant")
+    square = ndimage.uniform_filter(inside * inside, size=3, mode="constant")
+    return np.sqrt(np.clip(square - mean * mean, 0.0, None)).astype(np.float32)
+
+
 def spread_on_model_grid(prepared: ModelGridInputs, bundle, target: Sequence, sources: list, intensity: float,
-                         device, samples: int, seed: int = 0, stage1_options: Optional[Stage1Options] = None,
-                         stage2_options=None, progress: Optional[ProgressCallback] = None, cancel=None,
+                         synthesis: np.ndarray, device, samples: int, seed: int = 0,
+                         stage1_options: Optional[Stage1Options] = None, stage2_options=None,
+                         progress: Optional[ProgressCallback] = None, cancel=None,
                          messages: Optional[list] = None) -> Tuple[np.ndarray, SamplePlan]:
-    """(per-voxel standard deviation over ``samples`` variations in unit range, 0 outside the brain; the plan)."""
+    """(per-voxel uncertainty in unit range, 0 outside the brain; the plan of the ``samples - 1`` samples).
+
+    The uncertainty is ``sqrt(var + position^2)``: ``var`` the variance over ``synthesis`` (the target's final
+    volume on the model grid, unit range) and the samples, ``position`` :func:`positional_spread` of it."""
     report = progress or (lambda fraction, message: None)
-    plan = plan_samples(samples, seed, target, bundle.stage1, bundle.refiner, intensity)
+    plan = plan_samples(samples - 1, seed, target, bundle.stage1, bundle.refiner, intensity)
     torch_seed = int(np.random.default_rng([check_seed(seed), SEQUENCES.index(target), 1]).integers(2 ** 31))
     share = 0.3 if bundle.refiner is not None else 1.0
     volumes = stage1_samples(prepared, bundle.stage1, target, sources, plan, device, torch_seed, stage1_options,
@@ -254,7 +284,10 @@ def spread_on_model_grid(prepared: ModelGridInputs, bundle, target: Sequence, so
     if bundle.refiner is not None:
         volumes = refined_samples(prepared, bundle.refiner, target, sources, volumes, plan, device, stage2_options,
                                   lambda f, m: report(share + (1 - share) * f, m), cancel, messages)
-    spread = volumes.std(axis=0, dtype=np.float64).astype(np.float32)
+    members = np.concatenate([np.asarray(synthesis, dtype=np.float32)[None], volumes])
+    variance = members.var(axis=0, dtype=np.float64)
+    position = positional_spread(synthesis, prepared.brain).astype(np.float64)
+    spread = np.sqrt(variance + position * position).astype(np.float32)
     spread[~prepared.brain] = 0.0
     return spread, plan
 
