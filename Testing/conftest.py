@@ -173,3 +173,22 @@ def one_torch_thread():
     yield
     torch.set_num_threads(before)
 
+
+
+@pytest.fixture(scope="session")
+def bundle_without_statistics(tmp_path_factory) -> Path:
+    """A copy of the bundled demo model without its training statistics (a bundle made before they existed,
+    or by a training that did not add them): the out-of-distribution check cannot run with it."""
+    import json
+    import shutil
+
+    from MRISynthesisLib.core.bundles import CATALOGUE_DIR
+    from MRISynthesisLib.core.ood_statistics import METADATA_KEY
+
+    folder = tmp_path_factory.mktemp("bundle-without-statistics") / "demo-without-statistics"
+    shutil.copytree(CATALOGUE_DIR / "demo", folder)
+    manifest_path = folder / "bundle.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    del manifest["metadata"][METADATA_KEY]
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return folder

@@ -103,17 +103,32 @@ def test_training_statistics_are_deterministic_and_kept_beside_the_other_metadat
     assert stored["cases"] == len(TRAINING_SEEDS) and stored["grid"] == {"image_size": 96, "spacing_mm": 2.5}
     assert set(stored["sequences"]) == {"t1n", "t1c", "t2w", "t2f"}
     assert "training" in manifest["metadata"]  # what was there stays
-    assert METADATA_KEY not in json.loads((CATALOGUE_DIR / "demo" / "bundle.json").read_text(encoding="utf-8"))["metadata"]
+    # The bundled demo model carries the statistics of its own 40 training cases (seeds 1000-1039, 2.5 mm).
+    bundled = json.loads((CATALOGUE_DIR / "demo" / "bundle.json").read_text(encoding="utf-8"))["metadata"][METADATA_KEY]
+    assert bundled["cases"] == 40 and bundled["grid"] == stored["grid"]
+    assert bundled["source"]["case_folders"] == [f"Phantom-{seed:05d}" for seed in range(1000, 1040)]
+    for sequence, entry in first["sequences"].items():  # its first six cases are this test's training cases
+        assert bundled["sequences"][sequence]["brain_ml"]["min"] <= entry["brain_ml"]["min"]
+        assert bundled["sequences"][sequence]["brain_ml"]["max"] >= entry["brain_ml"]["max"]
 
 
 # --------------------------------------------------------------------------- the check
 
 
 def test_a_held_out_phantom_of_the_training_kind_gives_no_warning(bundle):
-    result = checked(held_out_images(), bundle)
+    for model in (bundle, load_bundle("demo")):  # this module's statistics (6 cases) and the bundled ones (40)
+        result = checked(held_out_images(), model)
 
-    assert result.checked and result.out_of_distribution is False
-    assert result.warnings == []
+        assert result.checked and result.out_of_distribution is False
+        assert result.warnings == []
+
+
+def test_the_bundled_model_warns_on_an_unprepared_clinical_phantom():
+    study = generate_clinical_study(7001, small=True)
+    result = checked(study.images, load_bundle("demo"))
+
+    assert result.out_of_distribution is True
+    assert {w.sequence for w in result.warnings if w.code == "not_skull_stripped"} == set(study.images)
 
 
 def test_a_skull_on_clinical_phantom_warns_not_skull_stripped(bundle):
@@ -157,8 +172,8 @@ def test_finer_voxels_than_trained_are_no_warning(bundle):
     assert result.checked
 
 
-def test_a_bundle_without_statistics_says_the_check_was_not_possible():
-    result = checked(held_out_images(), load_bundle("demo"))
+def test_a_bundle_without_statistics_says_the_check_was_not_possible(bundle_without_statistics):
+    result = checked(held_out_images(), load_bundle(bundle_without_statistics))
 
     assert not result.checked and result.out_of_distribution is None
     assert result.note == NOT_CHECKED_NOTE and result.warnings == []
@@ -194,10 +209,11 @@ def test_synthesize_prints_warning_lines_and_reports_them(scrambled_case, stats_
     assert set(report["distribution_check"]["measured"]["sequences"]) == {"t1n", "t2w", "t2f"}
 
 
-def test_validate_without_statistics_notes_once_that_nothing_was_checked(tmp_path, capsys):
+def test_validate_without_statistics_notes_once_that_nothing_was_checked(bundle_without_statistics, tmp_path, capsys):
     folder = write_case(generate_case(HELD_OUT_SEED, grid="small"), tmp_path / "cases")
     out = tmp_path / "out"
-    assert main(["validate", str(folder), "-o", str(out), "--model", "demo", "--device", "cpu"]) == 0
+    assert main(["validate", str(folder), "-o", str(out), "--model", str(bundle_without_statistics),
+                 "--device", "cpu"]) == 0
     printed = capsys.readouterr().out.splitlines()
     report = json.loads(next(out.glob("*-report.json")).read_text(encoding="utf-8"))
 

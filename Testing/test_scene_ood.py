@@ -55,8 +55,9 @@ def test_scrambled_flair_in_a_scene_gives_flair_reason_codes(mrml_scene, stats_b
     assert all(wording.distributionNoteText(note).startswith("T2-FLAIR") for note in notes)
 
 
-def test_a_bundle_without_statistics_gives_one_not_checked_code(mrml_scene, wording):
-    result = synthesised_in_scene(mrml_scene.scene, dict(generate_case(HELD_OUT_SEED, grid="small").images), "demo")
+def test_a_bundle_without_statistics_gives_one_not_checked_code(mrml_scene, wording, bundle_without_statistics):
+    result = synthesised_in_scene(mrml_scene.scene, dict(generate_case(HELD_OUT_SEED, grid="small").images),
+                                  str(bundle_without_statistics))
     notes = distribution_notes([result, result])  # a validation's four results say it once
 
     assert [note.reason for note in notes] == [DistributionReason.NOT_CHECKED]

@@ -72,6 +72,7 @@ def main() -> int:
                  "--batch-size", "1", "--crop-size", "64", "--epochs", "3", "--steps-per-epoch", "16",
                  "--lr", "5e-4", "--warmup-steps", "20", "--input-patterns", "missing-one", "--val-targets", "t1c",
                  "--max-minutes", budget["stage2"], "--seed", "0", "--threads", THREADS)
+    add_training_statistics(run, data)
     evaluation_started = time.time()
     mrisynth("evaluate", "--data", str(held_out), "--model", str(run), "-o", str(run / "evaluation"),
              "--device", "cpu")
@@ -94,6 +95,15 @@ def main() -> int:
     if not args.no_install:
         install(run)
     return 0
+
+
+def add_training_statistics(run: Path, data: Path) -> None:
+    """What the training cases look like to the model, stored in the run's bundle.json for the
+    out-of-distribution check (``scripts/training_statistics.py``; kept when already there)."""
+    if "training_statistics" in json.loads((run / "bundle.json").read_text()).get("metadata", {}):
+        return
+    subprocess.run([sys.executable, str(REPO / "scripts" / "training_statistics.py"), "--data", str(data),
+                    "--bundle", str(run)], check=True)
 
 
 def training_minutes(run: Path, kind: str) -> float:

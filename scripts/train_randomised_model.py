@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_demo_model import (  # noqa: E402
     DEMO_DIR,
     REPO,
+    add_training_statistics,
     bottleneck,
     intensity_response,
     card_introduction,
@@ -67,22 +68,26 @@ from train_demo_model import (  # noqa: E402
     training_minutes,
 )
 
-#: Training cases: (first seed, count, randomised). Phantom-01000 ... 01031 randomised, 03000 ... 03015 classic.
-TRAIN_SETS = ((1000, 32, True), (3000, 16, False))
-TRAIN_CASES = sum(count for _, count, _ in TRAIN_SETS)
+#: Training cases: (first seed, count, randomised, grid; None: the profile's). Phantom-01000 ... 01031 randomised,
+#: 03000 ... 03015 classic on the model's grid, 04000 ... 04015 classic at 2.5 mm (the small grid): clinical
+#: series are often that coarse, and the network must then not see its coarse inputs for the first time.
+TRAIN_SETS = ((1000, 32, True, None), (3000, 16, False, None), (4000, 16, False, "small"))
+TRAIN_CASES = sum(entry[1] for entry in TRAIN_SETS)
 EVAL_SEED, EVAL_CASES = 5000, 5          # held out, classic small: Phantom-05000 ... 05004 (every earlier card)
 RANDOM_EVAL_SEED = 6000                  # held out, randomised on the model's grid: Phantom-06000 ... 06004
 DEMO_SEED = 90210                        # the case `mrisynth demo` shows
 #: Per device: phantom grid, slice size of the model grid, network config, batch, stage budgets (minutes).
 PROFILES = {
-    "cpu": dict(grid="medium", image_size=160, config="small", batch=8, threads="1", steps=170, epochs=8,
-                budget={"stage1": 70.0, "segmenter": 8.0, "stage2": 12.0}),
+    "cpu": dict(grid="medium", image_size=160, config="small", batch=8, threads="2", steps=170, epochs=10,
+                budget={"stage1": 75.0, "segmenter": 8.0, "stage2": 12.0}),
     "cuda": dict(grid="full", image_size=240, config="paper", batch=24, threads="4", steps=400, epochs=30,
                  budget={"stage1": 360.0, "segmenter": 30.0, "stage2": 60.0}),
 }
 BUDGET_MINUTES = PROFILES["cpu"]["budget"]
-#: Half of every stage-1 batch from slices with tumour core, so that the short run learns enhancement.
+#: Half of every stage-1 batch from slices with tumour core, and an L1 term over the tumour's pixels
+#: (weighted as the whole-slice L1), so that the short run learns enhancement instead of averaging it away.
 TUMOUR_FRACTION = 0.5
+TUMOUR_L1_WEIGHT = 10.0
 
 
 def phantoms(folder: Path, seed: int, cases: int, grid: str, randomised: bool) -> None:
@@ -110,8 +115,8 @@ def main() -> int:
     if args.install_only:
         install(run)
         return 0
-    for seed, cases, randomised in TRAIN_SETS:
-        phantoms(data, seed, cases, profile["grid"], randomised)
+    for seed, cases, randomised, grid in TRAIN_SETS:
+        phantoms(data, seed, cases, grid or profile["grid"], randomised)
     phantoms(args.work_dir / "eval", EVAL_SEED, EVAL_CASES, "small", False)
     phantoms(args.work_dir / "eval-randomised", RANDOM_EVAL_SEED, EVAL_CASES, profile["grid"], True)
     budget = {k: f"{v * args.minutes_scale:.2f}" for k, v in profile["budget"].items()}
@@ -121,7 +126,8 @@ def main() -> int:
         mrisynth("train", "stage1", "--data", str(data), "-o", str(run), "--image-size", str(profile["image_size"]),
                  "--batch-size", str(profile["batch"]), "--epochs", str(profile["epochs"]),
                  "--steps-per-epoch", str(profile["steps"]), "--lr", "4e-4", "--warmup-steps", "100",
-                 "--input-patterns", "missing-one", "--tumour-fraction", str(TUMOUR_FRACTION), "--val-cases", "2",
+                 "--input-patterns", "missing-one", "--tumour-fraction", str(TUMOUR_FRACTION),
+                 "--tumour-l1-weight", str(TUMOUR_L1_WEIGHT), "--val-cases", "2",
                  "--keep", "best", "--max-minutes", budget["stage1"], *common)
     if not (run / "segmenter.pt").exists():
         mrisynth("train", "segmenter", "--data", str(data), "-o", str(run),
@@ -132,6 +138,7 @@ def main() -> int:
                  "--batch-size", "1", "--crop-size", "64", "--epochs", "3", "--steps-per-epoch", "16",
                  "--lr", "5e-4", "--warmup-steps", "20", "--input-patterns", "missing-one", "--val-targets", "t1c",
                  "--max-minutes", budget["stage2"], *common)
+    add_training_statistics(run, data)
     evaluation_started = time.time()
     for name in ("eval", "eval-randomised"):
         mrisynth("evaluate", "--data", str(args.work_dir / name), "--model", str(run), "-o",
@@ -143,8 +150,8 @@ def main() -> int:
     manifest = json.loads(manifest_path.read_text())
     manifest.update(name="demo", description="Demo model trained on simulated phantoms (not for patient data)")
     manifest.setdefault("metadata", {}).update(
-        training_sets=[{"first_seed": seed, "cases": cases, "randomised": randomised, "grid": profile["grid"]}
-                       for seed, cases, randomised in TRAIN_SETS],
+        training_sets=[{"first_seed": seed, "cases": cases, "randomised": randomised, "grid": grid or profile["grid"]}
+                       for seed, cases, randomised, grid in TRAIN_SETS],
         evaluation_seeds=[EVAL_SEED, EVAL_SEED + EVAL_CASES - 1],
         randomised_evaluation_seeds=[RANDOM_EVAL_SEED, RANDOM_EVAL_SEED + EVAL_CASES - 1], demo_seed=DEMO_SEED,
         image_size=profile["image_size"], training_minutes=round(minutes, 1),
