@@ -69,7 +69,8 @@ SETTINGS_GROUP = "MRISynthesis"
 #: How often (ms) the widget polls a running job.
 POLL_INTERVAL_MS = 100
 #: Uncertainty samples by default: the largest N >= 4 whose cost stays within 2x the synthesis on the demo
-#: case, else 0 (off). Measured (python benchmarks/uncertainty.py, CPU): 4 samples cost 2.27x, so it is off.
+#: case, else 0 (off). Measured (python benchmarks/uncertainty.py, CPU): 4 members cost 2.27x before the synthesis
+#: itself became one, 2.52x since on a loaded machine (README: to be rerun idle), so it is off.
 DEFAULT_UNCERTAINTY_SAMPLES = 0
 
 
