@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -106,6 +107,44 @@ def add_training_statistics(run: Path, data: Path) -> None:
                     "--bundle", str(run)], check=True)
 
 
+def trust_section(bundle: Path, held_out: Path, work: Path) -> str:
+    """The card's section on where not to trust the model: the uncertainty map's calibration on the held-out
+    cases (``scripts/uncertainty_calibration.py``, 4 members; kept in ``work/uncertainty-calibration``) and the
+    out-of-distribution check's counts (``scripts/ood_check.py``; kept in ``work/ood-check.txt``)."""
+    calibration = work / "uncertainty-calibration"
+    if not (calibration / "calibration.md").exists():
+        subprocess.run([sys.executable, str(REPO / "scripts" / "uncertainty_calibration.py"), "--data", str(held_out),
+                        "--model", str(bundle), "--samples", "4", "-o", str(calibration)], check=True,
+                       capture_output=True, text=True)
+    ood = work / "ood-check.txt"
+    if not ood.exists():
+        printed = subprocess.run([sys.executable, str(REPO / "scripts" / "ood_check.py"), "--bundle", str(bundle)],
+                                 check=True, capture_output=True, text=True).stdout
+        ood.write_text(printed, encoding="utf-8")
+    table = calibration_body((calibration / "calibration.md").read_text(encoding="utf-8"))
+    counts = ood.read_text(encoding="utf-8").strip()
+    return f"""## Where not to trust it: uncertainty map and out-of-distribution check
+
+The uncertainty map (`--uncertainty 4`) against the error on the classic held-out cases below
+(`python scripts/uncertainty_calibration.py --data HELD_OUT_CASES --model demo --samples 4`).
+{table}
+The out-of-distribution check with the training statistics in `bundle.json` (cases with at least one
+warning per category; `python scripts/ood_check.py --bundle MRISynthesisLib/data/models/demo`; the
+held-out row counts false alarms):
+
+```
+{counts}
+```
+"""
+
+
+def calibration_body(markdown: str) -> str:
+    """calibration.md without its title, its data folder and its calibration heading (the card has its own)."""
+    drop = ("# ", "## Uncertainty map: calibration")
+    lines = [line for line in markdown.splitlines() if not line.startswith(drop) and " case(s) from " not in line]
+    return "\n" + re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+
+
 def training_minutes(run: Path, kind: str) -> float:
     """Wall minutes of the epochs (with validation) in ``RUN/<kind>-metrics.json``, also across resumed calls."""
     history = json.loads((run / f"{kind}-metrics.json").read_text())
@@ -120,8 +159,10 @@ def install(run: Path) -> None:
         shutil.copy2(run / name, DEMO_DIR / name)
     evaluation = (run / "evaluation" / "evaluation.md").read_text()
     (DEMO_DIR / "evaluation.md").write_text(evaluation)
+    trust = trust_section(run, run.parent / "eval", run)
     (DEMO_DIR / "MODEL_CARD.md").write_text(model_card(manifest, run, evaluation, ssim_ceiling(),
-                                                        enhancement(run), intensity_response(run), bottleneck(run)))
+                                                        enhancement(run), intensity_response(run), bottleneck(run),
+                                                        trust))
     print(f"installed into {DEMO_DIR}")
 
 
@@ -218,7 +259,7 @@ trained on real BraTS-format data (`mrisynth train ...`).
 
 
 def model_card(manifest: dict, run: Path, evaluation: str, ceiling: str, enhancement_table: str,
-               intensity_note: str, bottleneck_table: str) -> str:
+               intensity_note: str, bottleneck_table: str, trust: str) -> str:
     """The model card: what the demo model is, how it was made, how well it does, what it is not."""
     meta = manifest.get("metadata", {})
     size = int(meta.get("image_size", IMAGE_SIZE))
@@ -259,6 +300,7 @@ the enhancing tumour being a few percent of the brain:
 
 {enhancement_table}
 
+{trust}
 ## Known limitations
 
 - **The intensity code has almost no effect in this model.** {intensity_note} The code enters

@@ -69,6 +69,7 @@ from train_demo_model import (  # noqa: E402
     REPO,
     add_training_statistics,
     bottleneck,
+    trust_section,
     intensity_response,
     card_introduction,
     kept_epochs_and_sizes,
@@ -241,7 +242,7 @@ def install(run: Path) -> None:
     compared = comparison(run, previous)
     tables = {name: enhancement(run, name) for name in HELD_OUT}
     card = model_card(manifest, run, evaluations, ssim_ceiling(), tables, intensity_response(run), bottleneck(run),
-                      compared)
+                      compared, trust_section(run, run.parent / "eval", run))
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     for old in DEMO_DIR.glob("*.pt"):
         old.unlink()
@@ -260,7 +261,7 @@ def enhancement(run: Path, held_out: str = "eval") -> str:
 
 
 def model_card(manifest: dict, run: Path, evaluations: dict, ceiling: str, enhancement_tables: dict,
-               intensity_note: str, bottleneck_table: str, compared: str) -> str:
+               intensity_note: str, bottleneck_table: str, compared: str, trust: str) -> str:
     """The model card: what the demo model is, how it was made, how well it does, what it is not."""
     meta = manifest.get("metadata", {})
     size = int(meta.get("image_size", PROFILES["cpu"]["image_size"]))
@@ -325,6 +326,7 @@ Randomised held-out cases:
 
 {enhancement_tables["eval-randomised"]}
 
+{trust}
 ## Known limitations
 
 - **Real scans are still outside what this model has seen, by an amount the project cannot
