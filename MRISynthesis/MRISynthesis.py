@@ -69,9 +69,9 @@ SETTINGS_GROUP = "MRISynthesis"
 #: How often (ms) the widget polls a running job.
 POLL_INTERVAL_MS = 100
 #: Uncertainty samples by default: the largest N >= 4 whose cost stays within 2x the synthesis on the demo
-#: case, else 0 (off). Measured (python benchmarks/uncertainty.py, CPU): 4 members cost 2.27x before the synthesis
-#: itself became one, 2.52x since on a loaded machine (README: to be rerun idle), so it is off.
-DEFAULT_UNCERTAINTY_SAMPLES = 0
+#: case, else 0 (off). Measured (python benchmarks/uncertainty.py --samples 3 4 6, CPU, one thread, idle 2-core
+#: machine): 3 members cost 1.54x, 4 members 1.88x, 6 members 2.92x the synthesis, so 4.
+DEFAULT_UNCERTAINTY_SAMPLES = 4
 
 
 def _sample_count(value: Any) -> int:
