@@ -192,3 +192,24 @@ def bundle_without_statistics(tmp_path_factory) -> Path:
     del manifest["metadata"][METADATA_KEY]
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return folder
+
+
+@pytest.fixture(scope="session")
+def save_tiny_bundle() -> Callable[[Path, str], Path]:
+    """``save(folder, name)``: a bundle folder of a tiny real HF-GAN (seeded, 96 x 96 slices) and a tiny real
+    Refiner whose zero-initialised head is given weights, so that refinement changes the volume."""
+    def save(folder: Path, name: str) -> Path:
+        import torch
+
+        from MRISynthesisLib.core.bundles import save_bundle
+        from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANGenerator
+        from MRISynthesisLib.models.refiner import Refiner, RefinerConfig
+
+        torch.manual_seed(0)
+        generator = HFGANGenerator(HFGANConfig(dim=8, dim_mults=(1, 2, 4), n_layers=1, n_heads=2, image_size=96))
+        refiner = Refiner(RefinerConfig(channels=4))
+        with torch.no_grad():
+            refiner.head.weight.normal_(0.0, 0.5)
+        return save_bundle(folder, name, generator, refiner)
+
+    return save

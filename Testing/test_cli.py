@@ -8,25 +8,16 @@ import sys
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
 from MRISynthesisLib import __version__, metrics
 from MRISynthesisLib.cli.main import main
 from MRISynthesisLib.core.io import image_description
-from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANGenerator
-from MRISynthesisLib.models.refiner import Refiner, RefinerConfig
 from MRISynthesisLib.phantom import generate_case, write_case
-from MRISynthesisLib.core.bundles import save_bundle
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    generator = HFGANGenerator(HFGANConfig(dim=8, dim_mults=(1, 2, 4), n_layers=1, n_heads=2, image_size=96))
-    refiner = Refiner(RefinerConfig(channels=4))
-    with torch.no_grad():
-        refiner.head.weight.normal_(0.0, 0.5)
-    return save_bundle(tmp_path_factory.mktemp("bundle"), "tiny-cli", generator, refiner)
+def bundle_dir(tmp_path_factory, save_tiny_bundle):
+    return save_tiny_bundle(tmp_path_factory.mktemp("bundle"), "tiny-cli")
 
 
 @pytest.fixture(scope="module")

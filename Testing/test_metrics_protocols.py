@@ -21,10 +21,7 @@ from scipy import ndimage
 
 from MRISynthesisLib import metrics, phantom
 from MRISynthesisLib.cli.main import main
-from MRISynthesisLib.core.bundles import save_bundle
 from MRISynthesisLib.metrics import MetricsError, protocol_columns, protocol_metrics
-from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANGenerator
-from MRISynthesisLib.models.refiner import Refiner, RefinerConfig
 from MRISynthesisLib.sequences import Sequence
 from MRISynthesisLib.worker.protocol import RequestError, WorkerRequest, read_request, write_request
 
@@ -70,13 +67,8 @@ def case():
 
 
 @pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory):
-    torch.manual_seed(0)
-    generator = HFGANGenerator(HFGANConfig(dim=8, dim_mults=(1, 2, 4), n_layers=1, n_heads=2, image_size=96))
-    refiner = Refiner(RefinerConfig(channels=4))
-    with torch.no_grad():
-        refiner.head.weight.normal_(0.0, 0.5)
-    return save_bundle(tmp_path_factory.mktemp("bundle"), "tiny-protocols", generator, refiner)
+def tiny_bundle(tmp_path_factory, save_tiny_bundle):
+    return save_tiny_bundle(tmp_path_factory.mktemp("bundle"), "tiny-protocols")
 
 
 @pytest.fixture(scope="module")
