@@ -29,7 +29,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 
-#: Tolerance of the fast path against the naive path (float32).
+#: Tolerance of the fast path against the naive path (float32). On CUDA the fast path runs under bf16/fp16
+#: autocast, which keeps 8 (10) mantissa bits, so the difference is reported there but not held to this.
 TOLERANCE = 1e-4
 #: Stage-1 slices timed per mode for the paper configuration unless --full.
 PAPER_SUBSET = 24
@@ -175,16 +176,20 @@ def merge_runs(runs: list) -> dict:
     return best
 
 
-def compare_outputs(folder: Path, naive: str, fast: str) -> Optional[dict]:
-    """Max abs difference of the fast stage-1 output against the naive one, on the slices both ran."""
+def compare_outputs(folder: Path, naive: str, fast: str, autocast: bool = False) -> Optional[dict]:
+    """Max and mean abs difference of the fast stage-1 output against the naive one, on the slices both ran;
+    ``autocast``: the fast path ran in bf16/fp16 (CUDA), so the float32 tolerance does not apply."""
     try:
         naive_out, naive_idx = np.load(folder / naive / "stage1.npy"), np.load(folder / naive / "stage1_slices.npy")
         fast_out, fast_idx = np.load(folder / fast / "stage1.npy"), np.load(folder / fast / "stage1_slices.npy")
     except OSError:
         return None
     common, in_naive, in_fast = np.intersect1d(naive_idx, fast_idx, return_indices=True)
-    diff = float(np.abs(naive_out[in_naive] - fast_out[in_fast]).max()) if common.size else float("nan")
-    return {"slices_compared": int(common.size), "max_abs_diff": diff, "within_tolerance": diff <= TOLERANCE,
+    difference = np.abs(naive_out[in_naive] - fast_out[in_fast])
+    diff = float(difference.max()) if common.size else float("nan")
+    return {"slices_compared": int(common.size), "max_abs_diff": diff,
+            "mean_abs_diff": float(difference.mean()) if common.size else float("nan"),
+            "within_tolerance": None if autocast else diff <= TOLERANCE, "autocast": autocast,
             "output_range": [float(naive_out.min()), float(naive_out.max())]}
 
 
@@ -198,8 +203,8 @@ def stage1_full_case_s(result: dict, mode: str) -> float:
     return per_slice * slices
 
 
-def summarise(results: dict, folder: Path) -> dict:
-    """Ratios, checks and goals from the task results."""
+def summarise(results: dict, folder: Path, device: str = "cpu") -> dict:
+    """Ratios, checks and goals from the task results (``device``: where the tasks ran)."""
     summary: dict = {}
     for config in ("demo", "paper"):
         naive, fast = results.get(f"{config}-stage1-naive"), results.get(f"{config}-stage1-fast")
@@ -211,13 +216,14 @@ def summarise(results: dict, folder: Path) -> dict:
             "fast_case_s": stage1_full_case_s(fast, "fast"),
         }
         entry["speedup"] = entry["naive_case_s"] / entry["fast_case_s"]
-        entry["check"] = compare_outputs(folder, f"{config}-stage1-naive", f"{config}-stage1-fast")
+        autocast = device == "cuda"   # Stage1Options' default on CUDA
+        entry["check"] = compare_outputs(folder, f"{config}-stage1-naive", f"{config}-stage1-fast", autocast)
         channels_last = results.get(f"{config}-stage1-fast-channels-last")
         if channels_last and "error" not in channels_last:
             entry["channels_last_speedup"] = (fast["wall_s"] / fast["slices_run"]) / (
                 channels_last["wall_s"] / channels_last["slices_run"])
             entry["channels_last_check"] = compare_outputs(folder, f"{config}-stage1-naive",
-                                                           f"{config}-stage1-fast-channels-last")
+                                                           f"{config}-stage1-fast-channels-last", autocast)
         summary[f"{config}_stage1"] = entry
     for config in ("demo", "paper"):
         stage2 = results.get(f"{config}-stage2")
@@ -309,11 +315,13 @@ def summary_lines(summary: dict) -> list:
             continue
         how = " (extrapolated from the subset)" if entry["extrapolated"] else ""
         check = entry["check"] or {}
-        verdict = "OK" if check.get("within_tolerance") else "FAILED"
+        verdict = ("bf16/fp16 autocast: not held to it" if check.get("autocast")
+                   else "OK" if check.get("within_tolerance") else "FAILED")
         lines.append(f"{config}: stage 1 whole case naive {entry['naive_case_s']:.1f} s, "
                      f"fast {entry['fast_case_s']:.1f} s -> {entry['speedup']:.2f}x{how}; "
                      f"max |fast - naive| {check.get('max_abs_diff', float('nan')):.2e} "
-                     f"over {check.get('slices_compared', 0)} slices (tolerance {TOLERANCE:g}: {verdict})")
+                     f"(mean {check.get('mean_abs_diff', float('nan')):.1e}) over {check.get('slices_compared', 0)} "
+                     f"slices (float32 tolerance {TOLERANCE:g}: {verdict})")
         if "channels_last_speedup" in entry:
             cl_check = entry.get("channels_last_check") or {}
             lines.append(f"{config}: channels-last (not the default) vs the fast path, per slice: "
@@ -384,7 +392,7 @@ def main(argv: Optional[list] = None) -> int:
         runs.setdefault(spec["name"], []).append(result)
         print(f"  {'FAILED: ' + result['error'] if 'error' in result else _fmt(result['wall_s']) + ' s'}", flush=True)
     results = {name: merge_runs(found) for name, found in runs.items()}
-    summary = summarise(results, out / "tasks")
+    summary = summarise(results, out / "tasks", device)
     header = ["config", "task", "ran", "wall s", "per s", "Mvox/s", "peak RSS GiB", "peak GPU MiB", "kfaults/unit",
               "notes"]
     table = format_table(header, task_rows(results))
