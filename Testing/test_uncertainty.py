@@ -103,7 +103,7 @@ def test_summary_means_over_tumour_region_and_healthy_brain(made):
     target = made["seed0"].targets[T1C]
     summary = target.uncertainty
     assert summary["samples"] == 3 and summary["seed"] == 0
-    assert summary["sources"] == ["flip", "dropout", "intensity", "refiner_shift", "position"]
+    assert summary["sources"] == ["flip", "dropout", "intensity", "refiner_shift", "position", "contrast"]
     values = _array(target.uncertainty_map)
     region = _array(target.tumour_mask) > 0
     brain = calibration.synthesis_brain(made["inputs"])
@@ -195,7 +195,7 @@ def test_plan_varies_what_the_model_allows(bundle):
 
     no_dropout = tiny_generator(dropout=0.0)
     plain = uncertainty.plan_samples(4, 0, T1C, no_dropout, None, float("nan"))
-    assert not plain.dropout and plain.sources == ("flip", "position")
+    assert not plain.dropout and plain.sources == ("flip", "position", "contrast")
     assert plain.intensities == (None,) * 4 and plain.offsets == ((0, 0, 0),) * 4
 
 
@@ -215,16 +215,36 @@ def test_positional_spread_is_the_spread_over_one_voxel_moves():
     assert np.allclose(bordered[inner + (slice(5, 6),)], 0.0, atol=1e-6)
 
 
-def test_map_adds_the_samples_spread_to_the_positional_spread(made):
-    """sqrt(variance over the synthesis and its samples + positional spread^2): never below the positional
-    spread of the synthesis (the model grid is the input grid here: 2.5 mm, 96 x 96), above it where the
-    samples differ."""
+def test_contrast_spread_grows_with_the_distance_from_the_brain_median():
+    volume = np.zeros((4, 5, 6), dtype=np.float32)
+    volume[1:3, 1:4, 1:5] = np.linspace(1.0, 3.0, 24, dtype=np.float32).reshape(2, 3, 4)
+    brain = volume > 0
+    spread = uncertainty.contrast_spread(volume, brain, factor=0.5)
+    median = float(np.median(volume[brain]))
+    assert np.allclose(spread[brain], 0.5 * np.abs(volume[brain] - median), atol=1e-6)
+    assert np.all(spread[~brain] == 0.0) and spread.dtype == np.float32
+    # Brighter and darker than the median alike; the default factor is the module's constant.
+    darkest, brightest = np.unravel_index(np.argmin(np.where(brain, volume, 9)), volume.shape), (2, 3, 4)
+    assert spread[darkest] > 0 and spread[brightest] > 0
+    assert np.allclose(uncertainty.contrast_spread(volume, brain),
+                       uncertainty.CONTRAST_SPREAD / 0.5 * spread, atol=1e-6)
+    assert not uncertainty.contrast_spread(volume, np.zeros_like(brain)).any()
+
+
+def test_map_adds_the_samples_spread_to_the_positional_and_contrast_parts(made):
+    """sqrt(variance over the synthesis and its samples + positional^2 + contrast^2) (the model grid is the
+    input grid here: 2.5 mm, 96 x 96): never below the two parts of the synthesis together, above them
+    where the samples differ."""
     target = made["seed0"].targets[T1C]
     brain = calibration.synthesis_brain(made["inputs"])
-    values = _array(target.uncertainty_map)[brain]
-    position = uncertainty.positional_spread(_array(target.synthetic), brain)[brain]
-    assert np.all(values >= position - 1e-4 * position.max())
-    assert np.mean(values > position * 1.01 + 1e-6) > 0.5
+    values = _array(target.uncertainty_map)[brain].astype(np.float64)
+    synthetic = _array(target.synthetic)
+    position = uncertainty.positional_spread(synthetic, brain)[brain].astype(np.float64)
+    contrast = uncertainty.contrast_spread(synthetic, brain)[brain].astype(np.float64)
+    parts = np.sqrt(position ** 2 + contrast ** 2)
+    assert np.all(values >= parts - 1e-3 * parts.max())
+    assert np.mean(values > parts * 1.01 + 1e-6) > 0.5
+    assert np.mean(contrast > position) > 0.1  # the contrast part is not negligible beside the positional one
 
 
 def test_dropout_is_on_only_in_the_bottleneck_and_restored():
@@ -285,15 +305,18 @@ def test_calibration_of_a_map_that_is_the_error_and_of_a_constant():
     error = rng.gamma(2.0, 10.0, size=(8, 9, 10))
     brain = np.ones(error.shape, dtype=bool)
     brain[0] = False
-    scores = calibration.calibration_scores(error, error, brain, refinement=-error, position=-error[::-1])
+    scores = calibration.calibration_scores(error, error, brain, refinement=-error, position=-error[::-1],
+                                            contrast=2 * error)
     assert scores["uncertainty_auroc"] == pytest.approx(1.0)
     assert 0.35 < scores["position_auroc"] < 0.65  # |position| = the error, mirrored: unrelated
+    assert scores["contrast_auroc"] == pytest.approx(1.0) and scores["contrast_spearman"] == pytest.approx(1.0)
     assert scores["uncertainty_spearman"] == pytest.approx(1.0)
     assert scores["refinement_auroc"] == pytest.approx(1.0)
     assert scores["constant_auroc"] == pytest.approx(0.5)
     constant = calibration.calibration_scores(np.full(error.shape, 3.0), error, brain)
     assert constant["uncertainty_auroc"] == pytest.approx(0.5) and constant["uncertainty_spearman"] is None
     assert constant["refinement_auroc"] is None and constant["position_auroc"] is None
+    assert constant["contrast_auroc"] is None
     inverse = calibration.calibration_scores(-error, error, brain)
     assert inverse["uncertainty_auroc"] == pytest.approx(0.0) and inverse["uncertainty_spearman"] == pytest.approx(-1)
     noise = calibration.calibration_scores(rng.random(error.shape), error, brain)

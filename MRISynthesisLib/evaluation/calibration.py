@@ -6,9 +6,9 @@ On a case with ground truth, over the brain voxels, per target:
 * the AUROC of the uncertainty as a detector of the 10 % worst-error voxels of the brain
   (``sklearn.metrics.roc_auc_score``): 1 finds them perfectly, 0.5 is chance;
 * the same for two baselines: the refinement magnitude |final - stage 1| (a map the tool already gives),
-  and a constant (AUROC exactly 0.5; its rank correlation is undefined); and, to show what the samples add,
+  and a constant (AUROC exactly 0.5; its rank correlation is undefined); and, to show what each part adds,
   for the map's positional part alone (:func:`..core.uncertainty.positional_spread` of the synthesis, on
-  the input grid).
+  the input grid) and its contrast part alone (:func:`..core.uncertainty.contrast_spread`).
 
 The reliability diagram bins the brain voxels by uncertainty (equal-count bins) and plots the mean absolute
 error per bin against the bin's mean uncertainty; for a Gaussian error of that standard deviation the mean
@@ -23,7 +23,7 @@ from typing import Mapping, Optional, Sequence as TypingSequence
 import numpy as np
 import SimpleITK as sitk
 
-from ..core.uncertainty import positional_spread
+from ..core.uncertainty import contrast_spread, positional_spread
 
 __all__ = ["WORST_SHARE", "RELIABILITY_BINS", "CALIBRATION_COLUMNS", "worst_error_voxels", "score_map",
            "calibration_scores", "reliability_curve", "target_calibration", "synthesis_brain", "calibrate_case",
@@ -35,7 +35,8 @@ WORST_SHARE = 0.10
 RELIABILITY_BINS = 10
 #: Evaluation columns (final-stage rows) the calibration adds.
 CALIBRATION_COLUMNS = ("uncertainty_spearman", "uncertainty_auroc", "refinement_spearman", "refinement_auroc",
-                       "constant_auroc", "position_spearman", "position_auroc", "uncertainty_mean")
+                       "constant_auroc", "position_spearman", "position_auroc", "contrast_spearman", "contrast_auroc",
+                       "uncertainty_mean")
 
 
 def worst_error_voxels(error: np.ndarray, share: float = WORST_SHARE) -> np.ndarray:
@@ -71,9 +72,10 @@ def _auroc(labels: np.ndarray, values: np.ndarray) -> float:
 
 
 def calibration_scores(uncertainty: np.ndarray, error: np.ndarray, brain: np.ndarray,
-                       refinement: Optional[np.ndarray] = None, position: Optional[np.ndarray] = None) -> dict:
+                       refinement: Optional[np.ndarray] = None, position: Optional[np.ndarray] = None,
+                       contrast: Optional[np.ndarray] = None) -> dict:
     """The calibration columns (:data:`CALIBRATION_COLUMNS`) over the ``brain`` voxels of same-grid arrays
-    (``position``: the map's positional part alone, scored for reference)."""
+    (``position``, ``contrast``: the map's positional and contrast parts alone, scored for reference)."""
     brain = np.asarray(brain, dtype=bool)
     error_in = np.abs(np.asarray(error, dtype=np.float64)[brain])
     uncertainty_in = np.asarray(uncertainty, dtype=np.float64)[brain]
@@ -82,9 +84,9 @@ def calibration_scores(uncertainty: np.ndarray, error: np.ndarray, brain: np.nda
     out = {"uncertainty_spearman": scores["spearman"], "uncertainty_auroc": scores["auroc"],
            "refinement_spearman": None, "refinement_auroc": None,
            "constant_auroc": score_map(np.zeros_like(error_in), error_in, worst)["auroc"],
-           "position_spearman": None, "position_auroc": None,
+           "position_spearman": None, "position_auroc": None, "contrast_spearman": None, "contrast_auroc": None,
            "uncertainty_mean": float(uncertainty_in.mean()) if uncertainty_in.size else None}
-    for name, values in (("refinement", refinement), ("position", position)):
+    for name, values in (("refinement", refinement), ("position", position), ("contrast", contrast)):
         if values is not None:
             scores = score_map(np.abs(np.asarray(values, dtype=np.float64)[brain]), error_in, worst)
             out.update({f"{name}_spearman": scores["spearman"], f"{name}_auroc": scores["auroc"]})
@@ -119,8 +121,9 @@ def target_calibration(target, brain: np.ndarray) -> Optional[dict]:
     uncertainty = sitk.GetArrayViewFromImage(target.uncertainty_map)
     error = sitk.GetArrayViewFromImage(target.error_map)
     refinement = None if target.refinement_map is None else sitk.GetArrayViewFromImage(target.refinement_map)
-    position = positional_spread(sitk.GetArrayFromImage(target.synthetic).astype(np.float32), brain)
-    scores = calibration_scores(uncertainty, error, brain, refinement, position)
+    synthetic = sitk.GetArrayFromImage(target.synthetic).astype(np.float32)
+    scores = calibration_scores(uncertainty, error, brain, refinement, positional_spread(synthetic, brain),
+                                contrast_spread(synthetic, brain))
     scores["reliability"] = reliability_curve(uncertainty, error, brain)
     return scores
 
