@@ -521,6 +521,9 @@ class MRISynthesisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if note.reason.name == "NOT_CHECKED":
             return _("The model carries no statistics of its training data: whether these inputs resemble it was "
                      "not checked.")
+        if note.reason.name == "STATISTICS_UNREADABLE":
+            return _("The model's statistics of its training data could not be read (a newer or damaged model "
+                     "bundle): whether these inputs resemble it was not checked.")
         if note.reason.name == "NOT_SKULL_STRIPPED":
             return _("{name} is not skull-stripped ({percent:.0f} % of its non-zero voxels lie outside the brain; "
                      "training data: at most {trained:.0f} %).").format(name=name, percent=v["percent"],

@@ -177,6 +177,27 @@ def test_a_bundle_without_statistics_says_the_check_was_not_possible(bundle_with
 
     assert not result.checked and result.out_of_distribution is None
     assert result.note == NOT_CHECKED_NOTE and result.warnings == []
+    assert not result.statistics_unreadable and result.to_json()["statistics_unreadable"] is False
+
+
+@pytest.mark.parametrize("statistics, said", [
+    ({"version": 99, "sequences": {}}, "format version 99, this version reads 1"),
+    ("not a table", "format version None"),
+    ({"version": 1, "sequences": {"t1n": {"outside_fraction": "high"}}}, "malformed"),
+    ({"version": 1}, "malformed (KeyError)"),
+])
+def test_unreadable_statistics_say_so_instead_of_absent(bundle_without_statistics, tmp_path, statistics, said):
+    """A newer or damaged bundle is not an older one: the note and the flag say the statistics exist but
+    could not be read, and nothing is checked."""
+    folder = tmp_path / "bundle"
+    shutil.copytree(bundle_without_statistics, folder)
+    manifest = json.loads((folder / "bundle.json").read_text(encoding="utf-8"))
+    manifest["metadata"][METADATA_KEY] = statistics
+    (folder / "bundle.json").write_text(json.dumps(manifest), encoding="utf-8")
+    result = checked(held_out_images(), load_bundle(folder))
+
+    assert not result.checked and result.out_of_distribution is None and result.warnings == []
+    assert result.statistics_unreadable and said in result.note and result.note != NOT_CHECKED_NOTE
 
 
 # --------------------------------------------------------------------------- command line and report

@@ -62,3 +62,24 @@ def test_a_bundle_without_statistics_gives_one_not_checked_code(mrml_scene, word
 
     assert [note.reason for note in notes] == [DistributionReason.NOT_CHECKED]
     assert "not checked" in wording.distributionNoteText(notes[0])
+
+
+def test_unreadable_statistics_get_their_own_code_and_wording(mrml_scene, wording, bundle_without_statistics,
+                                                              tmp_path):
+    import json
+    import shutil
+
+    from MRISynthesisLib.core.ood_statistics import METADATA_KEY
+
+    folder = tmp_path / "newer-bundle"
+    shutil.copytree(bundle_without_statistics, folder)
+    manifest = json.loads((folder / "bundle.json").read_text(encoding="utf-8"))
+    manifest["metadata"][METADATA_KEY] = {"version": 99}
+    (folder / "bundle.json").write_text(json.dumps(manifest), encoding="utf-8")
+    result = synthesised_in_scene(mrml_scene.scene, dict(generate_case(HELD_OUT_SEED, grid="small").images),
+                                  str(folder))
+    save_results([result], tmp_path / "results")  # through the worker's result files, as in Slicer
+    notes = distribution_notes(load_results(tmp_path / "results"))
+
+    assert [note.reason for note in notes] == [DistributionReason.STATISTICS_UNREADABLE]
+    assert "could not be read" in wording.distributionNoteText(notes[0])

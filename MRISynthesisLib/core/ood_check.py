@@ -49,12 +49,15 @@ class DistributionWarning:
 
 @dataclasses.dataclass
 class DistributionCheck:
-    """The check of one case: ``checked`` (False without training statistics, see ``note``), the warnings."""
+    """The check of one case: ``checked`` (False without usable training statistics, see ``note``), the
+    warnings; ``statistics_unreadable``: the bundle has statistics, but in a layout this version cannot read
+    or malformed (a newer or a damaged bundle, not merely an older one)."""
 
     checked: bool
     warnings: List[DistributionWarning] = dataclasses.field(default_factory=list)
     note: str = ""
     measured: dict = dataclasses.field(default_factory=dict)
+    statistics_unreadable: bool = False
 
     @property
     def out_of_distribution(self) -> Optional[bool]:
@@ -64,7 +67,7 @@ class DistributionCheck:
     def to_json(self) -> dict:
         return {"checked": self.checked, "out_of_distribution": self.out_of_distribution,
                 "warnings": [w.to_json() for w in self.warnings], "note": self.note or None,
-                "measured": self.measured or None}
+                "measured": self.measured or None, "statistics_unreadable": self.statistics_unreadable}
 
 
 def report_fields(check: Optional[Mapping]) -> dict:
@@ -82,14 +85,19 @@ def check_distribution(images: Mapping[Sequence, sitk.Image], prepared: Optional
     statistics in a bundle's ``metadata``; without them (or with a layout this version cannot read) nothing is
     measured and the result says the check was not possible."""
     statistics = (metadata or {}).get(METADATA_KEY)
-    if not isinstance(statistics, Mapping) or statistics.get("version") != FORMAT_VERSION:
+    if statistics is None:
         return DistributionCheck(checked=False, note=NOT_CHECKED_NOTE)
+    if not isinstance(statistics, Mapping) or statistics.get("version") != FORMAT_VERSION:
+        version = statistics.get("version") if isinstance(statistics, Mapping) else None
+        note = (f"no out-of-distribution check: the bundle's training statistics have format version {version!r}, "
+                f"this version reads {FORMAT_VERSION}")
+        return DistributionCheck(checked=False, note=note, statistics_unreadable=True)
     measured = measure_case(images, prepared)
     try:
         warnings = compare(measured, statistics)
-    except (KeyError, TypeError, ValueError, IndexError) as error:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
         note = f"no out-of-distribution check: the bundle's training statistics are malformed ({type(error).__name__})"
-        return DistributionCheck(checked=False, note=note, measured=measured)
+        return DistributionCheck(checked=False, note=note, measured=measured, statistics_unreadable=True)
     return DistributionCheck(checked=True, warnings=warnings, measured=measured)
 
 

@@ -84,6 +84,8 @@ class DistributionReason(str, enum.Enum):
 
     #: The model's bundle has no training statistics: nothing was compared (said once).
     NOT_CHECKED = "not_checked"
+    #: The bundle has training statistics that this version cannot read (a newer or damaged bundle): not checked.
+    STATISTICS_UNREADABLE = "statistics_unreadable"
     #: Non-zero voxels outside the brain (values: percent, trained_percent).
     NOT_SKULL_STRIPPED = "not_skull_stripped"
     #: Brain volume outside the trained range (values: ml, trained_min, trained_max).
@@ -114,7 +116,9 @@ def distribution_notes(results: Any) -> List[DistributionNote]:
     for result in items:
         check = getattr(result, "distribution_check", None) or {}
         if not check.get("checked"):
-            found = [DistributionNote(DistributionReason.NOT_CHECKED, None, {})]
+            reason = (DistributionReason.STATISTICS_UNREADABLE if check.get("statistics_unreadable")
+                      else DistributionReason.NOT_CHECKED)
+            found = [DistributionNote(reason, None, {})]
         else:
             found = [DistributionNote(DistributionReason(w["code"]),
                                       Sequence(w["sequence"]) if w.get("sequence") else None,
