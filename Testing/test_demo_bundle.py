@@ -10,10 +10,21 @@ def test_demo_bundle_is_the_default_and_loads_completely():
     assert bundle.name == "demo" and bundle.stages == "HF-GAN + Refiner + segmenter"
     meta = bundle.metadata
     assert bundle.stage1.config.image_size == meta["image_size"]  # the grid the model card states
-    train_first, train_last = meta["training_seeds"]
-    assert not train_first <= meta["demo_seed"] <= train_last, "the demo case must be unseen"
-    eval_first, eval_last = meta["evaluation_seeds"]
-    assert eval_last < train_first or eval_first > train_last, "held-out cases must not be training cases"
+    training = training_seeds(meta)
+    assert len(training) >= 20 and meta["demo_seed"] not in training, "the demo case must be unseen"
+    for key in ("evaluation_seeds", "randomised_evaluation_seeds"):  # the second: bundles of the randomised recipe
+        if key in meta:
+            first, last = meta[key]
+            assert not training & set(range(first, last + 1)), f"{key}: held-out cases must not be training cases"
+
+
+def training_seeds(meta: dict) -> set:
+    """Every training case's seed: ``training_seeds`` [first, last] (scripts/train_demo_model.py) or the
+    ``training_sets`` of scripts/train_randomised_model.py."""
+    if "training_sets" in meta:
+        return {entry["first_seed"] + i for entry in meta["training_sets"] for i in range(entry["cases"])}
+    first, last = meta["training_seeds"]
+    return set(range(first, last + 1))
 
 
 def test_demo_bundle_is_small_and_has_a_model_card():
@@ -22,4 +33,5 @@ def test_demo_bundle_is_small_and_has_a_model_card():
     assert size < 30 * 1024 * 1024
     card = (folder / "MODEL_CARD.md").read_text()
     assert "simulated phantoms" in card and "Not for real patient data" in card
-    assert "scripts/train_demo_model.py" in card
+    command = bundles.load_bundle().metadata["command"]  # the recipe that made it, named in the card
+    assert command.startswith("python scripts/train_") and command in card

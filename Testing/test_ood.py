@@ -26,7 +26,20 @@ from MRISynthesisLib.phantom.clinical import generate_clinical_study
 from MRISynthesisLib.sequences import Sequence
 
 REPO = Path(__file__).resolve().parents[1]
-TRAINING_SEEDS = range(1000, 1006)  # the demo model's own training seeds start here
+BUNDLED = json.loads((CATALOGUE_DIR / "demo" / "bundle.json").read_text(encoding="utf-8"))["metadata"]
+
+
+def training_cases(meta: dict) -> list:
+    """(seed, classic small phantom?) of every training case of a bundle made by scripts/train_demo_model.py
+    (``training_seeds``: classic small phantoms) or scripts/train_randomised_model.py (``training_sets``)."""
+    if "training_sets" in meta:
+        return [(entry["first_seed"] + i, not entry["randomised"] and entry["grid"] == "small")
+                for entry in meta["training_sets"] for i in range(entry["cases"])]
+    first, last = meta["training_seeds"]
+    return [(seed, True) for seed in range(first, last + 1)]
+
+
+TRAINING_SEEDS = [seed for seed, small in training_cases(BUNDLED) if small][:6]  # the demo model's own cases
 HELD_OUT_SEED = 5001
 
 
@@ -100,14 +113,16 @@ def test_training_statistics_are_deterministic_and_kept_beside_the_other_metadat
     assert first == second
     keys = ("sequences", "pairs", "cases")
     assert {k: stored[k] for k in keys} == {k: first[k] for k in keys}
-    assert stored["cases"] == len(TRAINING_SEEDS) and stored["grid"] == {"image_size": 96, "spacing_mm": 2.5}
+    size = BUNDLED["image_size"]  # measured on the demo model's grid
+    assert stored["cases"] == len(TRAINING_SEEDS) and stored["grid"] == {"image_size": size, "spacing_mm": 240 / size}
     assert set(stored["sequences"]) == {"t1n", "t1c", "t2w", "t2f"}
     assert "training" in manifest["metadata"]  # what was there stays
-    # The bundled demo model carries the statistics of its own 40 training cases (seeds 1000-1039, 2.5 mm).
-    bundled = json.loads((CATALOGUE_DIR / "demo" / "bundle.json").read_text(encoding="utf-8"))["metadata"][METADATA_KEY]
-    assert bundled["cases"] == 40 and bundled["grid"] == stored["grid"]
-    assert bundled["source"]["case_folders"] == [f"Phantom-{seed:05d}" for seed in range(1000, 1040)]
-    for sequence, entry in first["sequences"].items():  # its first six cases are this test's training cases
+    # The bundled demo model carries the statistics of its own training cases.
+    bundled = BUNDLED[METADATA_KEY]
+    seeds = sorted(seed for seed, _ in training_cases(BUNDLED))
+    assert bundled["cases"] == len(seeds) and bundled["grid"] == stored["grid"]
+    assert bundled["source"]["case_folders"] == [f"Phantom-{seed:05d}" for seed in seeds]
+    for sequence, entry in first["sequences"].items():  # six of its cases are this test's training cases
         assert bundled["sequences"][sequence]["brain_ml"]["min"] <= entry["brain_ml"]["min"]
         assert bundled["sequences"][sequence]["brain_ml"]["max"] >= entry["brain_ml"]["max"]
 
@@ -116,7 +131,7 @@ def test_training_statistics_are_deterministic_and_kept_beside_the_other_metadat
 
 
 def test_a_held_out_phantom_of_the_training_kind_gives_no_warning(bundle):
-    for model in (bundle, load_bundle("demo")):  # this module's statistics (6 cases) and the bundled ones (40)
+    for model in (bundle, load_bundle("demo")):  # this module's statistics (6 cases) and the bundled ones (all)
         result = checked(held_out_images(), model)
 
         assert result.checked and result.out_of_distribution is False
@@ -163,7 +178,7 @@ def test_five_mm_slices_warn_about_the_voxel_size(bundle):
 
 
 def test_finer_voxels_than_trained_are_no_warning(bundle):
-    # a 1.25 mm acquisition is resampled onto the 2.5 mm model grid like the training cases were
+    # a 1.25 mm acquisition is resampled onto the coarser model grid like the training cases were
     images = held_out_images()
     images[Sequence.T2W] = thick_slices(images[Sequence.T2W], thickness=1.25)
     result = checked(images, bundle)
