@@ -23,7 +23,7 @@ most of the worst errors sit on such borders (see ``scripts/uncertainty_calibrat
 ``contrast``: :data:`CONTRAST_SPREAD` times the synthesis's distance from its brain median, added in variance
 too. The inputs do not fix the contrast of the acquisition a synthesis stands in for (its TR, TE, TI, field
 strength): the model draws one typical contrast, and where the acquired one is stronger or weaker the voxels
-far from the brain's median intensity (CSF, fat-free white matter, enhancement) are off most, all in one
+far from the brain's median intensity (CSF, white matter, enhancement) are off most, all in one
 direction. On phantoms (seeds 5100-5102, not the calibration's held-out set) the worst-error decile erred
 in one direction for at least 87 % of its voxels in 10 of 12 case-target pairs: a contrast error, which
 none of the samples varies (the intensity code would, in a model that had learned to follow it).
@@ -49,10 +49,9 @@ from .progress import ProgressCallback, check_cancel
 from .stages import _generator_channels, _unit_from_stage1, check_network_output
 from ..sequences import SEQUENCES, Sequence
 
-__all__ = ["SOURCES", "INTENSITY_SIGMA_LIMIT", "CONTRAST_SPREAD", "SamplePlan", "check_samples", "check_seed", "has_dropout",
-           "plan_samples", "dropout_on", "stage1_samples", "refined_samples", "positional_spread", "contrast_spread",
-           "spread_on_model_grid",
-           "region_summary"]
+__all__ = ["SOURCES", "INTENSITY_SIGMA_LIMIT", "CONTRAST_SPREAD", "SamplePlan", "check_samples", "check_seed",
+           "has_dropout", "plan_samples", "dropout_on", "stage1_samples", "refined_samples", "positional_spread",
+           "contrast_spread", "spread_on_model_grid", "region_summary"]
 
 #: The kinds of variation a sample may combine (the report lists those a model allowed).
 SOURCES = ("flip", "dropout", "intensity", "refiner_shift", "position", "contrast")
