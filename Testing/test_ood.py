@@ -66,6 +66,15 @@ def bundle(stats_bundle):
     return load_bundle(stats_bundle)
 
 
+def with_statistics(source: Path, folder: Path, statistics) -> Path:
+    """A copy of the bundle ``source`` in ``folder`` whose training statistics are ``statistics``, as given."""
+    shutil.copytree(source, folder)
+    manifest = json.loads((folder / "bundle.json").read_text(encoding="utf-8"))
+    manifest["metadata"][METADATA_KEY] = statistics
+    (folder / "bundle.json").write_text(json.dumps(manifest), encoding="utf-8")
+    return folder
+
+
 def checked(images, bundle):
     """The check a synthesis makes: on the model grid when the inputs fit it, else on their own grids."""
     try:
@@ -204,11 +213,7 @@ def test_a_bundle_without_statistics_says_the_check_was_not_possible(bundle_with
 def test_unreadable_statistics_say_so_instead_of_absent(bundle_without_statistics, tmp_path, statistics, said):
     """A newer or damaged bundle is not an older one: the note and the flag say the statistics exist but
     could not be read, and nothing is checked."""
-    folder = tmp_path / "bundle"
-    shutil.copytree(bundle_without_statistics, folder)
-    manifest = json.loads((folder / "bundle.json").read_text(encoding="utf-8"))
-    manifest["metadata"][METADATA_KEY] = statistics
-    (folder / "bundle.json").write_text(json.dumps(manifest), encoding="utf-8")
+    folder = with_statistics(bundle_without_statistics, tmp_path / "bundle", statistics)
     result = checked(held_out_images(), load_bundle(folder))
 
     assert not result.checked and result.out_of_distribution is None and result.warnings == []

@@ -15,7 +15,7 @@ from MRISynthesisLib.scene.flow import add_case_nodes, synthesize_in_scene  # no
 from MRISynthesisLib.scene.panel import DistributionReason, distribution_notes  # noqa: E402
 from MRISynthesisLib.sequences import Sequence  # noqa: E402
 from MRISynthesisLib.worker.transfer import load_results, save_results  # noqa: E402
-from test_ood import HELD_OUT_SEED, inverted, stats_bundle, training_dir  # noqa: E402,F401 (fixtures)
+from test_ood import HELD_OUT_SEED, inverted, stats_bundle, training_dir, with_statistics  # noqa: E402,F401 (fixtures)
 from test_scene_panel import MODULE_FILE, widget_method  # noqa: E402
 
 
@@ -66,16 +66,7 @@ def test_a_bundle_without_statistics_gives_one_not_checked_code(mrml_scene, word
 
 def test_unreadable_statistics_get_their_own_code_and_wording(mrml_scene, wording, bundle_without_statistics,
                                                               tmp_path):
-    import json
-    import shutil
-
-    from MRISynthesisLib.core.ood_statistics import METADATA_KEY
-
-    folder = tmp_path / "newer-bundle"
-    shutil.copytree(bundle_without_statistics, folder)
-    manifest = json.loads((folder / "bundle.json").read_text(encoding="utf-8"))
-    manifest["metadata"][METADATA_KEY] = {"version": 99}
-    (folder / "bundle.json").write_text(json.dumps(manifest), encoding="utf-8")
+    folder = with_statistics(bundle_without_statistics, tmp_path / "newer-bundle", {"version": 99})
     result = synthesised_in_scene(mrml_scene.scene, dict(generate_case(HELD_OUT_SEED, grid="small").images),
                                   str(folder))
     save_results([result], tmp_path / "results")  # through the worker's result files, as in Slicer
