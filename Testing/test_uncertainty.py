@@ -103,7 +103,7 @@ def test_summary_means_over_tumour_region_and_healthy_brain(made):
     target = made["seed0"].targets[T1C]
     summary = target.uncertainty
     assert summary["samples"] == 3 and summary["seed"] == 0
-    assert summary["sources"] == ["flip", "dropout", "intensity", "refiner_shift", "position", "contrast"]
+    assert summary["sources"] == ["flip", "dropout", "intensity", "refiner_shift", "position", "contrast", "rarity"]
     values = _array(target.uncertainty_map)
     region = _array(target.tumour_mask) > 0
     brain = calibration.synthesis_brain(made["inputs"])
@@ -195,7 +195,7 @@ def test_plan_varies_what_the_model_allows(bundle):
 
     no_dropout = tiny_generator(dropout=0.0)
     plain = uncertainty.plan_samples(4, 0, T1C, no_dropout, None, float("nan"))
-    assert not plain.dropout and plain.sources == ("flip", "position", "contrast")
+    assert not plain.dropout and plain.sources == ("flip", "position", "contrast", "rarity")
     assert plain.intensities == (None,) * 4 and plain.offsets == ((0, 0, 0),) * 4
 
 
@@ -231,20 +231,63 @@ def test_contrast_spread_grows_with_the_distance_from_the_brain_median():
     assert not uncertainty.contrast_spread(volume, np.zeros_like(brain)).any()
 
 
-def test_map_adds_the_samples_spread_to_the_positional_and_contrast_parts(made):
-    """sqrt(variance over the synthesis and its samples + positional^2 + contrast^2) (the model grid is the
-    input grid here: 2.5 mm, 96 x 96): never below the two parts of the synthesis together, above them
-    where the samples differ."""
+def test_rarity_is_zero_for_common_tissue_and_grows_with_rareness():
+    """Three inputs over a brain of one common tissue, a smaller second one and a few voxels of a third: the
+    common tissues score 0, the rare one e-folds above; scale and offset of an input do not matter."""
+    rng = np.random.default_rng(3)
+    shape = (20, 20, 20)
+    brain = np.zeros(shape, dtype=bool)
+    brain[2:18, 2:18, 2:18] = True
+    tissue = np.zeros(shape, dtype=np.int64)
+    tissue[2:18, 2:18, 10:18] = 1   # half of the brain: a second common tissue
+    tissue[8:11, 8:11, 4:7] = 2     # 27 voxels of 4096: rare ("tumour")
+    means = np.array([[100.0, 60.0, 80.0], [140.0, 40.0, 70.0], [60.0, 200.0, 160.0]])
+    inputs = [np.where(brain, means[tissue, k] + rng.normal(0.0, 2.0, shape), 0.0) for k in range(3)]
+    rarity = uncertainty.input_rarity(inputs, brain)
+    assert rarity.dtype == np.float32 and np.all(rarity[~brain] == 0.0)
+    assert np.median(rarity[brain & (tissue < 2)]) == 0.0
+    assert rarity[tissue == 2].min() > 2.0  # at least e^2 rarer than the typical voxel
+    assert rarity[tissue == 2].mean() > 10 * rarity[brain & (tissue < 2)].mean()
+    moved = [7.0 * inputs[0] + 300.0, inputs[1], 0.01 * inputs[2]]
+    assert np.allclose(uncertainty.input_rarity(moved, brain), rarity, atol=1e-4)
+    # Fewer inputs work; inputs that do not vary and an empty brain give no rarity.
+    assert uncertainty.input_rarity(inputs[:1], brain)[tissue == 2].min() > 0.0
+    assert not uncertainty.input_rarity([np.full(shape, 5.0)] * 2, brain).any()
+    assert not uncertainty.input_rarity(inputs, np.zeros_like(brain)).any()
+
+
+def test_rarity_spread_is_scaled_by_the_synthesis_brain_median():
+    rng = np.random.default_rng(4)
+    brain = np.zeros((10, 10, 10), dtype=bool)
+    brain[1:9, 1:9, 1:9] = True
+    inputs = [np.where(brain, rng.gamma(2.0, 50.0, brain.shape), 0.0) for _ in range(2)]
+    synthesis = np.where(brain, rng.uniform(0.2, 0.6, brain.shape), 0.0)
+    median = float(np.median(synthesis[brain]))
+    spread = uncertainty.rarity_spread(inputs, synthesis, brain, factor=0.5)
+    assert np.allclose(spread, 0.5 * median * uncertainty.input_rarity(inputs, brain), atol=1e-6)
+    assert np.allclose(uncertainty.rarity_spread(inputs, synthesis, brain),
+                       uncertainty.RARITY_SPREAD / 0.5 * spread, atol=1e-6)
+    assert spread[brain].max() > 0 and not spread[~brain].any()
+    assert not uncertainty.rarity_spread(inputs, synthesis, np.zeros_like(brain)).any()
+
+
+def test_map_adds_the_samples_spread_to_its_three_parts(made):
+    """sqrt(variance over the synthesis and its samples + positional^2 + contrast^2 + rarity^2) (the model
+    grid is the input grid here: 2.5 mm, 96 x 96): never below the three parts of the synthesis together,
+    above them where the samples differ."""
     target = made["seed0"].targets[T1C]
     brain = calibration.synthesis_brain(made["inputs"])
     values = _array(target.uncertainty_map)[brain].astype(np.float64)
     synthetic = _array(target.synthetic)
     position = uncertainty.positional_spread(synthetic, brain)[brain].astype(np.float64)
     contrast = uncertainty.contrast_spread(synthetic, brain)[brain].astype(np.float64)
-    parts = np.sqrt(position ** 2 + contrast ** 2)
+    inputs = [_array(made["inputs"][s]) for s in (T1N, T2W, T2F)]
+    rarity = uncertainty.rarity_spread(inputs, synthetic, brain)[brain].astype(np.float64)
+    parts = np.sqrt(position ** 2 + contrast ** 2 + rarity ** 2)
     assert np.all(values >= parts - 1e-3 * parts.max())
     assert np.mean(values > parts * 1.01 + 1e-6) > 0.5
     assert np.mean(contrast > position) > 0.1  # the contrast part is not negligible beside the positional one
+    assert np.mean(rarity > position) > 0.02  # nor is the rarity part, where the inputs are rare
 
 
 def test_dropout_is_on_only_in_the_bottleneck_and_restored():
@@ -306,17 +349,18 @@ def test_calibration_of_a_map_that_is_the_error_and_of_a_constant():
     brain = np.ones(error.shape, dtype=bool)
     brain[0] = False
     scores = calibration.calibration_scores(error, error, brain, refinement=-error, position=-error[::-1],
-                                            contrast=2 * error)
+                                            contrast=2 * error, rarity=error + 1.0)
     assert scores["uncertainty_auroc"] == pytest.approx(1.0)
     assert 0.35 < scores["position_auroc"] < 0.65  # |position| = the error, mirrored: unrelated
     assert scores["contrast_auroc"] == pytest.approx(1.0) and scores["contrast_spearman"] == pytest.approx(1.0)
+    assert scores["rarity_auroc"] == pytest.approx(1.0) and scores["rarity_spearman"] == pytest.approx(1.0)
     assert scores["uncertainty_spearman"] == pytest.approx(1.0)
     assert scores["refinement_auroc"] == pytest.approx(1.0)
     assert scores["constant_auroc"] == pytest.approx(0.5)
     constant = calibration.calibration_scores(np.full(error.shape, 3.0), error, brain)
     assert constant["uncertainty_auroc"] == pytest.approx(0.5) and constant["uncertainty_spearman"] is None
     assert constant["refinement_auroc"] is None and constant["position_auroc"] is None
-    assert constant["contrast_auroc"] is None
+    assert constant["contrast_auroc"] is None and constant["rarity_auroc"] is None
     inverse = calibration.calibration_scores(-error, error, brain)
     assert inverse["uncertainty_auroc"] == pytest.approx(0.0) and inverse["uncertainty_spearman"] == pytest.approx(-1)
     noise = calibration.calibration_scores(rng.random(error.shape), error, brain)
@@ -346,10 +390,14 @@ def test_calibration_of_a_real_synthesis(made, case):
     validated = synthesize(made["inputs"], ModelBundle(name="tiny", stage1=tiny_generator(),
                                                        refiner=tiny_refiner()),
                            targets=["t1c"], device="cpu", ground_truth=truth, uncertainty=2)
-    scores = calibration.target_calibration(validated.targets[T1C], brain)
+    inputs = [_array(made["inputs"][s]) for s in (T1N, T2W, T2F)]
+    scores = calibration.target_calibration(validated.targets[T1C], brain, inputs)
     for key in calibration.CALIBRATION_COLUMNS:
         assert scores[key] is not None and np.isfinite(scores[key])
     assert scores["constant_auroc"] == 0.5
+    without_inputs = calibration.target_calibration(validated.targets[T1C], brain)
+    assert without_inputs["rarity_auroc"] is None  # the rarity part needs the inputs
+    assert without_inputs["uncertainty_auroc"] == scores["uncertainty_auroc"]
     assert calibration.target_calibration(made["plain"].targets[T1C], brain) is None  # no map, no error map
 
 
@@ -368,5 +416,6 @@ def test_evaluate_adds_calibration_columns_and_the_reliability_diagram(bundle, t
     assert (out / "reliability.png").is_file()
     summary = (out / "evaluation.md").read_text(encoding="utf-8")
     assert "## Uncertainty map: calibration" in summary and "refinement magnitude" in summary
-    assert "| positional part alone |" in summary
+    assert "| positional part alone |" in summary and "| rarity part alone |" in summary
+    assert all(0.0 <= float(row["rarity_auroc"]) <= 1.0 for row in final)
     assert "Uncertainty map: calibration" in printed.getvalue()

@@ -8,7 +8,8 @@ On a case with ground truth, over the brain voxels, per target:
 * the same for two baselines: the refinement magnitude |final - stage 1| (a map the tool already gives),
   and a constant (AUROC exactly 0.5; its rank correlation is undefined); and, to show what each part adds,
   for the map's positional part alone (:func:`..core.uncertainty.positional_spread` of the synthesis, on
-  the input grid) and its contrast part alone (:func:`..core.uncertainty.contrast_spread`).
+  the input grid), its contrast part alone (:func:`..core.uncertainty.contrast_spread`) and its rarity part
+  alone (:func:`..core.uncertainty.rarity_spread` of the acquired inputs on the input grid).
 
 The reliability diagram bins the brain voxels by uncertainty (equal-count bins) and plots the mean absolute
 error per bin against the bin's mean uncertainty; for a Gaussian error of that standard deviation the mean
@@ -23,11 +24,11 @@ from typing import Mapping, Optional, Sequence as TypingSequence
 import numpy as np
 import SimpleITK as sitk
 
-from ..core.uncertainty import contrast_spread, positional_spread
+from ..core.uncertainty import contrast_spread, positional_spread, rarity_spread
 
 __all__ = ["WORST_SHARE", "RELIABILITY_BINS", "CALIBRATION_COLUMNS", "worst_error_voxels", "score_map",
-           "calibration_scores", "reliability_curve", "target_calibration", "synthesis_brain", "calibrate_case",
-           "save_reliability_diagram"]
+           "calibration_scores", "reliability_curve", "target_calibration", "aligned_arrays", "synthesis_brain",
+           "calibrate_case", "save_reliability_diagram"]
 
 #: The share of brain voxels with the largest absolute error that the AUROC asks the map to find.
 WORST_SHARE = 0.10
@@ -36,7 +37,7 @@ RELIABILITY_BINS = 10
 #: Evaluation columns (final-stage rows) the calibration adds.
 CALIBRATION_COLUMNS = ("uncertainty_spearman", "uncertainty_auroc", "refinement_spearman", "refinement_auroc",
                        "constant_auroc", "position_spearman", "position_auroc", "contrast_spearman", "contrast_auroc",
-                       "uncertainty_mean")
+                       "rarity_spearman", "rarity_auroc", "uncertainty_mean")
 
 
 def worst_error_voxels(error: np.ndarray, share: float = WORST_SHARE) -> np.ndarray:
@@ -73,9 +74,9 @@ def _auroc(labels: np.ndarray, values: np.ndarray) -> float:
 
 def calibration_scores(uncertainty: np.ndarray, error: np.ndarray, brain: np.ndarray,
                        refinement: Optional[np.ndarray] = None, position: Optional[np.ndarray] = None,
-                       contrast: Optional[np.ndarray] = None) -> dict:
+                       contrast: Optional[np.ndarray] = None, rarity: Optional[np.ndarray] = None) -> dict:
     """The calibration columns (:data:`CALIBRATION_COLUMNS`) over the ``brain`` voxels of same-grid arrays
-    (``position``, ``contrast``: the map's positional and contrast parts alone, scored for reference)."""
+    (``position``, ``contrast``, ``rarity``: the map's parts alone, scored for reference)."""
     brain = np.asarray(brain, dtype=bool)
     error_in = np.abs(np.asarray(error, dtype=np.float64)[brain])
     uncertainty_in = np.asarray(uncertainty, dtype=np.float64)[brain]
@@ -85,8 +86,9 @@ def calibration_scores(uncertainty: np.ndarray, error: np.ndarray, brain: np.nda
            "refinement_spearman": None, "refinement_auroc": None,
            "constant_auroc": score_map(np.zeros_like(error_in), error_in, worst)["auroc"],
            "position_spearman": None, "position_auroc": None, "contrast_spearman": None, "contrast_auroc": None,
-           "uncertainty_mean": float(uncertainty_in.mean()) if uncertainty_in.size else None}
-    for name, values in (("refinement", refinement), ("position", position), ("contrast", contrast)):
+           "rarity_spearman": None, "rarity_auroc": None, "uncertainty_mean": float(uncertainty_in.mean()) if uncertainty_in.size else None}
+    for name, values in (("refinement", refinement), ("position", position), ("contrast", contrast),
+                         ("rarity", rarity)):
         if values is not None:
             scores = score_map(np.abs(np.asarray(values, dtype=np.float64)[brain]), error_in, worst)
             out.update({f"{name}_spearman": scores["spearman"], f"{name}_auroc": scores["auroc"]})
@@ -104,26 +106,34 @@ def reliability_curve(uncertainty: np.ndarray, error: np.ndarray, brain: np.ndar
     return [float(values[g].mean()) for g in groups], [float(errors[g].mean()) for g in groups]
 
 
+def aligned_arrays(images: Mapping) -> dict:
+    """The acquired images as arrays on the pipeline's reference grid, ``{sequence: array}``."""
+    from ..core.io import align_inputs
+
+    return {sequence: sitk.GetArrayFromImage(image) for sequence, image in align_inputs(dict(images)).images.items()}
+
+
 def synthesis_brain(images: Mapping) -> np.ndarray:
     """The brain the pipeline works in for these inputs (their non-zero union, on the reference grid)."""
-    from ..core.io import align_inputs
     from ..core.preprocessing import brain_mask
 
-    aligned = align_inputs(dict(images))
-    return brain_mask(sitk.GetArrayViewFromImage(image) for image in aligned.images.values())
+    return brain_mask(aligned_arrays(images).values())
 
 
-def target_calibration(target, brain: np.ndarray) -> Optional[dict]:
+def target_calibration(target, brain: np.ndarray, inputs: Optional[TypingSequence[np.ndarray]] = None
+                       ) -> Optional[dict]:
     """Calibration columns and the reliability curve (``reliability``) of one validated target (a
-    ``TargetResult`` with error and uncertainty maps), or None without them."""
+    ``TargetResult`` with error and uncertainty maps), or None without them; ``inputs``: the acquired
+    sequences it was synthesised from, on the brain's grid, for the rarity part's own score."""
     if getattr(target, "uncertainty_map", None) is None or target.error_map is None:
         return None
     uncertainty = sitk.GetArrayViewFromImage(target.uncertainty_map)
     error = sitk.GetArrayViewFromImage(target.error_map)
     refinement = None if target.refinement_map is None else sitk.GetArrayViewFromImage(target.refinement_map)
     synthetic = sitk.GetArrayFromImage(target.synthetic).astype(np.float32)
+    rarity = None if not inputs else rarity_spread(inputs, synthetic, brain)
     scores = calibration_scores(uncertainty, error, brain, refinement, positional_spread(synthetic, brain),
-                                contrast_spread(synthetic, brain))
+                                contrast_spread(synthetic, brain), rarity)
     scores["reliability"] = reliability_curve(uncertainty, error, brain)
     return scores
 
@@ -136,6 +146,7 @@ def calibrate_case(files, bundle, samples: int, seed: int = 0, device: str = "au
     without the segmentation the evaluation adds."""
     from ..core.io import read_image
     from ..core.pipeline import synthesize
+    from ..core.preprocessing import brain_mask
     from ..sequences import SEQUENCES, parse_sequence
 
     images = {s: read_image(files.sequences[s]) for s in SEQUENCES}
@@ -143,11 +154,13 @@ def calibrate_case(files, bundle, samples: int, seed: int = 0, device: str = "au
     result = synthesize(images, bundle, targets=wanted, device=device, tumour_maps=False,
                         ground_truth={s: images[s] for s in wanted},
                         uncertainty=samples, uncertainty_seed=seed)
-    brain = synthesis_brain(images)
+    arrays = aligned_arrays(images)
+    brain = brain_mask(arrays.values())
     rows = []
     for sequence, target in result.targets.items():
+        inputs = [array for other, array in arrays.items() if other != sequence]
         rows.append({"case": files.case_id, "target": sequence.value, "samples": samples,
-                     **(target_calibration(target, brain) or {})})
+                     **(target_calibration(target, brain, inputs) or {})})
     return rows
 
 

@@ -130,7 +130,7 @@ def _columns(inputs: Mapping, target, ground_truth) -> list:
     if target.tumour_map is not None:
         columns.append(("Tumour-region map\non synthetic", ("tumour", None)))
     if getattr(target, "uncertainty_map", None) is not None:
-        columns.append(("Uncertainty\n(samples, position,\ncontrast)", ("uncertainty", None)))
+        columns.append(("Uncertainty\n(samples, position,\ncontrast, rarity)", ("uncertainty", None)))
     return columns
 
 

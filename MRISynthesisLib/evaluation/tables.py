@@ -206,13 +206,14 @@ def calibration_markdown(rows: list) -> str:
              f"Over the brain voxels of each case and target: Spearman correlation of the map with |synthetic - "
              f"acquired|, and AUROC of the map for finding the {100 * WORST_SHARE:g} % worst-error voxels. "
              "Baselines: the refinement magnitude |final - stage 1| and a constant map; for reference, the map's "
-             "positional part alone (the synthesis's spread over one-voxel moves, without the samples) and its "
-             "contrast part alone (the synthesis's distance from its brain median). The "
+             "positional part alone (the synthesis's spread over one-voxel moves, without the samples), its "
+             "contrast part alone (the synthesis's distance from its brain median) and its rarity part alone "
+             "(how rare each voxel's combination of input intensities is in its brain). The "
              "reliability diagram is reliability.png.\n",
              "| Map | Spearman | AUROC |\n|---|---|---|"]
-    for name, prefix in (("uncertainty (samples, position, contrast)", "uncertainty"),
+    for name, prefix in (("uncertainty (samples, position, contrast, rarity)", "uncertainty"),
                          ("refinement magnitude", "refinement"), ("positional part alone", "position"),
-                         ("contrast part alone", "contrast")):
+                         ("contrast part alone", "contrast"), ("rarity part alone", "rarity")):
         if not any(r.get(f"{prefix}_auroc") is not None for r in scored):
             continue
         lines.append(f"| {name} | {_mean_std(r.get(f'{prefix}_spearman') for r in scored)} | "
