@@ -83,6 +83,8 @@ RARITY_SPREAD = 0.2
 RARITY_BINS = 16
 RARITY_RANGE = 4.0
 RARITY_SMOOTHING = 0.7
+#: Brain voxels (at most, evenly spaced) that give each input's quartiles for the rarity's standardisation.
+QUARTILE_SAMPLE = 200_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -314,10 +316,10 @@ def input_rarity(inputs: TypingSequence[np.ndarray], brain: np.ndarray) -> np.nd
 
     Each input is standardised by its brain median and interquartile range (robust to the tumour and to
     scanner scale) and clipped to +- :data:`RARITY_RANGE`; the density is the joint histogram of the brain's
-    voxels (:data:`RARITY_BINS` per input, ``numpy.histogramdd``) smoothed by a Gaussian of
+    voxels (:data:`RARITY_BINS` per input) smoothed by a Gaussian of
     :data:`RARITY_SMOOTHING` bins (``scipy.ndimage``), read at each voxel's bin; "typical" is the density's
-    median over the brain. A plain grid histogram rather than a kernel density library: the brain has up to
-    millions of voxels in at most three dimensions, which a histogram handles in a fraction of a second.
+    median over the brain. A grid histogram rather than a kernel density library: the brain has up to
+    millions of voxels in at most three dimensions, which a histogram handles in about a second.
     """
     from scipy import ndimage
 
@@ -325,21 +327,26 @@ def input_rarity(inputs: TypingSequence[np.ndarray], brain: np.ndarray) -> np.nd
     rarity = np.zeros(brain.shape, dtype=np.float32)
     columns = []
     for volume in inputs:
-        values = np.asarray(volume, dtype=np.float64)[brain]
+        values = np.asarray(volume)[brain].astype(np.float64)
         if values.size == 0:
             break
-        low, median, high = np.percentile(values, [25, 50, 75])
+        # Quartiles from at most QUARTILE_SAMPLE evenly spaced brain voxels: sorting millions thrice costs seconds.
+        low, median, high = np.percentile(values[::max(1, values.size // QUARTILE_SAMPLE)], [25, 50, 75])
         if high > low:  # an input that does not vary over the brain says nothing about rarity
             columns.append(np.clip((values - median) / (high - low), -RARITY_RANGE, RARITY_RANGE))
     if not columns:
         return rarity
-    points = np.stack(columns, axis=1)
-    counts, _ = np.histogramdd(points, bins=RARITY_BINS, range=[(-RARITY_RANGE, RARITY_RANGE)] * len(columns))
-    density = ndimage.gaussian_filter(counts, RARITY_SMOOTHING)
-    bins = np.clip(((points + RARITY_RANGE) / (2 * RARITY_RANGE) * RARITY_BINS).astype(np.int64), 0,
-                   RARITY_BINS - 1)
-    at_voxel = np.maximum(density[tuple(bins.T)], np.finfo(np.float64).tiny)
-    rarity[brain] = np.clip(np.log(np.median(at_voxel)) - np.log(at_voxel), 0.0, None).astype(np.float32)
+    # The joint histogram by the flat bin index of each voxel (numpy.bincount: a tenth of histogramdd's time).
+    shape = (RARITY_BINS,) * len(columns)
+    bins = [np.minimum(((c + RARITY_RANGE) * (RARITY_BINS / (2 * RARITY_RANGE))).astype(np.int64), RARITY_BINS - 1)
+            for c in columns]
+    flat = np.ravel_multi_index(bins, shape)
+    counts = np.bincount(flat, minlength=int(np.prod(shape))).reshape(shape).astype(np.float64)
+    density = np.maximum(ndimage.gaussian_filter(counts, RARITY_SMOOTHING).ravel(), np.finfo(np.float64).tiny)
+    # The typical voxel's density: the median over voxels, read from the histogram (each bin holds its voxels).
+    order = np.argsort(density, kind="stable")
+    typical = density[order][np.searchsorted(np.cumsum(counts.ravel()[order]), 0.5 * flat.size)]
+    rarity[brain] = np.clip(np.log(typical) - np.log(density[flat]), 0.0, None).astype(np.float32)
     return rarity
 
 
