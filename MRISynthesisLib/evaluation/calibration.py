@@ -86,7 +86,8 @@ def calibration_scores(uncertainty: np.ndarray, error: np.ndarray, brain: np.nda
            "refinement_spearman": None, "refinement_auroc": None,
            "constant_auroc": score_map(np.zeros_like(error_in), error_in, worst)["auroc"],
            "position_spearman": None, "position_auroc": None, "contrast_spearman": None, "contrast_auroc": None,
-           "rarity_spearman": None, "rarity_auroc": None, "uncertainty_mean": float(uncertainty_in.mean()) if uncertainty_in.size else None}
+           "rarity_spearman": None, "rarity_auroc": None,
+           "uncertainty_mean": float(uncertainty_in.mean()) if uncertainty_in.size else None}
     for name, values in (("refinement", refinement), ("position", position), ("contrast", contrast),
                          ("rarity", rarity)):
         if values is not None:
