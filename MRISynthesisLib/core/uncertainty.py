@@ -84,7 +84,8 @@ RARITY_SPREAD = 0.2
 RARITY_BINS = 16
 RARITY_RANGE = 4.0
 RARITY_SMOOTHING = 0.7
-#: Brain voxels (at most, evenly spaced) that give each input's quartiles for the rarity's standardisation.
+#: Each input's quartiles for the rarity's standardisation come from every k-th brain voxel, k the brain's
+#: voxel count // QUARTILE_SAMPLE (so from QUARTILE_SAMPLE to twice as many voxels; all of a smaller brain).
 QUARTILE_SAMPLE = 200_000
 
 
@@ -312,8 +313,9 @@ def contrast_spread(volume: np.ndarray, brain: np.ndarray, factor: float = CONTR
 
 
 def input_rarity(inputs: TypingSequence[np.ndarray], brain: np.ndarray) -> np.ndarray:
-    """Per brain voxel, ``max(0, log(typical density) - log(density))`` of its combination of input intensities;
-    0 outside the brain, and everywhere when no input varies over the brain.
+    """Per brain voxel, ``max(0, log(typical density) - log(density))`` of its combination of input intensities:
+    0 for the commoner half of the brain, growing with the distance from its common combinations; 0 outside
+    the brain, and everywhere when no input varies over the brain.
 
     Each input is standardised by its brain median and interquartile range (robust to the tumour and to
     scanner scale) and clipped to +- :data:`RARITY_RANGE`; the density is the joint histogram of the brain's
@@ -331,7 +333,7 @@ def input_rarity(inputs: TypingSequence[np.ndarray], brain: np.ndarray) -> np.nd
         values = np.asarray(volume)[brain].astype(np.float64)
         if values.size == 0:  # an empty brain
             return rarity
-        # Quartiles from at most QUARTILE_SAMPLE evenly spaced brain voxels: sorting millions thrice costs seconds.
+        # Quartiles from every k-th brain voxel (QUARTILE_SAMPLE): sorting millions thrice costs seconds.
         low, median, high = np.percentile(values[::max(1, values.size // QUARTILE_SAMPLE)], [25, 50, 75])
         if high > low:  # an input that does not vary over the brain says nothing about rarity
             columns.append(np.clip((values - median) / (high - low), -RARITY_RANGE, RARITY_RANGE))
