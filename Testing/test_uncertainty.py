@@ -404,11 +404,16 @@ def test_calibration_of_a_real_synthesis(made, case):
     validated = synthesize(made["inputs"], ModelBundle(name="tiny", stage1=tiny_generator(),
                                                        refiner=tiny_refiner()),
                            targets=["t1c"], device="cpu", ground_truth=truth, uncertainty=2)
-    inputs = [_array(made["inputs"][s]) for s in (T1N, T2W, T2F)]
-    scores = calibration.target_calibration(validated.targets[T1C], brain, inputs)
+    acquired, _ = calibration.synthesis_grid(made["inputs"])
+    scores = calibration.target_calibration(validated.targets[T1C], brain, acquired)
     for key in calibration.CALIBRATION_COLUMNS:
         assert scores[key] is not None and np.isfinite(scores[key])
     assert scores["constant_auroc"] == 0.5
+    # With the acquired T1c among the arrays (as evaluate has it), the rarity part still uses the other three.
+    with_target, _ = calibration.synthesis_grid({**made["inputs"], T1C: case.images[T1C]})
+    assert T1C in with_target
+    assert calibration.target_calibration(validated.targets[T1C], brain, with_target)["rarity_auroc"] == \
+        scores["rarity_auroc"]
     without_inputs = calibration.target_calibration(validated.targets[T1C], brain)
     assert without_inputs["rarity_auroc"] is None  # the rarity part needs the inputs
     assert without_inputs["uncertainty_auroc"] == scores["uncertainty_auroc"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Mapping, Optional, Sequence as TypingSequence
+from typing import Mapping, Optional, Sequence as TypingSequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -27,7 +27,7 @@ import SimpleITK as sitk
 from ..core.uncertainty import contrast_spread, positional_spread, rarity_spread
 
 __all__ = ["WORST_SHARE", "RELIABILITY_BINS", "CALIBRATION_COLUMNS", "worst_error_voxels", "score_map",
-           "calibration_scores", "reliability_curve", "target_calibration", "aligned_arrays", "synthesis_brain",
+           "calibration_scores", "reliability_curve", "target_calibration", "synthesis_grid", "synthesis_brain",
            "calibrate_case", "save_reliability_diagram"]
 
 #: The share of brain voxels with the largest absolute error that the AUROC asks the map to find.
@@ -107,32 +107,34 @@ def reliability_curve(uncertainty: np.ndarray, error: np.ndarray, brain: np.ndar
     return [float(values[g].mean()) for g in groups], [float(errors[g].mean()) for g in groups]
 
 
-def aligned_arrays(images: Mapping) -> dict:
-    """The acquired images as arrays on the pipeline's reference grid, ``{sequence: array}``."""
+def synthesis_grid(images: Mapping) -> Tuple[dict, np.ndarray]:
+    """(the acquired images as arrays on the pipeline's reference grid, ``{sequence: array}``; the brain the
+    pipeline works in for them, their non-zero union)."""
     from ..core.io import align_inputs
+    from ..core.preprocessing import brain_mask
 
-    return {sequence: sitk.GetArrayFromImage(image) for sequence, image in align_inputs(dict(images)).images.items()}
+    arrays = {sequence: sitk.GetArrayFromImage(image) for sequence, image in align_inputs(dict(images)).images.items()}
+    return arrays, brain_mask(arrays.values())
 
 
 def synthesis_brain(images: Mapping) -> np.ndarray:
     """The brain the pipeline works in for these inputs (their non-zero union, on the reference grid)."""
-    from ..core.preprocessing import brain_mask
-
-    return brain_mask(aligned_arrays(images).values())
+    return synthesis_grid(images)[1]
 
 
-def target_calibration(target, brain: np.ndarray, inputs: Optional[TypingSequence[np.ndarray]] = None
-                       ) -> Optional[dict]:
+def target_calibration(target, brain: np.ndarray, acquired: Optional[Mapping] = None) -> Optional[dict]:
     """Calibration columns and the reliability curve (``reliability``) of one validated target (a
-    ``TargetResult`` with error and uncertainty maps), or None without them; ``inputs``: the acquired
-    sequences it was synthesised from, on the brain's grid, for the rarity part's own score."""
+    ``TargetResult`` with error and uncertainty maps), or None without them; ``acquired``: the case's acquired
+    arrays on the brain's grid (:func:`synthesis_grid`), whose other sequences than the target, the ones it
+    was synthesised from, give the rarity part's own score."""
     if getattr(target, "uncertainty_map", None) is None or target.error_map is None:
         return None
     uncertainty = sitk.GetArrayViewFromImage(target.uncertainty_map)
     error = sitk.GetArrayViewFromImage(target.error_map)
     refinement = None if target.refinement_map is None else sitk.GetArrayViewFromImage(target.refinement_map)
     synthetic = sitk.GetArrayFromImage(target.synthetic).astype(np.float32)
-    rarity = None if not inputs else rarity_spread(inputs, synthetic, brain)
+    inputs = [array for sequence, array in (acquired or {}).items() if sequence != target.sequence]
+    rarity = rarity_spread(inputs, synthetic, brain) if inputs else None
     scores = calibration_scores(uncertainty, error, brain, refinement, positional_spread(synthetic, brain),
                                 contrast_spread(synthetic, brain), rarity)
     scores["reliability"] = reliability_curve(uncertainty, error, brain)
@@ -147,7 +149,6 @@ def calibrate_case(files, bundle, samples: int, seed: int = 0, device: str = "au
     without the segmentation the evaluation adds."""
     from ..core.io import read_image
     from ..core.pipeline import synthesize
-    from ..core.preprocessing import brain_mask
     from ..sequences import SEQUENCES, parse_sequence
 
     images = {s: read_image(files.sequences[s]) for s in SEQUENCES}
@@ -155,13 +156,11 @@ def calibrate_case(files, bundle, samples: int, seed: int = 0, device: str = "au
     result = synthesize(images, bundle, targets=wanted, device=device, tumour_maps=False,
                         ground_truth={s: images[s] for s in wanted},
                         uncertainty=samples, uncertainty_seed=seed)
-    arrays = aligned_arrays(images)
-    brain = brain_mask(arrays.values())
+    arrays, brain = synthesis_grid(images)
     rows = []
     for sequence, target in result.targets.items():
-        inputs = [array for other, array in arrays.items() if other != sequence]
         rows.append({"case": files.case_id, "target": sequence.value, "samples": samples,
-                     **(target_calibration(target, brain, inputs) or {})})
+                     **(target_calibration(target, brain, arrays) or {})})
     return rows
 
 

@@ -267,16 +267,12 @@ def evaluate_case(files: CaseFiles, bundle, device: str = "auto", targets: Optio
 
 def _add_calibration(rows: list, result, images: Mapping, stage: str) -> None:
     """The calibration columns of each target's uncertainty map, on its ``stage`` row (the final result)."""
-    from ..core.preprocessing import brain_mask
-    from .calibration import aligned_arrays, target_calibration
+    from .calibration import synthesis_grid, target_calibration
 
-    arrays = aligned_arrays(images)
-    brain = brain_mask(arrays.values())
+    arrays, brain = synthesis_grid(images)
     for row in rows:
         if row["stage"] == stage:
-            target = parse_sequence(row["target"])
-            inputs = [array for sequence, array in arrays.items() if sequence != target]
-            row.update(target_calibration(result.targets[target], brain, inputs) or {})
+            row.update(target_calibration(result.targets[parse_sequence(row["target"])], brain, arrays) or {})
 
 
 def _write_volumes(result, predictions: Mapping, folder: Path, case_id: str) -> None:
