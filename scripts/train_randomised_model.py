@@ -64,12 +64,22 @@ Continued to the recipe's 8 epochs (``--resume``, as the second run; 1330 steps,
 new Refiner: randomised T1 +0.065, T1c +0.143, T2 +0.115, FLAIR +0.078; classic T1 -0.005 ± 0.008,
 T1c +0.038, T2 -0.020 ± 0.016, FLAIR +0.010 ± 0.005; T1c enhancement contrast 1.05 classic.
 
-Not installed: the synthetic T1c still does not enhance, and T2 stays lower on the classic set. The randomised phantoms always enhance strongly
-(gadolinium 0.3-1.5 mM raises R1 by 1-6 /s against a native 0.5-0.8 /s) and the rim is visible in the
-inputs (darker than oedema on T2, around a T2-bright necrotic core), so this is a training limit (a
-small network, L1 + SSIM, under 1400 steps), not missing information. The recipe above is the fourth
-run's (the small-grid set narrowed the classic gap at fewer steps); it is not yet measured at its full
-1360 steps on an idle machine.
+Not installed: the synthetic T1c still does not enhance, and T2 stays lower on the classic set. The
+randomised phantoms always enhance strongly (gadolinium 0.3-1.5 mM raises R1 by 1-6 /s against a native
+0.5-0.8 /s) and the rim is visible in the inputs (darker than oedema on T2, around a T2-bright necrotic
+core), so this is a training limit, not missing information. The recipe above is the fourth run's (the
+small-grid set narrowed the classic gap at fewer steps).
+
+Why, found later (2026-11-30, stage-1 experiments on the fourth run's network, not part of this recipe):
+the model had learned "T1c = T1" (on one of its own randomised training cases the synthetic T1c has the
+T1's grey/white contrast and no enhancement), and its T1c validation SSIM stayed at 0.58-0.59 from epoch
+3 on. Four more epochs with 3/4 of each batch from tumour-core slices left the enhancement contrast at
+1.05 (classic held-out). Three epochs with an L1 term over the enhancing tumour of T1c targets raised it
+to 1.51 but brightened the whole T1c (validation PSNR 14.5 -> 10.4). Three epochs with a term on the
+enhancement *contrast* error instead (per T1c item, |mean over the enhancing tumour of (fake - real) -
+mean over healthy brain of (fake - real)|, weight 10) raised it to 2.09 classic and 2.35 randomised
+(acquired 2.34 and 2.59), at a cost of T1c validation SSIM 0.58 -> 0.49. Next: that term at a lower
+weight from the start of a run, as a stage-1 option.
 
 Usage:  python scripts/train_randomised_model.py [--work-dir runs/randomised-model] [--minutes-scale 1.0]
         [--device cuda] [--no-install]
