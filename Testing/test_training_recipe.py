@@ -23,10 +23,11 @@ from MRISynthesisLib.core.io import read_case
 from MRISynthesisLib.models.discriminator import DiscriminatorConfig, PatchDiscriminator
 from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANError, HFGANGenerator
 from MRISynthesisLib.models.refiner import RefinerConfig
-from MRISynthesisLib.models.segmenter import SegmenterConfig, build_segmenter
+from MRISynthesisLib.models.segmenter import ENHANCING, SegmenterConfig, build_segmenter
 from MRISynthesisLib.sequences import SEQUENCES
 from MRISynthesisLib.training.cases import find_cases
 from MRISynthesisLib.training.crops import uniform_box
+from MRISynthesisLib.training.losses import enhancement_contrast_loss
 from MRISynthesisLib.training.optimisation import hfgan_schedule, make_optimizer, warmup_cosine
 from MRISynthesisLib.training.options import TrainingError
 from MRISynthesisLib.training.prepared_cases import PreparedCaseStore
@@ -184,6 +185,73 @@ def test_tumour_l1_term_is_the_mean_error_over_the_tumour_pixels(prepared):
                                                            Stage1TrainingOptions().effective_loss_weights())[1]
     with pytest.raises(TrainingError, match="--tumour-l1-weight must be 0 or more, got -1"):
         cli_train.stage1_options(_parse("stage1", "--tumour-l1-weight", "-1")).check()
+
+
+def _t1c_batch_with_enhancement(prepared, generator):
+    """A real sampled batch (tumour-core slices only) in which some T1c targets have enhancing tumour."""
+    t1c = generator.modality_order.index(T1C)
+    sampler = SliceSampler(prepared, generator.modality_order, 8, tumour_fraction=1.0, patterns="missing-one")
+    for seed in range(20):
+        batch = batch_tensors(next(sampler.epoch(1, np.random.default_rng(seed))), CPU)
+        chosen = batch["target"] == t1c
+        if ((batch["label"] == ENHANCING).flatten(1).any(1) & chosen).any() and (~chosen).any():
+            return batch, chosen
+    raise AssertionError("no sampled batch had both T1c targets with enhancing tumour and other targets")
+
+
+def test_enhancement_term_is_the_t1c_lesion_contrast_error(prepared):
+    options = cli_train.stage1_options(_parse("stage1", "--enhancement-weight", "3"))
+    assert options.loss_weights.enhancement_contrast == 3.0
+    assert cli_train.stage1_options(_parse("stage1")).loss_weights.enhancement_contrast == 0.0  # the paper's
+    torch.manual_seed(0)
+    generator, discriminator = HFGANGenerator(TINY_GENERATOR), PatchDiscriminator(TINY_DISCRIMINATOR)
+    batch, chosen = _t1c_batch_with_enhancement(prepared, generator)
+    _, terms, fake = generator_losses(generator, discriminator, batch, options.effective_loss_weights())
+    gaps = []
+    for item in np.flatnonzero(chosen.numpy()):  # by hand, T1c items only: the other targets have no say
+        real = batch["images"][item, int(batch["target"][item])].numpy()
+        difference = fake[item, 0].detach().numpy() - real
+        enhancing = batch["label"][item].numpy() == ENHANCING
+        healthy = batch["brain"][item].numpy().astype(bool) & (batch["label"][item].numpy() == 0)
+        if enhancing.any() and healthy.any():
+            gaps.append(abs(difference[enhancing].mean() - difference[healthy].mean()))
+    assert gaps and float(terms["enhancement_contrast"].detach()) == pytest.approx(np.mean(gaps), rel=1e-4)
+    assert "enhancement_contrast" not in generator_losses(generator, discriminator, batch,
+                                                          Stage1TrainingOptions().effective_loss_weights())[1]
+    with pytest.raises(TrainingError, match="--enhancement-weight must be 0 or more, got -2"):
+        cli_train.stage1_options(_parse("stage1", "--enhancement-weight", "-2")).check()
+
+
+def test_enhancement_term_ignores_a_global_offset_and_wants_the_real_rim_contrast():
+    real = torch.zeros(3, 8, 8)
+    enhancing = torch.zeros(3, 8, 8, dtype=torch.bool)
+    enhancing[:, 2:4, 2:4] = True
+    real[enhancing] = 0.8
+    healthy = ~enhancing
+    healthy[2] = False  # an item without healthy brain has no contrast to get wrong
+    copy_without_rim = torch.full_like(real, 0.3)  # "T1c = T1": brighter overall, no enhancement
+    offset_rim = real + 0.3
+    assert float(enhancement_contrast_loss(offset_rim - real, enhancing, healthy)) == pytest.approx(0.0, abs=1e-6)
+    assert float(enhancement_contrast_loss(copy_without_rim - real, enhancing, healthy)) == pytest.approx(0.8)
+    assert float(enhancement_contrast_loss(real - real, enhancing & False, healthy)) == 0.0
+
+
+def test_training_on_the_enhancement_term_makes_the_synthetic_t1c_rim_stand_out(prepared):
+    torch.manual_seed(0)
+    generator, discriminator = HFGANGenerator(TINY_GENERATOR), PatchDiscriminator(TINY_DISCRIMINATOR)
+    batch, _ = _t1c_batch_with_enhancement(prepared, generator)
+    only_enhancement = dataclasses.replace(Stage1TrainingOptions().effective_loss_weights(), reconstruction=0.0,
+                                           similarity=0.0, cycle=0.0, adversarial=0.0, classification=0.0, ssim=0.0,
+                                           ssim_tumour=0.0, enhancement_contrast=1.0)
+    optimizer = torch.optim.Adam(generator.parameters(), lr=2e-3)
+    history = []
+    for _ in range(15):
+        total, terms, _ = generator_losses(generator, discriminator, batch, only_enhancement)
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        history.append(float(terms["enhancement_contrast"].detach()))
+    assert history[-1] < 0.5 * history[0], history
 
 
 def test_a_generator_without_intensity_encoding_is_called_without_a_code(prepared):

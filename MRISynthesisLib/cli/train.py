@@ -126,6 +126,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tumour-l1-weight", type=float, default=0.0, metavar="W",
                         help="weight of an L1 term averaged over the tumour's pixels only (not in the paper; "
                              "default 0): keeps a short run from averaging T1c enhancement away")
+    parser.add_argument("--enhancement-weight", type=float, default=0.0, metavar="W",
+                        help="weight of a term on the T1c's enhancement contrast (not in the paper; default 0): "
+                             "the error of the enhancing tumour's brightness against healthy brain's, so that "
+                             "the synthetic T1c enhances instead of copying the T1")
     parser.set_defaults(handler=run_train_stage1)
 
     parser = commands.add_parser("segmenter", help="the SegResNet tumour segmenter (WT/TC/ET)",
@@ -222,7 +226,8 @@ def stage1_options(args: argparse.Namespace):
 
     return Stage1TrainingOptions(image_size=args.image_size, intensity_encoding=not args.no_intensity_encoding,
                                  ssim_loss=not args.no_ssim_loss, tumour_ssim_loss=not args.no_tumour_ssim_loss,
-                                 loss_weights=Stage1LossWeights(reconstruction_tumour=args.tumour_l1_weight),
+                                 loss_weights=Stage1LossWeights(reconstruction_tumour=args.tumour_l1_weight,
+                                                                 enhancement_contrast=args.enhancement_weight),
                                  **_explicit(args, "input_patterns", "tumour_fraction", "slice_targets"),
                                  **_common_options(args))
 

@@ -110,6 +110,26 @@ def feature_similarity_loss(features: torch.Tensor, other: torch.Tensor) -> torc
     return 1.0 - F.cosine_similarity(features.flatten(1).float(), other.flatten(1).float(), dim=1).mean()
 
 
+def enhancement_contrast_loss(difference: torch.Tensor, enhancing: torch.Tensor,
+                              healthy: torch.Tensor) -> torch.Tensor:
+    """How wrong the synthetic image's lesion contrast is, per item: ``|mean over enhancing of (fake - real) -
+    mean over healthy of (fake - real)|``, averaged over the items that have both regions (0 for none).
+
+    ``difference`` is fake - real [B, H, W]; ``enhancing`` and ``healthy`` are boolean masks of the same shape.
+    Not in the paper: an L1 or SSIM over the whole slice gives an enhancing rim a few per cent of its weight,
+    and a plain L1 over the rim alone is met by brightening the whole image; this term is indifferent to a
+    global offset and asks only that the rim stand out from healthy brain by as much as in the real image.
+    """
+    enhancing, healthy = enhancing.to(difference.dtype), healthy.to(difference.dtype)
+    enhancing_count, healthy_count = enhancing.sum((1, 2)), healthy.sum((1, 2))
+    used = (enhancing_count > 0) & (healthy_count > 0)
+    if not bool(used.any()):
+        return difference.sum() * 0.0
+    gap = ((difference * enhancing).sum((1, 2)) / enhancing_count.clamp_min(1.0)
+           - (difference * healthy).sum((1, 2)) / healthy_count.clamp_min(1.0))
+    return gap[used].abs().mean()
+
+
 def adversarial_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
     """PatchGAN binary cross-entropy against all-real or all-fake labels."""
     labels = torch.ones_like(logits) if real else torch.zeros_like(logits)

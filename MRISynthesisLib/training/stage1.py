@@ -20,7 +20,8 @@ generator without the intensity input (its checkpoint config says so, and the in
 then feeds no intensity code); ``ssim_loss=False`` / ``tumour_ssim_loss=False`` drop
 ``L_ssim`` / ``L_ssim-tumour`` (neither computed nor logged). ``--tumour-l1-weight W`` adds a
 term the paper does not have, ``W L_rec-tumour`` (L1 averaged over the tumour's pixels only; 0
-by default). ``--config`` picks the recipe
+by default); ``--enhancement-weight W`` another, ``W L_enh`` on T1c targets: the error of the mean
+(fake - real) over the enhancing tumour against that over healthy brain (0 by default). ``--config`` picks the recipe
 (:mod:`.presets`); the run records both in ``bundle.json`` and ``stage1-recipe.json``.
 
 The discriminator minimises ``0.25 (BCE(real, 1) + BCE(fake, 0)) + 0.25 CE(real) + 0.25 CE(fake)``
@@ -42,10 +43,12 @@ from .. import metrics
 from ..models.discriminator import DiscriminatorConfig, PatchDiscriminator
 from ..models.hfgan import HFGANConfig, HFGANGenerator
 from ..core.preprocessing import estimate_intensity_priors
-from ..sequences import SEQUENCES
+from ..models.segmenter import ENHANCING
+from ..sequences import SEQUENCES, Sequence
 from .cases import load_or_create_split
 from .loop import EpochTrainer, TrainingResult, bundle_training_info, start_run
-from .losses import adversarial_loss, feature_similarity_loss, ssim_loss_from_map, ssim_map, to_unit
+from .losses import (adversarial_loss, enhancement_contrast_loss, feature_similarity_loss, ssim_loss_from_map,
+                     ssim_map, to_unit)
 from .optimisation import autocast_context, frozen, make_optimizer
 from .options import MODEL_PRESETS, SynthesisTrainOptions, TrainingError, validation_targets
 from .prepared_cases import PreparedCaseStore
@@ -69,6 +72,10 @@ class Stage1LossWeights:
     #: Not in the paper (0 there): L1 averaged over the tumour's pixels only. The whole-slice L1 gives the
     #: tumour a few per cent of its weight, and a short CPU run then averages T1c enhancement away.
     reconstruction_tumour: float = 0.0
+    #: Not in the paper (0 there): for T1c targets, the enhancement contrast error
+    #: (:func:`.losses.enhancement_contrast_loss`, enhancing tumour against healthy brain). Without it the
+    #: CPU recipe's model learned "T1c = T1" and never enhanced (scripts/train_randomised_model.py).
+    enhancement_contrast: float = 0.0
 
 
 #: Table 1 of the paper: its row for each (intensity encoding, SSIM loss, tumour SSIM loss) switch set.
@@ -103,11 +110,14 @@ class Stage1TrainingOptions(SynthesisTrainOptions):
 
     def _check_resolved(self) -> None:
         """The synthesis checks, a tumour fraction in [0, 1], a known ``slice_targets`` and no negative
-        tumour L1 weight."""
+        tumour L1 or enhancement weight."""
         super()._check_resolved()
         if self.loss_weights.reconstruction_tumour < 0:
             raise TrainingError("--tumour-l1-weight must be 0 or more, "
                                 f"got {self.loss_weights.reconstruction_tumour:g}")
+        if self.loss_weights.enhancement_contrast < 0:
+            raise TrainingError("--enhancement-weight must be 0 or more, "
+                                f"got {self.loss_weights.enhancement_contrast:g}")
         tumour_items_per_batch(self.tumour_fraction, self.batch_size)
         check_slice_targets(self.slice_targets)
 
@@ -199,6 +209,11 @@ def generator_losses(generator: HFGANGenerator, discriminator: PatchDiscriminato
             terms["ssim_tumour"] = ssim_loss_from_map(ssim_values, (batch["label"] > 0).unsqueeze(1))
     if weights.reconstruction_tumour:
         terms["reconstruction_tumour"] = masked_l1(fake, real, (batch["label"] > 0).unsqueeze(1))
+    if weights.enhancement_contrast:
+        is_t1c = (batch["target"] == generator.modality_order.index(Sequence.T1C))[:, None, None]
+        healthy = batch["brain"].bool() & (batch["label"] == 0) & is_t1c
+        terms["enhancement_contrast"] = enhancement_contrast_loss(
+            fake[:, 0].float() - real[:, 0].float(), (batch["label"] == ENHANCING) & is_t1c, healthy)
     total = sum(getattr(weights, name) * value for name, value in terms.items())
     return total, terms, fake
 
