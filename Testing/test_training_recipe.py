@@ -32,7 +32,9 @@ from MRISynthesisLib.training.optimisation import hfgan_schedule, make_optimizer
 from MRISynthesisLib.training.options import TrainingError
 from MRISynthesisLib.training.prepared_cases import PreparedCaseStore
 from MRISynthesisLib.training.slices import SliceSampler
-from MRISynthesisLib.training.stage1 import Stage1TrainingOptions, batch_tensors, generator_losses, train_stage1
+from MRISynthesisLib.training.run_files import recipe_line
+from MRISynthesisLib.training.stage1 import (Stage1TrainingOptions, batch_tensors, generator_losses,
+                                           resumed_weight_changes, train_stage1)
 from MRISynthesisLib.training.stage1_outputs import Stage1OutputCache
 from MRISynthesisLib.training.stage2 import Stage2TrainingOptions, stage2_batch, train_stage2
 
@@ -194,9 +196,10 @@ def _t1c_batch_with_enhancement(prepared, generator):
     for seed in range(20):
         batch = batch_tensors(next(sampler.epoch(1, np.random.default_rng(seed))), CPU)
         chosen = batch["target"] == t1c
-        if ((batch["label"] == ENHANCING).flatten(1).any(1) & chosen).any() and (~chosen).any():
+        enhancing = (batch["label"] == ENHANCING).flatten(1).any(1)
+        if (enhancing & chosen).any() and (enhancing & ~chosen).any():
             return batch, chosen
-    raise AssertionError("no sampled batch had both T1c targets with enhancing tumour and other targets")
+    raise AssertionError("no sampled batch had enhancing tumour in both T1c and other targets")
 
 
 def test_enhancement_term_is_the_t1c_lesion_contrast_error(prepared):
@@ -220,6 +223,11 @@ def test_enhancement_term_is_the_t1c_lesion_contrast_error(prepared):
                                                           Stage1TrainingOptions().effective_loss_weights())[1]
     with pytest.raises(TrainingError, match="--enhancement-weight must be 0 or more, got -2"):
         cli_train.stage1_options(_parse("stage1", "--enhancement-weight", "-2")).check()
+    assert options.recipe()["extra_terms"] == {"tumour_l1_weight": 0.0, "enhancement_weight": 3.0}
+    assert "enhancement_weight 3" in recipe_line(options.recipe())  # the log says which run had the term
+    saved = {"config": {"loss_weights": dataclasses.asdict(Stage1TrainingOptions().effective_loss_weights())}}
+    assert resumed_weight_changes(saved, options.effective_loss_weights()) == "enhancement_contrast 0 -> 3"
+    assert resumed_weight_changes(saved, Stage1TrainingOptions().effective_loss_weights()) == ""
 
 
 def test_enhancement_term_ignores_a_global_offset_and_wants_the_real_rim_contrast():

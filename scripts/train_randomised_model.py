@@ -104,7 +104,7 @@ brain), so that a halo costs as much as a missing rim, at a weight that leaves t
 SSIM where the fourth run's was.
 
 Usage:  python scripts/train_randomised_model.py [--work-dir runs/randomised-model] [--minutes-scale 1.0]
-        [--device cuda] [--no-install]
+        [--device cuda] [--threads N] [--no-install]
 """
 from __future__ import annotations
 
@@ -174,7 +174,7 @@ def main() -> int:
                         help="multiply every training budget (e.g. 0.1 for a smoke run)")
     parser.add_argument("--device", choices=sorted(PROFILES), default="cpu",
                         help="cpu: the 1.5 mm demo recipe; cuda: the paper's 1 mm grid and network sizes on a GPU")
-    parser.add_argument("--threads", help="CPU threads per training (default: the profile's, 1 on the CPU, which "
+    parser.add_argument("--threads", type=int, help="CPU threads per training (default: the profile's, 1 on the CPU, which "
                         "leaves a core of a 2-core machine to other work; 2 makes a step about 1.5x faster there)")
     parser.add_argument("--no-install", action="store_true", help="do not copy the bundle into the package")
     parser.add_argument("--install-only", action="store_true",
@@ -191,7 +191,7 @@ def main() -> int:
     phantoms(args.work_dir / "eval", EVAL_SEED, EVAL_CASES, "small", False)
     phantoms(args.work_dir / "eval-randomised", RANDOM_EVAL_SEED, EVAL_CASES, profile["grid"], True)
     budget = {k: f"{v * args.minutes_scale:.2f}" for k, v in profile["budget"].items()}
-    common = ["--device", args.device, "--seed", "0", "--threads", args.threads or profile["threads"],
+    common = ["--device", args.device, "--seed", "0", "--threads", str(args.threads or profile["threads"]),
               "--config", profile["config"]]
     # A stage whose network is already in the run folder is not trained again (re-run to continue).
     if not (run / "stage1.pt").exists():

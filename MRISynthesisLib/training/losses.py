@@ -120,7 +120,8 @@ def enhancement_contrast_loss(difference: torch.Tensor, enhancing: torch.Tensor,
     and a plain L1 over the rim alone is met by brightening the whole image; this term is indifferent to a
     global offset and asks only that the rim stand out from healthy brain by as much as in the real image.
     """
-    enhancing, healthy = enhancing.to(difference.dtype), healthy.to(difference.dtype)
+    difference = difference.float()  # sums over a slice overflow in half precision
+    enhancing, healthy = enhancing.float(), healthy.float()
     enhancing_count, healthy_count = enhancing.sum((1, 2)), healthy.sum((1, 2))
     used = (enhancing_count > 0) & (healthy_count > 0)
     if not bool(used.any()):

@@ -81,6 +81,7 @@ def recipe_line(recipe: Mapping) -> str:
     parts = [f"{name} {value}" + (" (given)" if name in given else "")
              for name, value in recipe.get("values", {}).items()]
     parts += [f"{name} {value}" for name, value in recipe.get("ablation", {}).items()]
+    parts += [f"{name} {value:g}" for name, value in recipe.get("extra_terms", {}).items()]
     return ", ".join(parts)
 
 

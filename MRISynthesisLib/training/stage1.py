@@ -145,8 +145,11 @@ class Stage1TrainingOptions(SynthesisTrainOptions):
         return ablation_record(self.intensity_encoding, self.ssim_loss, self.tumour_ssim_loss)
 
     def recipe(self) -> dict:
-        """The resolved recipe with the ablation switches."""
-        return dict(super().recipe(), ablation=self.ablation())
+        """The resolved recipe with the ablation switches and the weights of the terms not in the paper."""
+        weights = self.effective_loss_weights()
+        return dict(super().recipe(), ablation=self.ablation(),
+                    extra_terms={"tumour_l1_weight": weights.reconstruction_tumour,
+                                 "enhancement_weight": weights.enhancement_contrast})
 
     def discriminator_for(self, generator_config: HFGANConfig) -> DiscriminatorConfig:
         """The discriminator: ``discriminator_config`` or the preset's width at the generator's size."""
@@ -286,6 +289,16 @@ def validate_stage1(generator: HFGANGenerator, cases: list, device, targets: tup
 # --------------------------------------------------------------------------- the command
 
 
+def resumed_weight_changes(state: Optional[Mapping], weights: Stage1LossWeights) -> str:
+    """``"name old -> new, ..."`` for the loss weights that differ from a resumed checkpoint's ('' for none)."""
+    saved = (state or {}).get("config", {}).get("loss_weights")
+    if not isinstance(saved, Mapping):
+        return ""
+    now = dataclasses.asdict(weights)
+    return ", ".join(f"{name} {saved.get(name, 0.0):g} -> {value:g}" for name, value in now.items()
+                     if float(saved.get(name, 0.0)) != float(value))
+
+
 def train_stage1(options: Stage1TrainingOptions, progress: Optional[Callable[[float, str], None]] = None,
                  echo: Optional[Callable[[str], None]] = None) -> TrainingResult:
     """Train (or resume) the stage-1 generator in ``options.run_dir`` and write the bundle's ``stage1.pt``."""
@@ -330,6 +343,10 @@ def train_stage1(options: Stage1TrainingOptions, progress: Optional[Callable[[fl
                            options.weight_decay, total_updates, warmup, kind=options.optimizer,
                            schedule=options.lr_schedule)
     weights = options.effective_loss_weights()
+    changed = resumed_weight_changes(state, weights)
+    if changed:  # allowed (a fine-tune may add a term), but never silent: the bundle records the last weights only
+        log(f"note: resuming with other loss weights than the checkpoint's ({changed}); the epochs before and "
+            "after this resume were trained with different losses")
     trainer = EpochTrainer("stage1", options, {"generator": generator, "discriminator": discriminator},
                            {"generator": g_opt, "discriminator": d_opt}, device, rng, log, progress,
                            config={"generator": config.to_dict(), "discriminator": d_config.to_dict(),
