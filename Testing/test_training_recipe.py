@@ -223,6 +223,8 @@ def test_enhancement_term_is_the_t1c_lesion_contrast_error(prepared):
                                                           Stage1TrainingOptions().effective_loss_weights())[1]
     with pytest.raises(TrainingError, match="--enhancement-weight must be 0 or more, got -2"):
         cli_train.stage1_options(_parse("stage1", "--enhancement-weight", "-2")).check()
+    with pytest.raises(TrainingError, match="--enhancement-weight must be 0 or more, got nan"):
+        cli_train.stage1_options(_parse("stage1", "--enhancement-weight", "nan")).check()
     assert options.recipe()["extra_terms"] == {"tumour_l1_weight": 0.0, "enhancement_weight": 3.0}
     assert "enhancement_weight 3" in recipe_line(options.recipe())  # the log says which run had the term
     saved = {"config": {"loss_weights": dataclasses.asdict(Stage1TrainingOptions().effective_loss_weights())}}

@@ -112,10 +112,10 @@ class Stage1TrainingOptions(SynthesisTrainOptions):
         """The synthesis checks, a tumour fraction in [0, 1], a known ``slice_targets`` and no negative
         tumour L1 or enhancement weight."""
         super()._check_resolved()
-        if self.loss_weights.reconstruction_tumour < 0:
+        if not self.loss_weights.reconstruction_tumour >= 0:  # also refuses NaN
             raise TrainingError("--tumour-l1-weight must be 0 or more, "
                                 f"got {self.loss_weights.reconstruction_tumour:g}")
-        if self.loss_weights.enhancement_contrast < 0:
+        if not self.loss_weights.enhancement_contrast >= 0:
             raise TrainingError("--enhancement-weight must be 0 or more, "
                                 f"got {self.loss_weights.enhancement_contrast:g}")
         tumour_items_per_batch(self.tumour_fraction, self.batch_size)
