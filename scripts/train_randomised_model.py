@@ -174,8 +174,9 @@ def main() -> int:
                         help="multiply every training budget (e.g. 0.1 for a smoke run)")
     parser.add_argument("--device", choices=sorted(PROFILES), default="cpu",
                         help="cpu: the 1.5 mm demo recipe; cuda: the paper's 1 mm grid and network sizes on a GPU")
-    parser.add_argument("--threads", type=int, help="CPU threads per training (default: the profile's, 1 on the CPU, which "
-                        "leaves a core of a 2-core machine to other work; 2 makes a step about 1.5x faster there)")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads per training (default: the profile's, 1 on the CPU, which leaves a core "
+                             "of a 2-core machine to other work; 2 makes a step about 1.5x faster there)")
     parser.add_argument("--no-install", action="store_true", help="do not copy the bundle into the package")
     parser.add_argument("--install-only", action="store_true",
                         help="skip training: install an already trained and evaluated run and write the model card")
