@@ -215,7 +215,8 @@ class ModelGrid:
     """Maps an input grid to the stage-1 model grid (LPS-oriented, 1 mm axial, 240 x 240) and back.
 
     The mapping is: reorient to LPS by axis permutation/flip (exact), resample in-plane to
-    1 mm only when the spacing differs (linear), then crop/pad each axial slice to 240 x 240
+    1 mm only when the spacing differs (cubic B-spline within the source's range; nearest neighbour
+    for labels and masks), then crop/pad each axial slice to 240 x 240
     around the brain. ``to_model`` gives ``[slices, 240, 240]`` arrays; ``from_model`` undoes
     every step and returns images with exactly the input's geometry.
     """
@@ -253,11 +254,12 @@ class ModelGrid:
 
     def _to_model_space(self, image: sitk.Image, nearest: bool = False) -> np.ndarray:
         oriented = _orient_lps(image)
-        if self.resampled is not None:
-            interpolator = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
-            oriented = sitk.Resample(oriented, self.resampled, sitk.Transform(), interpolator, 0.0,
-                                     oriented.GetPixelID())
-        return sitk.GetArrayFromImage(oriented)
+        if self.resampled is None:
+            return sitk.GetArrayFromImage(oriented)
+        if nearest:
+            return sitk.GetArrayFromImage(sitk.Resample(oriented, self.resampled, sitk.Transform(),
+                                                        sitk.sitkNearestNeighbor, 0.0, oriented.GetPixelID()))
+        return _resample_within_range(oriented, self.resampled, 0.0)
 
     def to_model(self, image: sitk.Image, fill: float = 0.0, nearest: bool = False) -> np.ndarray:
         """Input-grid image -> ``[slices, 240, 240]`` float32 array on the model grid."""
@@ -270,9 +272,11 @@ class ModelGrid:
         space = self.resampled or self.oriented
         image = sitk.GetImageFromArray(uncropped)
         image.CopyInformation(space)
-        if self.resampled is not None:
-            interpolator = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
-            image = sitk.Resample(image, self.oriented, sitk.Transform(), interpolator, fill, image.GetPixelID())
+        if self.resampled is not None and nearest:
+            image = sitk.Resample(image, self.oriented, sitk.Transform(), sitk.sitkNearestNeighbor, fill,
+                                  image.GetPixelID())
+        elif self.resampled is not None:
+            image = _array_like(self.oriented, _resample_within_range(image, self.oriented, fill))
         original = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(self.reference.GetDirection())
         image = sitk.DICOMOrient(image, original)
         # DICOMOrient may differ by rounding in the last digit; the reference's geometry is the truth.
@@ -283,6 +287,26 @@ class ModelGrid:
     def model_spacing(self) -> tuple[float, float, float]:
         """Voxel spacing (x, y, z) in mm on the model grid."""
         return tuple((self.resampled or self.oriented).GetSpacing())  # type: ignore[return-value]
+
+
+#: In-plane resampling between a case's grid and the model grid. Cubic B-spline, not linear: a case on a
+#: coarser grid than the model's goes there and back, and linear interpolation blurs it both ways. On the
+#: classic 2.5 mm held-out phantoms a 1.5 mm model's brain SSIM rose with it by 0.008-0.024 per sequence
+#: (T2 0.758 -> 0.782, FLAIR 0.761 -> 0.776; scripts/train_randomised_model.py has the runs), while smoothing
+#: before downsampling (anti-aliasing) lowered it.
+IMAGE_INTERPOLATOR = sitk.sitkBSpline
+
+
+def _resample_within_range(image: sitk.Image, reference: sitk.Image, fill: float) -> np.ndarray:
+    """``image`` resampled onto ``reference``'s grid with :data:`IMAGE_INTERPOLATOR` as float32 ``[z, y, x]``,
+    clipped to the range of ``image`` and ``fill``: a cubic spline overshoots at sharp edges (the brain's
+    border against a zero background), and a negative intensity or a probability above 1 would be invented."""
+    source = sitk.Cast(image, sitk.sitkFloat32)
+    resampled = sitk.GetArrayFromImage(sitk.Resample(source, reference, sitk.Transform(), IMAGE_INTERPOLATOR,
+                                                     float(fill), sitk.sitkFloat32))
+    values = sitk.GetArrayViewFromImage(source)
+    low, high = min(float(values.min()), float(fill)), max(float(values.max()), float(fill))
+    return np.clip(resampled, low, high, out=resampled)
 
 
 def _orient_lps(image: sitk.Image) -> sitk.Image:

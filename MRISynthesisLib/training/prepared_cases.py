@@ -28,7 +28,7 @@ from .run_files import LogCallback
 __all__ = ["PREPARED_CACHE_VERSION", "GridSpec", "PreparedCase", "prepare_case", "PreparedCaseStore"]
 
 #: Bumped when the cached arrays' meaning changes, so old caches are rebuilt.
-PREPARED_CACHE_VERSION = 1
+PREPARED_CACHE_VERSION = 2  # 2: cubic B-spline resampling to the model grid
 #: The enhancing-tumour label of BraTS 2021 and the one of BraTS 2023 it becomes.
 _LEGACY_ENHANCING, _ENHANCING = 4, 3
 
