@@ -23,11 +23,11 @@ from MRISynthesisLib.core.io import read_case
 from MRISynthesisLib.models.discriminator import DiscriminatorConfig, PatchDiscriminator
 from MRISynthesisLib.models.hfgan import HFGANConfig, HFGANError, HFGANGenerator
 from MRISynthesisLib.models.refiner import RefinerConfig
-from MRISynthesisLib.models.segmenter import ENHANCING, SegmenterConfig, build_segmenter
+from MRISynthesisLib.models.segmenter import ENHANCING, NECROTIC, OEDEMA, SegmenterConfig, build_segmenter
 from MRISynthesisLib.sequences import SEQUENCES
 from MRISynthesisLib.training.cases import find_cases
 from MRISynthesisLib.training.crops import uniform_box
-from MRISynthesisLib.training.losses import enhancement_contrast_loss
+from MRISynthesisLib.training.losses import lesion_contrast_loss
 from MRISynthesisLib.training.optimisation import hfgan_schedule, make_optimizer, warmup_cosine
 from MRISynthesisLib.training.options import TrainingError
 from MRISynthesisLib.training.prepared_cases import PreparedCaseStore
@@ -213,12 +213,15 @@ def test_enhancement_term_is_the_t1c_lesion_contrast_error(prepared):
     gaps = []
     for item in np.flatnonzero(chosen.numpy()):  # by hand, T1c items only: the other targets have no say
         real = batch["images"][item, int(batch["target"][item])].numpy()
-        difference = fake[item, 0].detach().numpy() - real
-        enhancing = batch["label"][item].numpy() == ENHANCING
-        healthy = batch["brain"][item].numpy().astype(bool) & (batch["label"][item].numpy() == 0)
-        if enhancing.any() and healthy.any():
-            gaps.append(abs(difference[enhancing].mean() - difference[healthy].mean()))
-    assert gaps and float(terms["enhancement_contrast"].detach()) == pytest.approx(np.mean(gaps), rel=1e-4)
+        difference = fake[item, 0].detach().numpy().astype(np.float64) - real
+        labels = batch["label"][item].numpy()
+        healthy = batch["brain"][item].numpy().astype(bool) & (labels == 0)
+        for region in (NECROTIC, OEDEMA, ENHANCING):  # each tumour region against healthy brain
+            if (labels == region).any() and healthy.any():
+                gaps.append(abs(difference[labels == region].mean() - difference[healthy].mean()))
+    assert len(gaps) >= 2  # the batch has more than one region to check
+    expected = np.sum(gaps) / len(chosen)  # per batch item, whether it has tumour or not
+    assert float(terms["enhancement_contrast"].detach()) == pytest.approx(expected, rel=1e-4)
     assert "enhancement_contrast" not in generator_losses(generator, discriminator, batch,
                                                           Stage1TrainingOptions().effective_loss_weights())[1]
     with pytest.raises(TrainingError, match="--enhancement-weight must be 0 or more, got -2"):
@@ -232,36 +235,62 @@ def test_enhancement_term_is_the_t1c_lesion_contrast_error(prepared):
     assert resumed_weight_changes(saved, Stage1TrainingOptions().effective_loss_weights()) == ""
 
 
-def test_enhancement_term_ignores_a_global_offset_and_wants_the_real_rim_contrast():
-    real = torch.zeros(3, 8, 8)
-    enhancing = torch.zeros(3, 8, 8, dtype=torch.bool)
-    enhancing[:, 2:4, 2:4] = True
-    real[enhancing] = 0.8
-    healthy = ~enhancing
+def test_contrast_term_ignores_a_global_offset_and_wants_every_region_s_real_contrast():
+    real = torch.zeros(4, 8, 8)
+    label = torch.zeros(4, 8, 8, dtype=torch.long)
+    label[:, 1:3, 1:5] = OEDEMA
+    label[:, 2:4, 2:4] = ENHANCING
+    real[label == OEDEMA], real[label == ENHANCING] = 0.2, 0.8
+    healthy = label == 0
     healthy[2] = False  # an item without healthy brain has no contrast to get wrong
-    copy_without_rim = torch.full_like(real, 0.3)  # "T1c = T1": brighter overall, no enhancement
-    offset_rim = real + 0.3
-    assert float(enhancement_contrast_loss(offset_rim - real, enhancing, healthy)) == pytest.approx(0.0, abs=1e-6)
-    assert float(enhancement_contrast_loss(copy_without_rim - real, enhancing, healthy)) == pytest.approx(0.8)
-    assert float(enhancement_contrast_loss(real - real, enhancing & False, healthy)) == 0.0
+    label[3] = 0  # nor has an item without tumour, but it counts in the batch size
+    regions = (NECROTIC, OEDEMA, ENHANCING)
+    offset = real + 0.3
+    copy_without_tumour = torch.full_like(real, 0.3)  # "T1c = T1": brighter overall, no enhancement, no oedema
+    halo = real.clone()
+    halo[label == OEDEMA] = 0.8  # the fifth run's answer: the oedema as bright as the rim
+    assert float(lesion_contrast_loss(offset - real, label, healthy, regions)) == pytest.approx(0.0, abs=1e-6)
+    # items 0 and 1: |0 - 0.8| (rim) + |0 - 0.2| (oedema) each, over a batch of 4
+    assert float(lesion_contrast_loss(copy_without_tumour - real, label, healthy, regions)) == pytest.approx(0.5)
+    assert float(lesion_contrast_loss(halo - real, label, healthy, regions)) == pytest.approx(2 * 0.6 / 4)
+    assert float(lesion_contrast_loss(halo - real, label, healthy, (ENHANCING,))) == 0.0  # the rim alone misses it
+    assert float(lesion_contrast_loss(real - real, label * 0, healthy, regions)) == 0.0
 
 
-def test_training_on_the_enhancement_term_makes_the_synthetic_t1c_rim_stand_out(prepared):
-    torch.manual_seed(0)
-    generator, discriminator = HFGANGenerator(TINY_GENERATOR), PatchDiscriminator(TINY_DISCRIMINATOR)
-    batch, _ = _t1c_batch_with_enhancement(prepared, generator)
-    only_enhancement = dataclasses.replace(Stage1TrainingOptions().effective_loss_weights(), reconstruction=0.0,
-                                           similarity=0.0, cycle=0.0, adversarial=0.0, classification=0.0, ssim=0.0,
-                                           ssim_tumour=0.0, enhancement_contrast=1.0)
-    optimizer = torch.optim.Adam(generator.parameters(), lr=2e-3)
-    history = []
-    for _ in range(15):
-        total, terms, _ = generator_losses(generator, discriminator, batch, only_enhancement)
-        optimizer.zero_grad()
-        total.backward()
-        optimizer.step()
-        history.append(float(terms["enhancement_contrast"].detach()))
-    assert history[-1] < 0.5 * history[0], history
+def test_contrast_term_moves_the_tumour_and_leaves_healthy_brain_to_the_pixel_losses():
+    real = torch.zeros(2, 8, 8)
+    label = torch.zeros(2, 8, 8, dtype=torch.long)
+    label[:, 2:4, 2:4] = ENHANCING
+    real[label == ENHANCING] = 0.8
+    fake = torch.zeros(2, 8, 8, requires_grad=True)
+    lesion_contrast_loss(fake - real, label, label == 0, (ENHANCING,)).backward()
+    assert float(fake.grad[label == 0].abs().max()) == 0.0  # healthy brain is the reference, not pulled down
+    assert bool((fake.grad[label == ENHANCING] < 0).all())  # the rim is pushed up
+
+
+def test_training_on_the_contrast_term_makes_the_synthetic_t1c_tumour_stand_out(prepared):
+    pixel_losses = dataclasses.replace(Stage1TrainingOptions().effective_loss_weights(), similarity=0.0, cycle=0.0,
+                                       adversarial=0.0, classification=0.0, ssim=0.0, ssim_tumour=0.0)
+    measure = dataclasses.replace(pixel_losses, enhancement_contrast=1.0)
+
+    def trained_contrast_error(weights) -> float:
+        """The T1c tumour-contrast error after a few steps on one real batch from the same start."""
+        torch.manual_seed(0)
+        generator, discriminator = HFGANGenerator(TINY_GENERATOR), PatchDiscriminator(TINY_DISCRIMINATOR)
+        batch, _ = _t1c_batch_with_enhancement(prepared, generator)
+        optimizer = torch.optim.Adam(generator.parameters(), lr=2e-3)
+        for _ in range(20):
+            total, _, _ = generator_losses(generator, discriminator, batch, weights)
+            optimizer.zero_grad()
+            total.backward()
+            optimizer.step()
+        generator.eval()  # no dropout, so that the two runs compare
+        with torch.no_grad():
+            return float(generator_losses(generator, discriminator, batch, measure)[1]["enhancement_contrast"])
+
+    plain = trained_contrast_error(pixel_losses)
+    with_term = trained_contrast_error(dataclasses.replace(pixel_losses, enhancement_contrast=3.0))
+    assert with_term < 0.5 * plain  # measured: 0.43 with the L1 alone, 0.15 with the term
 
 
 def test_a_generator_without_intensity_encoding_is_called_without_a_code(prepared):

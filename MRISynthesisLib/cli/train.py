@@ -127,9 +127,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="weight of an L1 term averaged over the tumour's pixels only (not in the paper; "
                              "default 0): keeps a short run from averaging T1c enhancement away")
     parser.add_argument("--enhancement-weight", type=float, default=0.0, metavar="W",
-                        help="weight of a term on the T1c's enhancement contrast (not in the paper; default 0): "
-                             "the error of the enhancing tumour's brightness against healthy brain's, so that "
-                             "the synthetic T1c enhances instead of copying the T1")
+                        help="weight of a term on the T1c's tumour contrast (not in the paper; default 0): the "
+                             "error of the brightness of necrosis, oedema and enhancing tumour, each against "
+                             "healthy brain's, so that the synthetic T1c enhances instead of copying the T1")
     parser.set_defaults(handler=run_train_stage1)
 
     parser = commands.add_parser("segmenter", help="the SegResNet tumour segmenter (WT/TC/ET)",

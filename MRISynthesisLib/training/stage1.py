@@ -21,8 +21,9 @@ then feeds no intensity code); ``ssim_loss=False`` / ``tumour_ssim_loss=False`` 
 ``L_ssim`` / ``L_ssim-tumour`` (neither computed nor logged). ``--tumour-l1-weight W`` adds a
 term the paper does not have, ``W L_rec-tumour`` (L1 averaged over the tumour's pixels only; 0
 by default); ``--enhancement-weight W`` another, ``W L_enh`` on T1c targets: the error of the mean
-(fake - real) over the enhancing tumour against that over healthy brain (0 by default). ``--config`` picks the recipe
-(:mod:`.presets`); the run records both in ``bundle.json`` and ``stage1-recipe.json``.
+(fake - real) over each tumour region (necrosis, oedema, enhancing tumour) against that over healthy
+brain (0 by default). ``--config`` picks the recipe (:mod:`.presets`); the run records both in
+``bundle.json`` and ``stage1-recipe.json``.
 
 The discriminator minimises ``0.25 (BCE(real, 1) + BCE(fake, 0)) + 0.25 CE(real) + 0.25 CE(fake)``
 with a learning rate 0.1 x the generator's, as in the reference. Intensity encoding during
@@ -43,11 +44,11 @@ from .. import metrics
 from ..models.discriminator import DiscriminatorConfig, PatchDiscriminator
 from ..models.hfgan import HFGANConfig, HFGANGenerator
 from ..core.preprocessing import estimate_intensity_priors
-from ..models.segmenter import ENHANCING
+from ..models.segmenter import ENHANCING, NECROTIC, OEDEMA
 from ..sequences import SEQUENCES, Sequence
 from .cases import load_or_create_split
 from .loop import EpochTrainer, TrainingResult, bundle_training_info, start_run
-from .losses import (adversarial_loss, enhancement_contrast_loss, feature_similarity_loss, ssim_loss_from_map,
+from .losses import (adversarial_loss, feature_similarity_loss, lesion_contrast_loss, ssim_loss_from_map,
                      ssim_map, to_unit)
 from .optimisation import autocast_context, frozen, make_optimizer
 from .options import MODEL_PRESETS, SynthesisTrainOptions, TrainingError, validation_targets
@@ -56,6 +57,9 @@ from .run_files import recipe_line, write_recipe, write_run_bundle
 from .slices import MIN_BRAIN_AREA_MM2, SliceSampler, Stage1Batch, check_slice_targets, tumour_items_per_batch
 from .stage1_outputs import stage1_volume
 
+
+#: The tumour regions whose T1c contrast to healthy brain ``--enhancement-weight`` checks.
+TUMOUR_REGIONS = (NECROTIC, OEDEMA, ENHANCING)
 
 
 @dataclasses.dataclass
@@ -72,9 +76,10 @@ class Stage1LossWeights:
     #: Not in the paper (0 there): L1 averaged over the tumour's pixels only. The whole-slice L1 gives the
     #: tumour a few per cent of its weight, and a short CPU run then averages T1c enhancement away.
     reconstruction_tumour: float = 0.0
-    #: Not in the paper (0 there): for T1c targets, the enhancement contrast error
-    #: (:func:`.losses.enhancement_contrast_loss`, enhancing tumour against healthy brain). Without it the
-    #: CPU recipe's model learned "T1c = T1" and never enhanced (scripts/train_randomised_model.py).
+    #: Not in the paper (0 there): for T1c targets, the tumour contrast error
+    #: (:func:`.losses.lesion_contrast_loss`: necrosis, oedema and enhancing tumour each against healthy
+    #: brain). Without it the CPU recipe's model learned "T1c = T1" and never enhanced
+    #: (scripts/train_randomised_model.py).
     enhancement_contrast: float = 0.0
 
 
@@ -215,8 +220,9 @@ def generator_losses(generator: HFGANGenerator, discriminator: PatchDiscriminato
     if weights.enhancement_contrast:
         is_t1c = (batch["target"] == generator.modality_order.index(Sequence.T1C))[:, None, None]
         healthy = batch["brain"].bool() & (batch["label"] == 0) & is_t1c
-        terms["enhancement_contrast"] = enhancement_contrast_loss(
-            fake[:, 0].float() - real[:, 0].float(), (batch["label"] == ENHANCING) & is_t1c, healthy)
+        terms["enhancement_contrast"] = lesion_contrast_loss(
+            fake[:, 0].float() - real[:, 0].float(), torch.where(is_t1c, batch["label"], 0), healthy,
+            TUMOUR_REGIONS)
     total = sum(getattr(weights, name) * value for name, value in terms.items())
     return total, terms, fake
 
