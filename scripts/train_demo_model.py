@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-"""Reproduce the bundled demo model: phantom data -> stage 1 -> segmenter -> stage 2 -> evaluation.
+"""Reproduce the demo model bundled before #16 (2.5 mm, classic phantoms): phantom data -> stage 1 ->
+segmenter -> stage 2 -> evaluation. The bundled model is now ``scripts/train_randomised_model.py``'s, which
+imports this script's shared steps and card sections.
 
 Runs on a 2-core CPU in under 90 minutes (the time budgets below add up to 73) and writes the
 bundle, its evaluation and the model card to MRISynthesisLib/data/models/demo/. The model
