@@ -105,8 +105,10 @@ def test_pseudo_label_is_the_segmenter_on_the_acquired_four_and_scores_one_again
     segmenter_labels = {}
     for case in (LABELLED, UNLABELLED):
         pseudo = _read(out / f"{case}-segmentation-acquired.nii.gz")
-        # the demo segmenter finds a real tumour with all three labels: 1.0 is not "both empty"
-        assert set(np.unique(pseudo)) == {0, 1, 2, 3}, case
+        # the demo segmenter finds a real tumour in every scored region (whole tumour: any label; tumour core:
+        # 1 or 3; enhancing: 3), so the 1.0 below is not "both empty"
+        found = set(np.unique(pseudo).tolist())
+        assert found <= {0, 1, 2, 3} and 3 in found and len(found - {0}) >= 2, (case, found)
         segmenter_labels[case] = pseudo
         reference = _row(rows, case, "none", "acquired")
         for region in ("WT", "TC", "ET"):

@@ -134,9 +134,9 @@ def prepare_study(images: Mapping[Sequence, sitk.Image], *, brain_mask: Optional
     ``brain_mask``: a mask in the reference series' physical space (any grid), used when
     ``brain_extraction`` is ``"mask"``; ``"hd-bet"`` runs HD-BET instead. ``names``: how to call each
     series in messages (file or node names). ``spacing_mm``: voxel size of the model space; the grid the
-    model was trained on (:func:`model_spacing_of` a bundle: 1 mm for BraTS-trained models, 2.5 mm for
-    the CPU demo model), so that its slices show anatomy at the scale it learned. A co-registration that fails its sanity check stops the
-    preparation with a one-line error naming the series.
+    model was trained on (:func:`model_spacing_of` a bundle: 1 mm for BraTS-trained models, 1.5 mm for
+    the CPU demo model), so that its slices show anatomy at the scale it learned. A co-registration that fails
+    its sanity check stops the preparation with a one-line error naming the series.
     """
     from .bias_field import correct_bias_field
     from .registration import register_rigid

@@ -48,7 +48,7 @@ SIGNAL_FLOOR = 0.05
 _CORRELATION_SAMPLES = 100_000
 
 #: Margins around the observed training range (``span`` = max - min over the training cases): a case
-#: is out of range only beyond them. One span each side: on the demo model's 40 training phantoms the
+#: is out of range only beyond them. One span each side: on the 2.5 mm demo model's 40 training phantoms the
 #: T1 median ranged 0.67-0.85 and 2 of 20 held-out phantoms of the same kind had 0.55-0.56, 0.6 spans
 #: below (half a span gave those two false alarms); the floors cover a training set too uniform to show
 #: any spread (every phantom lies exactly on the 2.5 mm grid).
