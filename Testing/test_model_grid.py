@@ -50,7 +50,8 @@ def test_a_coarse_case_comes_back_sharper_than_with_linear_interpolation(tmp_pat
     assert cubic_error < 0.75 * linear_error, (cubic_error, linear_error)
     # the stripes keep more of their contrast (linear interpolation there and back averages them away)
     stripes = (slice(None), slice(22, 42), slice(22, 42))
-    assert np.ptp(cubic[stripes]) > np.ptp(linear[stripes]) or cubic[stripes].std() > linear[stripes].std()
+    assert cubic[stripes].std() > linear[stripes].std()
+    assert np.abs(cubic[stripes] - original[stripes]).mean() < np.abs(linear[stripes] - original[stripes]).mean()
 
 
 def test_resampling_invents_no_intensity_outside_the_source_range(tmp_path):
@@ -64,7 +65,7 @@ def test_resampling_invents_no_intensity_outside_the_source_range(tmp_path):
         assert model.max() > 0.9 * brightest  # the brightest structure is still there
 
 
-def test_probability_maps_stay_probabilities_and_labels_stay_labels(tmp_path):
+def test_probability_maps_stay_probabilities_and_labels_stay_labels(tmp_path, monkeypatch):
     image = _coarse_case(tmp_path)
     grid = ModelGrid.plan(image, slice_shape=(112, 112), axial_spacing=MODEL_MM)
     shape = grid.to_model(image).shape
@@ -76,5 +77,10 @@ def test_probability_maps_stay_probabilities_and_labels_stay_labels(tmp_path):
     label[:, 40:70, 40:70], label[:, 50:60, 50:60] = 2.0, 3.0
     labels_back = sitk.GetArrayFromImage(grid.from_model(label, nearest=True))
     assert set(np.unique(labels_back)) == {0.0, 2.0, 3.0}
-    smooth = ndimage.gaussian_filter(probability, (0, 3, 3))  # a smooth map passes unchanged in range
-    assert sitk.GetArrayFromImage(grid.from_model(smooth)).max() <= smooth.max() + 1e-6
+    # a smooth map needs no clipping: inside, the spline agrees with linear interpolation
+    smooth = ndimage.gaussian_filter(probability, (0, 3, 3))
+    cubic = sitk.GetArrayFromImage(grid.from_model(smooth))
+    monkeypatch.setattr(preprocessing, "IMAGE_INTERPOLATOR", sitk.sitkLinear)
+    linear = sitk.GetArrayFromImage(grid.from_model(smooth))
+    assert np.abs(cubic - linear).max() < 0.05 * smooth.max()
+    assert cubic.max() > 0.5 * smooth.max()  # and the map is there, not clipped away

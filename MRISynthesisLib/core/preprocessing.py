@@ -291,9 +291,9 @@ class ModelGrid:
 
 #: In-plane resampling between a case's grid and the model grid. Cubic B-spline, not linear: a case on a
 #: coarser grid than the model's goes there and back, and linear interpolation blurs it both ways. On the
-#: classic 2.5 mm held-out phantoms a 1.5 mm model's brain SSIM rose with it by 0.008-0.024 per sequence
-#: (T2 0.758 -> 0.782, FLAIR 0.761 -> 0.776; scripts/train_randomised_model.py has the runs), while smoothing
-#: before downsampling (anti-aliasing) lowered it.
+#: classic 2.5 mm held-out phantoms a 1.5 mm model's brain SSIM rose with it by up to 0.024 per sequence
+#: (T2 0.758 -> 0.782, FLAIR 0.761 -> 0.776, T1c unchanged; scripts/train_randomised_model.py has the runs),
+#: while smoothing before downsampling (anti-aliasing) lowered it.
 IMAGE_INTERPOLATOR = sitk.sitkBSpline
 
 
@@ -305,7 +305,7 @@ def _resample_within_range(image: sitk.Image, reference: sitk.Image, fill: float
     resampled = sitk.GetArrayFromImage(sitk.Resample(source, reference, sitk.Transform(), IMAGE_INTERPOLATOR,
                                                      float(fill), sitk.sitkFloat32))
     values = sitk.GetArrayViewFromImage(source)
-    low, high = min(float(values.min()), float(fill)), max(float(values.max()), float(fill))
+    low, high = min(float(np.nanmin(values)), float(fill)), max(float(np.nanmax(values)), float(fill))
     return np.clip(resampled, low, high, out=resampled)
 
 
