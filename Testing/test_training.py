@@ -26,6 +26,7 @@ from MRISynthesisLib.training.options import TrainingError, TrainOptions
 from MRISynthesisLib.training.prepared_cases import PreparedCaseStore
 from MRISynthesisLib.training.run_files import best_weights_path, load_training_state, training_state_path
 from MRISynthesisLib.training.slices import TUMOUR_CORE_LABELS, SliceSampler, eligible_slices, min_brain_pixels
+from MRISynthesisLib.training import stage1_outputs
 from MRISynthesisLib.training.stage1_outputs import Stage1OutputCache
 from MRISynthesisLib.training.segmenter import (
     SegmenterTrainingOptions,
@@ -356,7 +357,7 @@ def test_stage2_loss_falls_on_a_fixed_batch(prepared, tmp_path):
 # --------------------------------------------------------------------------- stage-2 cache
 
 
-def test_stage1_cache_is_reused_and_invalidated_when_the_checkpoint_changes(prepared, tmp_path):
+def test_stage1_cache_is_reused_and_invalidated_when_the_checkpoint_changes(prepared, tmp_path, monkeypatch):
     case = prepared[2]
     generator = _tiny_generator(seed=1).eval()
     checkpoint = save_checkpoint(tmp_path / "stage1.pt", "stage1", generator)
@@ -375,6 +376,11 @@ def test_stage1_cache_is_reused_and_invalidated_when_the_checkpoint_changes(prep
     assert fresh.key != cache.key and not cache.folder.exists()
     second = fresh.get(case, T1C, sources)
     assert (fresh.hits, fresh.misses) == (0, 1) and not np.allclose(second, first)
+    # inputs prepared another way (the prepared-case version) make the same checkpoint's outputs stale too
+    monkeypatch.setattr(stage1_outputs, "PREPARED_CACHE_VERSION", stage1_outputs.PREPARED_CACHE_VERSION + 1)
+    reprepared = Stage1OutputCache(root, checkpoint, changed, CPU)
+    assert reprepared.key == fresh.key and reprepared.folder != fresh.folder and not fresh.folder.exists()
+    assert reprepared.get(case, T1C, sources) is not None and (reprepared.hits, reprepared.misses) == (0, 1)
 
 
 # --------------------------------------------------------------------------- segmenter weights

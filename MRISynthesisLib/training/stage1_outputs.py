@@ -12,7 +12,7 @@ import numpy as np
 from ..core.io import atomic_path
 from ..core.preprocessing import prior_intensity
 from ..sequences import SEQUENCES, Sequence
-from .prepared_cases import PreparedCase
+from .prepared_cases import PREPARED_CACHE_VERSION, PreparedCase
 from .run_files import LogCallback, file_sha256
 
 __all__ = ["stage1_volume", "Stage1OutputCache"]
@@ -33,16 +33,17 @@ def stage1_volume(generator, case: PreparedCase, target: Sequence, sources: Sequ
 
 
 class Stage1OutputCache:
-    """Stage-1 volumes on disk under ``root/<sha256 of the stage-1 checkpoint>/``.
+    """Stage-1 volumes on disk under ``root/v<prepared-case version>-<sha256 of the stage-1 checkpoint>/``.
 
     Entries are computed on first use per (case, target, inputs); a different checkpoint
-    file gives a different key, and folders of other keys are deleted (they are stale).
+    file, or inputs prepared another way (:data:`.prepared_cases.PREPARED_CACHE_VERSION`), give a
+    different key, and folders of other keys are deleted (they are stale).
     """
 
     def __init__(self, root: Path, checkpoint: Path, generator, device, log: Optional[LogCallback] = None) -> None:
-        self.key = file_sha256(checkpoint)
+        self.key = file_sha256(checkpoint)  # recorded by stage 2 as the checkpoint's sha256
         self.root = Path(root)
-        self.folder = self.root / self.key
+        self.folder = self.root / f"v{PREPARED_CACHE_VERSION}-{self.key}"
         self.generator = generator
         self.device = device
         self.hits = 0
@@ -54,10 +55,11 @@ class Stage1OutputCache:
         if not self.root.is_dir():
             return
         for entry in self.root.iterdir():
-            if entry.is_dir() and entry.name != self.key:
+            if entry.is_dir() and entry.name != self.folder.name:
                 shutil.rmtree(entry, ignore_errors=True)
                 if log:
-                    log(f"stage-1 checkpoint changed: removed stale stage-1 cache {entry.name[:12]}")
+                    log("stage-1 checkpoint or input preparation changed: removed stale stage-1 cache "
+                        f"{entry.name[:16]}")
 
     def path(self, case: PreparedCase, target: Sequence, sources: SequenceT[Sequence]) -> Path:
         """File of one entry."""
