@@ -26,8 +26,10 @@ DEFAULT_OUTPUT = ROOT / "Resources" / "Screenshots" / "MRISynthesis.png"
 DEFAULT_SEED = 90210  # the demo model's demo seed: outside its training seeds
 HIDDEN = "t1c"
 MODEL = "demo"
-#: Pixels per inch of the montage (the CLI's is 100): about 1430 x 770 pixels, under 300 kB as a palette PNG.
-DPI = 90
+#: Pixels per inch of the montage (the CLI's is 100): about 1270 x 860 pixels, and with COLOURS a palette PNG
+#: under 300 kB (the 1.5 mm model's images hold more detail than the 2.5 mm one's, which fitted at 90 and 256).
+DPI = 80
+COLOURS = 128
 
 
 def render(output: Path, seed: int) -> Path:
@@ -57,7 +59,7 @@ def render(output: Path, seed: int) -> Path:
             drawn = montage.save_montage(Path(folder) / "montage.png", inputs, target, ground_truth=truth,
                                          label=case.label, title=title)
             with Image.open(drawn) as image:
-                palette = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+                palette = image.convert("RGB").quantize(colors=COLOURS, method=Image.Quantize.MEDIANCUT)
     finally:
         montage.DPI = usual_dpi
     text = PngImagePlugin.PngInfo()
