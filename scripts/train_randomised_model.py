@@ -395,10 +395,10 @@ def enhancement(run: Path, held_out: str = "eval") -> str:
     """The table of scripts/enhancement_contrast.py for a held-out set: does the synthetic T1c enhance? Kept
     in ``RUN/enhancement-HELD_OUT-HASH.md`` (HASH: of the networks), so that a re-install (``--install-only``)
     does not measure it again."""
-    import hashlib
+    from MRISynthesisLib.training.run_files import file_sha256
 
-    networks = hashlib.sha256((run / "stage1.pt").read_bytes() + (run / "refiner.pt").read_bytes()).hexdigest()
-    kept = run / f"enhancement-{held_out}-{networks[:12]}.md"  # a retrained network is measured again
+    networks = "".join(file_sha256(run / name)[:6] for name in ("stage1.pt", "refiner.pt"))
+    kept = run / f"enhancement-{held_out}-{networks}.md"  # a retrained network is measured again
     if not kept.exists():
         command = [sys.executable, str(REPO / "scripts" / "enhancement_contrast.py"), "--data",
                    str(run.parent / held_out), "--model", str(run)]

@@ -256,10 +256,7 @@ class ModelGrid:
         oriented = _orient_lps(image)
         if self.resampled is None:
             return sitk.GetArrayFromImage(oriented)
-        if nearest:
-            return sitk.GetArrayFromImage(sitk.Resample(oriented, self.resampled, sitk.Transform(),
-                                                        sitk.sitkNearestNeighbor, 0.0, oriented.GetPixelID()))
-        return _resample_within_range(oriented, self.resampled, 0.0)
+        return _resample_onto(oriented, self.resampled, 0.0, nearest)
 
     def to_model(self, image: sitk.Image, fill: float = 0.0, nearest: bool = False) -> np.ndarray:
         """Input-grid image -> ``[slices, 240, 240]`` float32 array on the model grid."""
@@ -272,11 +269,8 @@ class ModelGrid:
         space = self.resampled or self.oriented
         image = sitk.GetImageFromArray(uncropped)
         image.CopyInformation(space)
-        if self.resampled is not None and nearest:
-            image = sitk.Resample(image, self.oriented, sitk.Transform(), sitk.sitkNearestNeighbor, fill,
-                                  image.GetPixelID())
-        elif self.resampled is not None:
-            image = _array_like(self.oriented, _resample_within_range(image, self.oriented, fill))
+        if self.resampled is not None:
+            image = _array_like(self.oriented, _resample_onto(image, self.oriented, fill, nearest))
         original = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(self.reference.GetDirection())
         image = sitk.DICOMOrient(image, original)
         # DICOMOrient may differ by rounding in the last digit; the reference's geometry is the truth.
@@ -297,10 +291,14 @@ class ModelGrid:
 IMAGE_INTERPOLATOR = sitk.sitkBSpline
 
 
-def _resample_within_range(image: sitk.Image, reference: sitk.Image, fill: float) -> np.ndarray:
-    """``image`` resampled onto ``reference``'s grid with :data:`IMAGE_INTERPOLATOR` as float32 ``[z, y, x]``,
-    clipped to the range of ``image`` and ``fill``: a cubic spline overshoots at sharp edges (the brain's
-    border against a zero background), and a negative intensity or a probability above 1 would be invented."""
+def _resample_onto(image: sitk.Image, reference: sitk.Image, fill: float, nearest: bool) -> np.ndarray:
+    """``image`` resampled onto ``reference``'s grid as an array ``[z, y, x]``: labels and masks (``nearest``)
+    by nearest neighbour in their own pixel type; images with :data:`IMAGE_INTERPOLATOR` as float32, clipped to
+    the range of ``image`` and ``fill``: a cubic spline overshoots at sharp edges (the brain's border against a
+    zero background), and a negative intensity or a probability above 1 would be invented."""
+    if nearest:
+        return sitk.GetArrayFromImage(sitk.Resample(image, reference, sitk.Transform(), sitk.sitkNearestNeighbor,
+                                                    float(fill), image.GetPixelID()))
     source = sitk.Cast(image, sitk.sitkFloat32)
     resampled = sitk.GetArrayFromImage(sitk.Resample(source, reference, sitk.Transform(), IMAGE_INTERPOLATOR,
                                                      float(fill), sitk.sitkFloat32))

@@ -117,7 +117,7 @@ def lesion_contrast_loss(difference: torch.Tensor, label: torch.Tensor, healthy:
     over the items and regions that have both and divided by the batch size (0 for none).
 
     ``difference`` is fake - real [B, H, W]; ``label`` the tumour labels and ``healthy`` a boolean mask, both of
-    the same shape (zero / False where an item should have no say). Not in the paper: an L1 or SSIM over the
+    the same shape (an item without healthy brain in ``healthy`` has no say). Not in the paper: an L1 or SSIM over the
     whole slice gives an enhancing rim a few per cent of its weight, and a plain L1 over the rim alone is met by
     brightening the whole image. This term is indifferent to a global offset and asks only that each region
     stand out from healthy brain by as much as in the real image. Why each region and not the rim alone: with

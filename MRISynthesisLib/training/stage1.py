@@ -221,8 +221,7 @@ def generator_losses(generator: HFGANGenerator, discriminator: PatchDiscriminato
         is_t1c = (batch["target"] == generator.modality_order.index(Sequence.T1C))[:, None, None]
         healthy = batch["brain"].bool() & (batch["label"] == 0) & is_t1c
         terms["enhancement_contrast"] = lesion_contrast_loss(
-            fake[:, 0].float() - real[:, 0].float(), torch.where(is_t1c, batch["label"], 0), healthy,
-            TUMOUR_REGIONS)
+            fake[:, 0].float() - real[:, 0].float(), batch["label"], healthy, TUMOUR_REGIONS)
     total = sum(getattr(weights, name) * value for name, value in terms.items())
     return total, terms, fake
 
